@@ -1,0 +1,155 @@
+"""Build a clinical summary from FHIR R4 resources: plain Python, testable under CPython."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+Resource = dict[str, Any]
+Reader = Callable[[str], list[Resource]]
+
+VITAL_SIGNS = "vital-signs"
+
+
+class PatientNotFound(Exception):
+    """The authorised patient has no Patient resource."""
+
+
+def build_summary(read: Reader) -> dict[str, Any]:
+    """Demographics, active allergies, active medications and latest vital signs."""
+    patients = read("Patient")
+    if not patients:
+        raise PatientNotFound("no Patient resource")
+    return {
+        "demographics": demographics(patients[0]),
+        "allergies": active_allergies(read("AllergyIntolerance")),
+        "medications": active_medications(read("MedicationRequest")),
+        "vital_signs": latest_vital_signs(read("Observation")),
+    }
+
+
+def demographics(patient: Resource) -> dict[str, Any]:
+    names = patient.get("name") or [{}]
+    official = next((n for n in names if n.get("use") == "official"), names[0])
+    return {
+        "id": patient.get("id"),
+        "name": {
+            "given": official.get("given", []),
+            "family": official.get("family"),
+            "text": official.get("text") or " ".join([*official.get("given", []), official.get("family", "")]).strip(),
+        },
+        "gender": patient.get("gender"),
+        "birth_date": patient.get("birthDate"),
+        "identifiers": [
+            {"system": i.get("system"), "value": i.get("value"), "type": _text(i.get("type"))}
+            for i in patient.get("identifier", [])
+        ],
+    }
+
+
+def active_allergies(allergies: list[Resource]) -> list[dict[str, Any]]:
+    active = [a for a in allergies if _status_code(a.get("clinicalStatus")) == "active"]
+    return [
+        {
+            "id": a.get("id"),
+            "substance": _text(a.get("code")),
+            "codes": _codes(a.get("code")),
+            "criticality": a.get("criticality"),
+            "category": a.get("category", []),
+            "reactions": [_text(m) for r in a.get("reaction", []) for m in r.get("manifestation", [])],
+        }
+        for a in sorted(active, key=lambda a: a.get("recordedDate", ""))
+    ]
+
+
+def active_medications(requests: list[Resource]) -> list[dict[str, Any]]:
+    active = [m for m in requests if m.get("status") == "active"]
+    return [
+        {
+            "id": m.get("id"),
+            "medication": _text(m.get("medicationCodeableConcept")),
+            "codes": _codes(m.get("medicationCodeableConcept")),
+            "authored_on": m.get("authoredOn"),
+            "dosage": [d.get("text") for d in m.get("dosageInstruction", []) if d.get("text")],
+        }
+        for m in sorted(active, key=lambda m: m.get("authoredOn", ""))
+    ]
+
+
+def latest_vital_signs(observations: list[Resource]) -> list[dict[str, Any]]:
+    """The most recent final vital-sign observation of each LOINC code."""
+    latest: dict[str, Resource] = {}
+    for obs in observations:
+        if not _is_vital_sign(obs) or obs.get("status") in ("entered-in-error", "cancelled"):
+            continue
+        code = _first_code(obs.get("code"))
+        if code is None:
+            continue
+        if code not in latest or _when(obs) > _when(latest[code]):
+            latest[code] = obs
+    return [_vital(obs) for _, obs in sorted(latest.items())]
+
+
+def _vital(obs: Resource) -> dict[str, Any]:
+    vital: dict[str, Any] = {
+        "code": _first_code(obs.get("code")),
+        "name": _text(obs.get("code")),
+        "effective": _when(obs),
+    }
+    vital.update(_quantity(obs.get("valueQuantity")))
+    components = obs.get("component")
+    if components:
+        vital["components"] = [
+            {"code": _first_code(c.get("code")), "name": _text(c.get("code")), **_quantity(c.get("valueQuantity"))}
+            for c in components
+        ]
+    return vital
+
+
+def _quantity(quantity: Resource | None) -> dict[str, Any]:
+    if not quantity:
+        return {}
+    return {"value": quantity.get("value"), "unit": quantity.get("unit") or quantity.get("code")}
+
+
+def _is_vital_sign(obs: Resource) -> bool:
+    return any(
+        coding.get("code") == VITAL_SIGNS
+        for category in obs.get("category", [])
+        for coding in category.get("coding", [])
+    )
+
+
+def _when(obs: Resource) -> str:
+    return str(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued") or "")
+
+
+def _status_code(concept: Resource | None) -> str | None:
+    return _first_code(concept)
+
+
+def _first_code(concept: Resource | None) -> str | None:
+    for coding in (concept or {}).get("coding", []):
+        if coding.get("code"):
+            return str(coding["code"])
+    return None
+
+
+def _codes(concept: Resource | None) -> list[dict[str, Any]]:
+    return [{"system": c.get("system"), "code": c.get("code")} for c in (concept or {}).get("coding", [])]
+
+
+def _text(concept: Resource | None) -> str | None:
+    if not concept:
+        return None
+    if concept.get("text"):
+        return str(concept["text"])
+    for coding in concept.get("coding", []):
+        if coding.get("display"):
+            return str(coding["display"])
+    return None
+
+
+def parse(resources: list[str]) -> list[Resource]:
+    return [json.loads(r) for r in resources]

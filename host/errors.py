@@ -1,0 +1,108 @@
+"""The host's one exception tree. Third-party errors are translated into it at one place each.
+
+    WardfnError
+    ├── ConfigurationError           settings unusable; the message names the setting
+    ├── AuthenticationError          token missing, expired, forged, wrong issuer or audience
+    ├── InvalidRequest               the caller's input is malformed
+    ├── FunctionNotFound             no such function in the registry
+    ├── PatientNotFound              no such patient (raised only after the policy allowed)
+    ├── PolicyDenied                 the policy said no; carries its reasons
+    ├── Unavailable                  fail closed: no patient data leaves
+    │   ├── PolicyUnavailable        the policy engine could not answer
+    │   ├── AuditUnavailable         the audit record could not be made durable
+    │   └── StoreUnavailable         the record store could not answer
+    ├── BuildError                   componentize or compile failed
+    ├── ArtifactRejected             a cached artifact is not one the host compiled
+    └── FunctionFailed               the invocation ended badly; the host goes on
+        ├── FunctionTimedOut         the deadline passed
+        ├── FunctionTrapped          a trap, an exhausted limit or an uncaught exception
+        ├── FunctionOutputRejected   output too large or not the promised shape
+        └── FunctionReturnedError    the function's own `error` result
+"""
+
+from __future__ import annotations
+
+
+class WardfnError(Exception):
+    """Base of every error the host raises on purpose."""
+
+    code = "error"
+
+
+class ConfigurationError(WardfnError):
+    code = "configuration_error"
+
+
+class AuthenticationError(WardfnError):
+    code = "unauthenticated"
+
+
+class InvalidRequest(WardfnError):
+    code = "invalid_request"
+
+
+class FunctionNotFound(WardfnError):
+    code = "function_not_found"
+
+
+class PatientNotFound(WardfnError):
+    code = "patient_not_found"
+
+
+class PolicyDenied(WardfnError):
+    code = "policy_denied"
+
+    def __init__(self, reasons: list[str], decision_id: str) -> None:
+        super().__init__("; ".join(reasons) or "denied by policy")
+        self.reasons = reasons
+        self.decision_id = decision_id
+
+
+class Unavailable(WardfnError):
+    code = "unavailable"
+
+
+class PolicyUnavailable(Unavailable):
+    code = "policy_unavailable"
+
+
+class AuditUnavailable(Unavailable):
+    code = "audit_unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class BuildError(WardfnError):
+    code = "build_failed"
+
+
+class ArtifactRejected(WardfnError):
+    code = "artifact_rejected"
+
+
+class FunctionFailed(WardfnError):
+    code = "function_failed"
+
+
+class FunctionTimedOut(FunctionFailed):
+    code = "function_timed_out"
+
+
+class FunctionTrapped(FunctionFailed):
+    code = "function_trapped"
+
+
+class FunctionOutputRejected(FunctionFailed):
+    code = "function_output_rejected"
+
+
+class FunctionReturnedError(FunctionFailed):
+    """The function answered with its WIT `error` case: `kind` is the case name."""
+
+    code = "function_error"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
