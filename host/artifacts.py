@@ -1,0 +1,142 @@
+"""The content-addressed cache of compiled components, and the checks before one is trusted.
+
+A `.cwasm` is native code that wasmtime runs without validating it, so the host
+loads only artifacts it compiled itself: each has a record of its SHA-256 digest,
+signed with an HMAC key that only the host holds, in a directory only the host
+can write. A file that fails any check is refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from host.errors import ArtifactRejected, ConfigurationError
+
+KEY_FILE = "artifact-hmac.key"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A compiled function in the cache, as its signed record describes it."""
+
+    name: str
+    version: str
+    key: str
+    cwasm_sha256: str
+    wasm_sha256: str
+    cwasm_path: Path
+    wasm_path: Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactCache:
+    """Writes and reads verified artifacts under one private directory."""
+
+    def __init__(self, directory: Path, key_dir: Path) -> None:
+        self.directory = directory
+        self._hmac_key = _load_or_create_key(key_dir / KEY_FILE)
+
+    def _paths(self, name: str, key: str) -> tuple[Path, Path, Path]:
+        stem = self.directory / f"{name}-{key[:32]}"
+        return stem.with_suffix(".wasm"), stem.with_suffix(".cwasm"), stem.with_suffix(".json")
+
+    def lookup(self, name: str, key: str) -> Artifact | None:
+        """The verified artifact for this key, None if never built; ArtifactRejected if tampered."""
+        wasm_path, cwasm_path, record_path = self._paths(name, key)
+        if not record_path.exists():
+            return None
+        _require_private_dir(self.directory)
+        raw = json.loads(record_path.read_bytes())
+        fields, signature = raw.get("artifact", {}), raw.get("hmac", "")
+        if not hmac.compare_digest(self._sign(fields), str(signature)):
+            raise ArtifactRejected(f"{record_path}: signature does not match; rebuild with `wardfn build {name}`")
+        if fields.get("key") != key or fields.get("name") != name:
+            raise ArtifactRejected(f"{record_path}: describes another build; rebuild with `wardfn build {name}`")
+        if not cwasm_path.is_file() or sha256_file(cwasm_path) != fields.get("cwasm_sha256"):
+            raise ArtifactRejected(f"{cwasm_path}: digest does not match its record; rebuild with `wardfn build {name}`")
+        return Artifact(
+            name=name,
+            version=str(fields["version"]),
+            key=key,
+            cwasm_sha256=str(fields["cwasm_sha256"]),
+            wasm_sha256=str(fields["wasm_sha256"]),
+            cwasm_path=cwasm_path,
+            wasm_path=wasm_path,
+        )
+
+    def store(self, name: str, version: str, key: str, wasm: bytes, cwasm: bytes) -> Artifact:
+        """Write the component and its compiled form atomically, then their signed record."""
+        _make_private_dir(self.directory)
+        wasm_path, cwasm_path, record_path = self._paths(name, key)
+        _write_atomic(wasm_path, wasm)
+        _write_atomic(cwasm_path, cwasm)
+        artifact = Artifact(
+            name=name,
+            version=version,
+            key=key,
+            cwasm_sha256=hashlib.sha256(cwasm).hexdigest(),
+            wasm_sha256=hashlib.sha256(wasm).hexdigest(),
+            cwasm_path=cwasm_path,
+            wasm_path=wasm_path,
+        )
+        fields = {k: v for k, v in asdict(artifact).items() if not k.endswith("_path")}
+        record = {"artifact": fields, "hmac": self._sign(fields)}
+        _write_atomic(record_path, json.dumps(record, indent=2, sort_keys=True).encode())
+        return artifact
+
+    def _sign(self, fields: dict[str, object]) -> str:
+        message = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    _make_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def _make_private_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _require_private_dir(directory)
+
+
+def _require_private_dir(directory: Path) -> None:
+    info = directory.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigurationError(
+            f"{directory} must be owned by this user and writable by nobody else "
+            f"(chmod 700 {directory}): the host runs the native code it finds there"
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

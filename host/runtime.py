@@ -1,0 +1,330 @@
+"""Runs functions in wasmtime sandboxes: one engine, one linker, a fresh store per invocation.
+
+The linker satisfies the world's imports. `records` answers only inside the scope
+the policy decision granted; `log` keeps a bounded buffer; the WASI preview 2
+imports that componentize-py's CPython needs are wasmtime's, configured with
+nothing behind them (no preopened directory, no environment, no arguments, no
+network; stdout and stderr captured into a bounded buffer).
+
+A wasmtime `Store` used by two threads at once aborts the whole process, so a
+store belongs to exactly one invocation, on one thread, and is dropped after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
+from wasmtime.component import Component, Func, Linker, Record, Variant
+
+from host.errors import (
+    ArtifactRejected,
+    FunctionOutputRejected,
+    FunctionReturnedError,
+    FunctionTimedOut,
+    FunctionTrapped,
+    StoreUnavailable,
+)
+from host.types import Scope
+
+WIT_PACKAGE = "wardfn:patient"
+WIT_VERSION = "0.1.0"
+HANDLER_EXPORT = f"{WIT_PACKAGE}/handler@{WIT_VERSION}"
+
+RecordReader = Callable[[str, str], list[str]]
+
+
+def create_engine() -> Engine:
+    """The process's one engine. Its settings are part of every artifact's cache key."""
+    config = Config()
+    config.epoch_interruption = True
+    return Engine(config)
+
+
+def engine_fingerprint() -> str:
+    """What a serialized component depends on: the wasmtime version and the engine settings."""
+    return f"wasmtime={package_version('wasmtime')};epoch_interruption=1"
+
+
+class EpochTicker:
+    """Advances the engine's epoch at a fixed interval so deadlines interrupt running code."""
+
+    def __init__(self, engine: Engine, interval_ms: int) -> None:
+        self._engine = engine
+        self._interval = interval_ms / 1000
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wardfn-epoch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._engine.increment_epoch()
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-invocation limits, from the settings and the function's manifest."""
+
+    deadline_ms: int
+    memory_bytes: int
+    output_bytes: int
+    stdio_bytes: int
+    log_bytes: int
+
+
+@dataclass(frozen=True)
+class FunctionRequest:
+    patient_id: str | None
+    purpose: str
+    args: dict[str, Any]
+
+
+@dataclass
+class CallResult:
+    """The function's parsed answer and what the host saw while it ran."""
+
+    body: Any
+    call_ms: float
+    log: list[str] = field(default_factory=list)
+    stdio_bytes: int = 0
+
+
+class _Bounded:
+    """Text collected up to a byte budget; the rest is counted and dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.dropped = 0
+        self.lines: list[str] = []
+
+    def add(self, text: str) -> None:
+        size = len(text.encode("utf-8", "replace"))
+        if self.used + size > self.limit:
+            self.dropped += size
+            return
+        self.used += size
+        self.lines.append(text)
+
+
+@dataclass
+class _CallContext:
+    scope: Scope
+    read: RecordReader
+    log: _Bounded
+
+
+# Host imports run synchronously on the thread that called into the instance, so
+# the thread knows which invocation, and so which scope, an import call belongs to.
+_current = threading.local()
+
+
+@contextmanager
+def _bound_to(context: _CallContext) -> Iterator[None]:
+    _current.context = context
+    try:
+        yield
+    finally:
+        _current.context = None
+
+
+def _records_search(_store: object, patient_id: str, resource_type: str) -> list[str] | Variant:
+    context: _CallContext | None = getattr(_current, "context", None)
+    if context is None:
+        return Variant("denied", "no invocation is running")
+    scope = context.scope
+    if scope.patient_id is None or patient_id != scope.patient_id:
+        return Variant("denied", "this invocation is not authorised for that patient")
+    if resource_type not in scope.resource_types:
+        return Variant("denied", f"this invocation may not read {resource_type}")
+    try:
+        return context.read(patient_id, resource_type)
+    except StoreUnavailable:
+        return Variant("unavailable", "the record store is unavailable")
+
+
+def _log_write(_store: object, level: str, message: str) -> None:
+    context: _CallContext | None = getattr(_current, "context", None)
+    if context is not None:
+        context.log.add(f"{level}: {message}")
+
+
+class PreparedInstance:
+    """An instantiated component in its own store, not yet given any patient data."""
+
+    def __init__(self, store: Store, handle: Func, stdio: _Bounded) -> None:
+        self.store = store
+        self.handle = handle
+        self.stdio = stdio
+
+
+class Sandbox:
+    """Instantiates and calls components; owns the linker shared by all of them."""
+
+    def __init__(self, engine: Engine, read: RecordReader, tick_ms: int) -> None:
+        self.engine = engine
+        self._read = read
+        self._tick_ms = tick_ms
+        self.linker = Linker(engine)
+        self.linker.add_wasip2()
+        with self.linker.root() as root:
+            with root.add_instance(f"{WIT_PACKAGE}/records@{WIT_VERSION}") as records:
+                records.add_func("search", _records_search)
+            with root.add_instance(f"{WIT_PACKAGE}/log@{WIT_VERSION}") as log:
+                log.add_func("write", _log_write)
+
+    def load(self, cwasm_path: Path) -> Component:
+        """Load a precompiled component; the caller has verified it is one the host compiled."""
+        try:
+            return Component.deserialize_file(self.engine, str(cwasm_path))
+        except WasmtimeError as exc:
+            raise ArtifactRejected(f"{cwasm_path}: wasmtime cannot load it; rebuild with `wardfn build`") from exc
+
+    def prepare(self, component: Component, limits: SandboxLimits) -> PreparedInstance:
+        """A fresh store and instance, with the memory cap and an empty WASI context."""
+        stdio = _Bounded(limits.stdio_bytes)
+        store = Store(self.engine)
+        wasi = WasiConfig()  # empty: no preopens, no env, no args, no network
+        wasi.stdout_custom = lambda data: stdio.add(data.decode("utf-8", "replace"))
+        wasi.stderr_custom = lambda data: stdio.add(data.decode("utf-8", "replace"))
+        store.set_wasi(wasi)
+        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_epoch_deadline(1_000_000)  # instantiation runs no guest code of note
+        try:
+            instance = self.linker.instantiate(store, component)
+            export = instance.get_export_index(store, HANDLER_EXPORT)
+            handle = instance.get_func(store, "handle") if export is None else None
+            if export is not None:
+                index = instance.get_export_index(store, "handle", export)
+                handle = instance.get_func(store, index) if index is not None else None
+        except WasmtimeError as exc:
+            raise FunctionTrapped("the function could not be instantiated") from exc
+        if handle is None:
+            raise ArtifactRejected(f"the component does not export {HANDLER_EXPORT}#handle")
+        return PreparedInstance(store, handle, stdio)
+
+    def call(
+        self, prepared: PreparedInstance, request: FunctionRequest, scope: Scope, limits: SandboxLimits
+    ) -> CallResult:
+        """Run the handler once, within the limits, reading only inside `scope`; then drop the store."""
+        record = Record()
+        setattr(record, "patient-id", request.patient_id)
+        record.purpose = request.purpose
+        record.args = json.dumps(request.args)
+        context = _CallContext(scope=scope, read=self._read, log=_Bounded(limits.log_bytes))
+        store, handle = prepared.store, prepared.handle
+        ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
+        store.set_epoch_deadline(ticks)
+        started = time.perf_counter()
+        try:
+            with _bound_to(context):
+                result = handle(store, record)
+                handle.post_return(store)
+        except WasmtimeError as exc:
+            # A failed call carries no trap code we can rely on: the host's own clock decides.
+            if (time.perf_counter() - started) * 1000 >= limits.deadline_ms:
+                raise FunctionTimedOut(f"the function ran past its {limits.deadline_ms} ms deadline") from exc
+            raise FunctionTrapped("the function trapped") from exc
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise FunctionOutputRejected("the function's answer is not the promised shape") from exc
+        finally:
+            prepared.store = None  # type: ignore[assignment]
+            store.close()
+        call_ms = (time.perf_counter() - started) * 1000
+        body = _parse_body(_unwrap(result), limits.output_bytes)
+        return CallResult(body=body, call_ms=call_ms, log=context.log.lines, stdio_bytes=prepared.stdio.used)
+
+
+def _unwrap(result: object) -> str:
+    """wasmtime lifts `result<response, error>` as a Record (ok) or a Variant (err)."""
+    if isinstance(result, Variant):
+        raise FunctionReturnedError(result.tag, str(result.payload)[:500])
+    body = getattr(result, "body", None)
+    if not isinstance(body, str):
+        raise FunctionOutputRejected("the function's answer is not a response record")
+    return body
+
+
+def _parse_body(body: str, limit: int) -> Any:
+    if len(body.encode("utf-8")) > limit:
+        raise FunctionOutputRejected(f"the function's answer exceeds the {limit} byte output limit")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise FunctionOutputRejected("the function's answer is not JSON") from exc
+
+
+class InstancePool:
+    """Fresh instances prepared ahead of demand, so instantiation stays off the request path.
+
+    An instance serves one invocation and is then discarded: nothing read for one
+    patient can survive into the next call.
+    """
+
+    def __init__(self, sandbox: Sandbox, size: int) -> None:
+        self._sandbox = sandbox
+        self._size = size
+        self._queues: dict[str, tuple[Component, SandboxLimits, queue.Queue[PreparedInstance]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="wardfn-prepare", daemon=True)
+
+    def register(self, key: str, component: Component, limits: SandboxLimits) -> None:
+        with self._lock:
+            self._queues[key] = (component, limits, queue.Queue(maxsize=max(self._size, 1)))
+        self._wake.set()
+
+    def unregister(self, key: str) -> None:
+        with self._lock:
+            self._queues.pop(key, None)
+
+    def take(self, key: str) -> PreparedInstance:
+        """A prepared instance if one is ready, else one made now."""
+        with self._lock:
+            component, limits, ready = self._queues[key]
+        try:
+            prepared = ready.get_nowait()
+        except queue.Empty:
+            prepared = self._sandbox.prepare(component, limits)
+        self._wake.set()
+        return prepared
+
+    def start(self) -> None:
+        if self._size > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1)
+            self._wake.clear()
+            with self._lock:
+                pools = list(self._queues.values())
+            for component, limits, ready in pools:
+                while ready.qsize() < self._size and not self._stop.is_set():
+                    try:
+                        ready.put_nowait(self._sandbox.prepare(component, limits))
+                    except (queue.Full, FunctionTrapped, ArtifactRejected):
+                        break
