@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     home: Path = Path(".wardfn")
     cache_dir: Path | None = None
+    database: Path | None = None
 
     functions_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "functions"])
     wit_dir: Path = PROJECT_ROOT / "wit"
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        return self.home / "wardfn.db"
+        return self.database if self.database is not None else self.home / "wardfn.db"
 
     @property
     def artifact_dir(self) -> Path:

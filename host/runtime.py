@@ -169,9 +169,16 @@ class PreparedInstance:
     """An instantiated component in its own store, not yet given any patient data."""
 
     def __init__(self, store: Store, handle: Func, stdio: _Bounded) -> None:
-        self.store = store
+        self._store: Store | None = store
         self.handle = handle
         self.stdio = stdio
+
+    def claim(self) -> Store:
+        """The store, once: an instance serves one invocation and is then dropped."""
+        store, self._store = self._store, None
+        if store is None:
+            raise RuntimeError("this instance already served an invocation; take a fresh one")
+        return store
 
 
 class Sandbox:
@@ -228,7 +235,7 @@ class Sandbox:
         record.purpose = request.purpose
         record.args = json.dumps(request.args)
         context = _CallContext(scope=scope, read=self._read, log=_Bounded(limits.log_bytes))
-        store, handle = prepared.store, prepared.handle
+        store, handle = prepared.claim(), prepared.handle
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         store.set_epoch_deadline(ticks)
         started = time.perf_counter()
@@ -244,7 +251,6 @@ class Sandbox:
         except (ValueError, TypeError, UnicodeError) as exc:
             raise FunctionOutputRejected("the function's answer is not the promised shape") from exc
         finally:
-            prepared.store = None  # type: ignore[assignment]
             store.close()
         call_ms = (time.perf_counter() - started) * 1000
         body = _parse_body(_unwrap(result), limits.output_bytes)

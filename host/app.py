@@ -1,0 +1,297 @@
+"""The HTTP API. The only module that imports FastAPI and turns host errors into status codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from host.assembly import Host, open_host
+from host.config import Settings
+from host.errors import (
+    AuthenticationError,
+    FunctionNotFound,
+    FunctionReturnedError,
+    FunctionTimedOut,
+    InvalidRequest,
+    PatientNotFound,
+    PolicyDenied,
+    Unavailable,
+    WardfnError,
+)
+from host.http_schemas import (
+    PATIENT_ID_PATTERN,
+    ErrorResponse,
+    FunctionInfo,
+    InvokeBody,
+    InvokeResponse,
+    Purpose,
+)
+from host.types import Subject
+
+SUMMARY_FUNCTION = "patient_lookup"
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+log = logging.getLogger("wardfn.http")
+
+# What a function's own error case becomes. The function's message is not passed
+# on: it could carry patient data, and errors never do.
+_FUNCTION_ERRORS = {
+    "invalid-input": (422, "the function rejected its input"),
+    "not-found": (404, "the function found nothing for this request"),
+    "internal": (500, "the function failed"),
+}
+
+_STATUS: list[tuple[type[WardfnError], int]] = [
+    (AuthenticationError, 401),
+    (InvalidRequest, 422),
+    (FunctionNotFound, 404),
+    (PatientNotFound, 404),
+    (PolicyDenied, 403),
+    (Unavailable, 503),
+    (FunctionTimedOut, 504),
+]
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "unknown")
+
+
+def _error(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = ErrorResponse.model_validate({"error": {"code": code, "message": message, "request_id": _request_id(request), **extra}})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WardfnError)
+    if isinstance(exc, FunctionReturnedError):
+        status, message = _FUNCTION_ERRORS.get(exc.kind, _FUNCTION_ERRORS["internal"])
+        return _error(request, status, f"function_{exc.kind.replace('-', '_')}", message)
+    if isinstance(exc, PolicyDenied):
+        return _error(request, 403, exc.code, "denied by policy", reasons=exc.reasons)
+    status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
+    return _error(request, status, exc.code, str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return _error(request, 400, "malformed_json", "the request body is not valid JSON")
+    # Name the fields, never echo the values: they may be patient data.
+    fields = sorted({".".join(str(part) for part in p.get("loc", ()) if part != "body") for p in problems})
+    return _error(request, 422, "invalid_request", f"invalid or missing: {', '.join(fields)}")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(request, exc.status_code, "http_error", str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error(json.dumps({"event": "unexpected_error", "request_id": _request_id(request), "type": type(exc).__name__}))
+    return _error(request, 500, "internal_error", "internal error; quote the request id to the operators")
+
+
+class RequestContext:
+    """ASGI middleware: a request id on every request and response, a body size cap, and one log line
+    per request that names the route template, never the path (paths carry patient ids)."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        offered = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        request_id = offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await self._too_large(request_id, send_with_id)
+        else:
+            received = 0
+
+            async def capped_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise _BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, capped_receive, send_with_id)
+            except _BodyTooLarge:
+                await self._too_large(request_id, send_with_id)
+        route = scope.get("route")
+        log.info(json.dumps({
+            "request_id": request_id,
+            "method": scope.get("method"),
+            "route": getattr(route, "path", "unmatched"),
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }))
+
+    async def _too_large(self, request_id: str, send: Callable[[Message], Awaitable[None]]) -> None:
+        body = {"error": {"code": "payload_too_large", "message": f"request bodies are limited to {self.max_body} bytes",
+                          "request_id": request_id}}
+        await JSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+HostDep = Annotated[Host, Depends(_host)]
+
+
+async def _subject(request: Request, host: HostDep) -> Subject:
+    try:
+        return host.verifier.verify(request.headers.get("authorization"))
+    except AuthenticationError as exc:
+        params = request.path_params
+        await run_in_threadpool(
+            host.service.record_rejected, _request_id(request), exc.code, params.get("name"), params.get("patient_id")
+        )
+        raise
+
+
+SubjectDep = Annotated[Subject, Depends(_subject)]
+
+
+def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
+    """The ASGI app. Everything expensive is built in the lifespan, unless a built host is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = host is None
+        app.state.host = open_host(settings) if owned else host
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.host.close()
+
+    app = FastAPI(
+        title="wardfn",
+        version="0.1.0",
+        summary="Patient-data functions in WebAssembly sandboxes, behind a policy decision, with an audit trail.",
+        lifespan=lifespan,
+        responses={code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 500, 503, 504)},
+    )
+    app.add_middleware(RequestContext, max_body=settings.max_request_bytes)
+    app.add_exception_handler(WardfnError, _wardfn_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+    async def run(request: Request, host: Host, subject: Subject, name: str, patient_id: str | None,
+                  purpose: Purpose, args: dict[str, Any]) -> InvokeResponse:
+        # Wasm runs in a worker thread: the event loop keeps serving, and each
+        # store stays on the one thread that runs its invocation.
+        result = await run_in_threadpool(
+            host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args
+        )
+        return InvokeResponse(
+            request_id=result.request_id,
+            function=result.function,
+            version=result.version,
+            decision_id=result.decision_id,
+            audit_seq=result.audit_seq,
+            result=result.body,
+        )
+
+    @app.post("/v1/functions/{name}/invoke", response_model=InvokeResponse, tags=["functions"])
+    async def invoke(request: Request, name: str, body: InvokeBody, host: HostDep, subject: SubjectDep) -> InvokeResponse:
+        """Invoke a function for one patient (or none), for a purpose of use."""
+        return await run(request, host, subject, name, body.patient_id, body.purpose, body.args)
+
+    @app.get("/v1/patients/{patient_id}/summary", response_model=InvokeResponse, tags=["patients"])
+    async def summary(
+        request: Request,
+        host: HostDep,
+        subject: SubjectDep,
+        patient_id: Annotated[str, Path(pattern=PATIENT_ID_PATTERN)],
+        purpose: Annotated[Purpose, Query()] = Purpose.TREAT,
+    ) -> InvokeResponse:
+        """The patient's clinical summary (runs patient_lookup)."""
+        return await run(request, host, subject, SUMMARY_FUNCTION, patient_id, purpose, {})
+
+    @app.get("/v1/functions", response_model=list[FunctionInfo], tags=["functions"])
+    async def functions(host: HostDep, _subject: SubjectDep) -> list[FunctionInfo]:
+        """The functions this host serves."""
+        return [
+            FunctionInfo(
+                name=f.name,
+                version=f.manifest.version,
+                description=f.manifest.description,
+                action=f.manifest.action,
+                patient=f.manifest.patient,
+                reads=list(f.manifest.reads),
+                digest=f"sha256:{f.artifact.cwasm_sha256}",
+            )
+            for f in host.registry.all()
+        ]
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(host: HostDep) -> JSONResponse:
+        """Ready to serve: the policy engine answers and the store is reachable."""
+        checks = {"policy": host.policy.healthy(), "store": await run_in_threadpool(host.store.healthy)}
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    return app
+
+
+def configure_logging() -> None:
+    """One JSON object a line on stdout; messages are built without patient data."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("wardfn")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False

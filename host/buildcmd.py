@@ -1,0 +1,32 @@
+"""Building functions from the command line, with progress on the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from host.artifacts import ArtifactCache
+from host.build import build_function
+from host.config import Settings
+from host.errors import FunctionNotFound
+from host.manifest import discover_functions
+from host.runtime import create_engine
+
+
+def build_functions(settings: Settings, names: list[str], force: bool, console: Console) -> None:
+    """Build the named functions (all when none are named); unchanged ones come from the cache."""
+    sources = discover_functions(settings.functions_dirs)
+    known = {s.name for s in sources}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise FunctionNotFound(f"no function named {', '.join(unknown)}; found: {', '.join(sorted(known))}")
+    chosen = [s for s in sources if not names or s.name in names]
+    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
+    engine = create_engine()
+    for index, source in enumerate(chosen, 1):
+        label = f"[{index}/{len(chosen)}] {source.name}"
+        with console.status(f"{label}: checking the cache") as status:
+            artifact, built = build_function(
+                source, settings.wit_dir, cache, engine, lambda step: status.update(f"{label}: {step}"), force
+            )
+        state = "built" if built else "up to date"
+        console.print(f"{label} {source.manifest.version}: {state} (sha256:{artifact.cwasm_sha256[:12]})")

@@ -1,0 +1,60 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# FHIR's id type: what a patient id may look like, checked before anything runs.
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
+
+
+class Purpose(str, Enum):
+    """HL7 PurposeOfUse codes."""
+
+    TREAT = "TREAT"
+    ETREAT = "ETREAT"
+    HPAYMT = "HPAYMT"
+    HOPERAT = "HOPERAT"
+    HRESCH = "HRESCH"
+    PATRQT = "PATRQT"
+
+
+class InvokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: str | None = Field(default=None, pattern=PATIENT_ID_PATTERN)
+    purpose: Purpose = Purpose.TREAT
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class InvokeResponse(BaseModel):
+    request_id: str
+    function: str
+    version: str
+    decision_id: str
+    audit_seq: int
+    result: Any
+
+
+class FunctionInfo(BaseModel):
+    name: str
+    version: str
+    description: str
+    action: str
+    patient: str
+    reads: list[str]
+    digest: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+    reasons: list[str] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,35 @@
+"""Shared fixtures: one build of every function per session, in a cache kept between runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host.artifacts import ArtifactCache
+from host.build import build_function
+from host.config import PROJECT_ROOT, Settings, load_settings
+from host.manifest import discover_functions
+from host.runtime import create_engine
+
+# Keys and compiled artifacts persist across test runs (the cache key decides
+# what is stale); databases are always fresh, per test.
+TEST_HOME = PROJECT_ROOT / ".wardfn" / "test-home"
+FUNCTION_DIRS = [PROJECT_ROOT / "functions", PROJECT_ROOT / "tests" / "functions"]
+
+
+def settings_for(database: Path, **overrides: object) -> Settings:
+    return load_settings(home=TEST_HOME, database=database, functions_dirs=FUNCTION_DIRS, **overrides)
+
+
+@pytest.fixture(scope="session")
+def built_functions() -> list[str]:
+    """Every function under functions/ and tests/functions/, built once (about 10 s each when stale)."""
+    settings = load_settings(home=TEST_HOME, functions_dirs=FUNCTION_DIRS)
+    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
+    engine = create_engine()
+    names = []
+    for source in discover_functions(settings.functions_dirs):
+        build_function(source, settings.wit_dir, cache, engine)
+        names.append(source.name)
+    return names

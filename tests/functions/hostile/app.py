@@ -1,0 +1,95 @@
+"""Test-only hostile function. Escape attempts report what they got, so tests can see they got nothing."""
+
+import json
+import os
+import socket
+import sys
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import log, records
+from wit_world.imports.types import Error_InvalidInput, Request, Response
+
+
+def _attempt(action):
+    try:
+        return {"succeeded": True, "value": action()}
+    except Err as err:
+        return {"succeeded": False, "error": type(err.value).__name__, "detail": str(getattr(err.value, "value", ""))}
+    except BaseException as exc:
+        return {"succeeded": False, "error": type(exc).__name__}
+
+
+def _read_file(path):
+    with open(path) as f:
+        return f.read(100)
+
+
+def _list_dir(path):
+    return os.listdir(path)
+
+
+def _connect(port):
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(b"leak")
+    finally:
+        conn.close()
+    return "connected"
+
+
+def _memory_bomb():
+    hoard = []
+    while True:
+        hoard.append(bytearray(8 * 1024 * 1024))
+
+
+def _loop():
+    n = 0
+    while True:
+        n += 1
+
+
+class Handler(exports.Handler):
+    def handle(self, request: Request) -> Response:
+        args = json.loads(request.args)
+        mode = args.get("mode")
+        if mode == "ok":
+            return Response(json.dumps({"ok": True}))
+        if mode == "loop":
+            _loop()
+        if mode == "memory":
+            _memory_bomb()
+        if mode == "raise":
+            raise RuntimeError("hostile function raised")
+        if mode == "exit":
+            sys.exit(3)
+        if mode == "huge":
+            return Response(json.dumps({"blob": "x" * (4 * 1024 * 1024)}))
+        if mode == "garbage":
+            return Response("\x00not json{")
+        if mode == "stdout":
+            for _ in range(500):
+                print("flooding stdout " * 20)
+            log.write(log.Level.INFO, "x" * 100_000)
+            return Response(json.dumps({"ok": True}))
+        if mode == "escape":
+            return Response(json.dumps({
+                "file": _attempt(lambda: _read_file("/etc/passwd")),
+                "cwd_file": _attempt(lambda: _read_file("pyproject.toml")),
+                "root_listing": _attempt(lambda: _list_dir("/")),
+                "environ": dict(os.environ),
+                "socket": _attempt(lambda: _connect(int(args.get("port", 9)))),
+                "dns": _attempt(lambda: socket.getaddrinfo("localhost", 80)),
+            }))
+        if mode == "other_patient":
+            return Response(json.dumps({
+                "other": _attempt(lambda: records.search(args["target"], "Patient")),
+            }))
+        if mode == "forbidden_type":
+            return Response(json.dumps({
+                "consent": _attempt(lambda: records.search(request.patient_id, "Consent")),
+                "own": _attempt(lambda: len(records.search(request.patient_id, "Patient"))),
+            }))
+        raise Err(Error_InvalidInput("unknown mode"))
