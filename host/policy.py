@@ -1,0 +1,299 @@
+"""Policy decisions: the engine interface, the embedded Rego engine (regopy) and the input document.
+
+The host asks one question, `data.healthcare.his`, and reads three rules from the answer:
+`allow`, `deny` and `reasons`. Deny wins. Every failure to answer fails closed: it raises
+`PolicyUnavailable`, never returns an allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import regopy
+from regopy.rego_shared import rego_node_value
+
+from host.errors import ConfigurationError, PolicyUnavailable
+from host.types import Decision, Subject
+
+PACKAGE = "healthcare.his"
+QUERY = f"data.{PACKAGE}"
+DEFAULT_REASON = "denied by policy"
+
+_T = TypeVar("_T")
+
+
+class PolicyEngine(Protocol):
+    """Anything that can answer the host's policy question."""
+
+    @property
+    def revision(self) -> str:
+        """A stable identifier of the policy being enforced (recorded with each decision)."""
+        ...
+
+    def decide(self, input: dict[str, Any]) -> Decision:
+        """Decide one request; raise `PolicyUnavailable` rather than guess."""
+        ...
+
+    def healthy(self) -> bool:
+        """Whether the engine can answer right now."""
+        ...
+
+
+def build_input(
+    subject: Subject, action: str, patient_id: str | None, consent: bool, purpose: str
+) -> dict[str, Any]:
+    """The input document in the seed case's shape."""
+    return {
+        "action": action,
+        "user": {"id": subject.id, "role": subject.role},
+        "patient": {"id": patient_id, "consent": consent},
+        "purpose": purpose,
+        # Always true: the host writes the audit record before any function runs, and
+        # refuses the request (AuditUnavailable) when it cannot.
+        "audit": {"enabled": True},
+    }
+
+
+class RegoPolicyEngine:
+    """The embedded engine: Rego compiled once by regopy (rego-cpp), queried per decision.
+
+    All regopy objects live on one dedicated worker thread and are touched by no other:
+    the rego-cpp interpreter keeps mutable state (the input is set on the interpreter, then
+    the bundle is queried) and regopy documents no thread safety. Confinement to one
+    thread serialises decisions; one query of the HIS policy takes about 0.1 ms.
+
+    Timeout: `decide` waits at most `timeout_s` for the worker (queueing included) and then
+    raises `PolicyUnavailable`. It cannot stop the evaluation already running in native code:
+    that runs to its end and holds the worker, so later decisions queue behind it and time out
+    too until it finishes. That is fail-closed, and `healthy()` reports it meanwhile.
+    """
+
+    engine_name = f"regopy {regopy.__version__}"
+
+    def __init__(self, sources: dict[str, str], timeout_s: float) -> None:
+        """Compile `sources` ({file name: Rego text}); prefer `from_directory`."""
+        if timeout_s <= 0:
+            raise ConfigurationError("WARDFN_POLICY_TIMEOUT_MS must be positive")
+        if not sources:
+            raise ConfigurationError("no Rego policy given: put a .rego file in WARDFN_POLICY_DIR")
+        self._timeout_s = timeout_s
+        self._revision = _revision(sources)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wardfn-policy")
+        self._closed = False
+        # When the evaluation now running began (time.monotonic), read by healthy().
+        self._busy_since: float | None = None
+        self._interpreter: regopy.Interpreter | None = None
+        self._bundle: regopy.Bundle | None = None
+        try:
+            # Compilation is not under the decision timeout: it happens once, at start-up.
+            self._executor.submit(self._compile, sources).result()
+            probe = self._run(lambda: self._evaluate({}))
+        except PolicyUnavailable as exc:
+            self.close()
+            raise ConfigurationError(
+                f"the policy cannot decide even an empty request ({exc}): fix the .rego files "
+                "in WARDFN_POLICY_DIR"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+        if not isinstance(probe, dict):
+            self.close()
+            raise ConfigurationError(
+                f"the policy defines no rules in package {PACKAGE}: check the package line "
+                "of the .rego files in WARDFN_POLICY_DIR"
+            )
+
+    @classmethod
+    def from_directory(cls, policy_dir: Path, timeout_s: float) -> RegoPolicyEngine:
+        """Load every `*.rego` in `policy_dir` except `*_test.rego`, and compile them once."""
+        if not policy_dir.is_dir():
+            raise ConfigurationError(
+                f"policy directory {policy_dir} does not exist: set WARDFN_POLICY_DIR to the "
+                "directory holding the .rego files"
+            )
+        paths = sorted(p for p in policy_dir.glob("*.rego") if not p.name.endswith("_test.rego"))
+        if not paths:
+            raise ConfigurationError(
+                f"no .rego policy in {policy_dir} (test files *_test.rego are not loaded): "
+                "set WARDFN_POLICY_DIR to the directory holding his.rego"
+            )
+        sources: dict[str, str] = {}
+        for path in paths:
+            try:
+                sources[path.name] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigurationError(f"cannot read policy file {path}: {exc}") from exc
+        return cls(sources, timeout_s)
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    def decide(self, input: dict[str, Any]) -> Decision:
+        """Decide one request: allow only if `allow` is true and `deny` is not."""
+        document = self._run(lambda: self._evaluate(input))
+        allow, reasons = _read_document(document)
+        return Decision(id=uuid.uuid4().hex, allow=allow, reasons=reasons, engine=self.engine_name)
+
+    def healthy(self) -> bool:
+        """Open, and not stuck in an evaluation older than the timeout. Never blocks."""
+        if self._closed:
+            return False
+        started = self._busy_since
+        return started is None or time.monotonic() - started < self._timeout_s
+
+    def close(self) -> None:
+        """Stop the worker thread; a running evaluation is left to finish on its own."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, call: Callable[[], _T]) -> _T:
+        def timed() -> _T:
+            self._busy_since = time.monotonic()
+            try:
+                return call()
+            finally:
+                self._busy_since = None
+
+        try:
+            future = self._executor.submit(timed)
+        except RuntimeError as exc:  # the executor was shut down
+            raise PolicyUnavailable("the policy engine is closed") from exc
+        try:
+            return future.result(timeout=self._timeout_s)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise PolicyUnavailable(
+                f"the policy decision took longer than {self._timeout_s:g} s (WARDFN_POLICY_TIMEOUT_MS)"
+            ) from exc
+        except PolicyUnavailable:
+            raise
+        except Exception as exc:
+            raise PolicyUnavailable(f"the policy engine failed: {type(exc).__name__}") from exc
+
+    def _compile(self, sources: dict[str, str]) -> None:
+        """Runs on the worker thread."""
+        interpreter = regopy.Interpreter()
+        # Without this, a built-in that errors (or that rego-cpp lacks) answers undefined,
+        # which a rule could read as "no objection".
+        interpreter.strict_built_in_errors = True
+        # rego-cpp prints compile errors to the process's stdout; we report them ourselves.
+        interpreter.log_level = regopy.LogLevel.NONE
+        try:
+            for name, text in sources.items():
+                interpreter.add_module(name, text)
+            bundle = interpreter.build(QUERY)
+        except regopy.RegoError as exc:
+            raise ConfigurationError(
+                f"the Rego policy does not compile: {_error_summary(str(exc))}; "
+                "fix the .rego files in WARDFN_POLICY_DIR"
+            ) from exc
+        if not bundle.ok():
+            raise ConfigurationError("the Rego policy does not compile: fix the .rego files")
+        self._interpreter = interpreter
+        self._bundle = bundle
+
+    def _evaluate(self, input: dict[str, Any]) -> Any:
+        """Runs on the worker thread. The package document, or None when it is undefined."""
+        assert self._interpreter is not None and self._bundle is not None
+        # Build the input first: if it is not JSON-like this raises before the interpreter
+        # is touched, so the previous request's input is never queried by mistake.
+        value = regopy.Input(input)
+        self._interpreter.set_input(value)
+        try:
+            output = self._interpreter.query_bundle(self._bundle)
+        except ValueError as exc:
+            # regopy's Output() parses the answer as JSON. Some rego-cpp errors (a call to an
+            # unknown function) come back marked ok but as an error tree, and that parse fails.
+            raise PolicyUnavailable(
+                "the policy answered with an error the host cannot read (an unknown function?)"
+            ) from exc
+        if not output.ok():
+            raise PolicyUnavailable(f"the policy could not be evaluated: {_output_errors(output)}")
+        if len(output.results) != 1:
+            raise PolicyUnavailable("the policy gave an answer the host cannot read")
+        expressions = output.results[0].expressions
+        if not expressions:
+            return None  # the whole package is undefined
+        if len(expressions) != 1:
+            raise PolicyUnavailable("the policy gave an answer the host cannot read")
+        return expressions[0]
+
+
+def _read_document(document: Any) -> tuple[bool, tuple[str, ...]]:
+    """(allow, reasons) from the package document; undefined rules count as not true."""
+    if document is None:
+        return False, (DEFAULT_REASON,)
+    if not isinstance(document, dict):
+        raise PolicyUnavailable(f"data.{PACKAGE} is not an object")
+    allow = _boolean(document, "allow")
+    deny = _boolean(document, "deny")
+    raw_reasons = document.get("reasons", [])
+    if not isinstance(raw_reasons, list) or not all(isinstance(r, str) for r in raw_reasons):
+        raise PolicyUnavailable(f"data.{PACKAGE}.reasons is not a set of strings")
+    allowed = allow and not deny
+    if allowed:
+        return True, ()
+    reasons = tuple(sorted(set(raw_reasons))) or (DEFAULT_REASON,)
+    return False, reasons
+
+
+def _boolean(document: dict[str, Any], rule: str) -> bool:
+    if rule not in document:
+        return False  # undefined: the rule did not match
+    value = document[rule]
+    if not isinstance(value, bool):
+        raise PolicyUnavailable(f"data.{PACKAGE}.{rule} is {type(value).__name__}, not a boolean")
+    return value
+
+
+def _revision(sources: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        for part in (name, sources[name]):
+            data = part.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+_ERRORMSG = re.compile(r"\(errormsg \d+:([^)\n]*)\)")
+
+
+def _error_summary(text: str) -> str:
+    """The messages of a rego-cpp error tree, e.g. "this is unclosed", without the AST dump."""
+    messages = list(dict.fromkeys(_ERRORMSG.findall(text)))
+    return "; ".join(messages[:3]) if messages else "unknown error"
+
+
+def _output_errors(output: regopy.Output) -> str:
+    """The error codes and messages of a failed query, e.g. "eval_type_error: operand 1 must be ..."."""
+    kinds = regopy.NodeKind
+    found: list[str] = []
+    try:
+        errors = output.node()
+        for i in range(len(errors)):
+            error = errors.at(i)
+            if error.kind != kinds.Error:
+                continue
+            parts = {error.at(j).kind: error.at(j) for j in range(len(error))}
+            message = _node_text(parts.get(kinds.ErrorMessage))
+            code = _node_text(parts.get(kinds.ErrorCode))
+            found.append(f"{code}: {message}" if code else message)
+    except Exception:  # the details are for people reading logs; never fail on them
+        pass
+    return "; ".join(found[:3]) or "unknown error"
+
+
+def _node_text(node: regopy.Node | None) -> str:
+    # Node.value refuses error nodes, so read the text through the C API wrapper.
+    return "" if node is None else str(rego_node_value(node._impl))

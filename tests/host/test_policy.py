@@ -1,0 +1,246 @@
+"""The embedded Rego engine against the decision table, and its fail-closed behaviour."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.config import PROJECT_ROOT
+from host.errors import ConfigurationError, PolicyUnavailable
+from host.policy import DEFAULT_REASON, RegoPolicyEngine, build_input
+from host.types import Subject
+
+POLICY_DIR = PROJECT_ROOT / "policies"
+CASES = json.loads((Path(__file__).parent / "policy_cases.json").read_text(encoding="utf-8"))["cases"]
+HEADER = "package healthcare.his\n\nimport rego.v1\n\n"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RegoPolicyEngine]:
+    built = RegoPolicyEngine.from_directory(POLICY_DIR, timeout_s=5.0)
+    yield built
+    built.close()
+
+
+def make_engine(tmp_path: Path, rego: str, timeout_s: float = 5.0) -> RegoPolicyEngine:
+    (tmp_path / "policy.rego").write_text(HEADER + rego, encoding="utf-8")
+    return RegoPolicyEngine.from_directory(tmp_path, timeout_s=timeout_s)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_decision_table(engine: RegoPolicyEngine, case: dict[str, Any]) -> None:
+    decision = engine.decide(case["input"])
+    assert decision.allow is case["allow"]
+    if case["allow"]:
+        assert decision.reasons == ()
+    else:
+        assert list(decision.reasons) == case["reasons"]
+
+
+def test_build_input_has_the_seed_shape(engine: RegoPolicyEngine) -> None:
+    subject = Subject(id="u-100", role="authorized_medical_staff")
+    document = build_input(subject, "access_patient_data", "p-0001", True, "treatment")
+    assert document == {
+        "action": "access_patient_data",
+        "user": {"id": "u-100", "role": "authorized_medical_staff"},
+        "patient": {"id": "p-0001", "consent": True},
+        "purpose": "treatment",
+        "audit": {"enabled": True},
+    }
+    assert engine.decide(document).allow is True
+    refused = build_input(subject, "access_patient_data", "p-0001", False, "research")
+    assert engine.decide(refused).allow is False
+
+
+def test_each_decision_has_a_fresh_id_and_names_the_engine(engine: RegoPolicyEngine) -> None:
+    first, second = engine.decide({}), engine.decide({})
+    assert first.id != second.id
+    assert first.engine.startswith("regopy")
+
+
+def test_revision_is_the_hash_of_the_policy_sources_without_tests(tmp_path: Path) -> None:
+    (tmp_path / "his.rego").write_bytes((POLICY_DIR / "his.rego").read_bytes())
+    plain = RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+    (tmp_path / "his_test.rego").write_bytes((POLICY_DIR / "his_test.rego").read_bytes())
+    with_tests = RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+    (tmp_path / "extra.rego").write_text(HEADER + "unused := 1\n", encoding="utf-8")
+    changed = RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+    try:
+        assert len(plain.revision) == 64
+        assert plain.revision == with_tests.revision
+        assert changed.revision != plain.revision
+    finally:
+        for built in (plain, with_tests, changed):
+            built.close()
+
+
+# Rules the engine reads, each in a policy of its own: (rego, input, allow, reasons).
+UNUSUAL_ANSWERS = {
+    "allow undefined (no default) means not allowed": (
+        "allow if input.ok == true\n",
+        {},
+        False,
+        (DEFAULT_REASON,),
+    ),
+    "allow undefined with reasons gives those reasons": (
+        'allow if input.ok == true\nreasons contains "not ok" if not input.ok\n',
+        {},
+        False,
+        ("not ok",),
+    ),
+    "deny wins over allow": (
+        'allow := true\ndeny if input.user.role != "doctor"\n',
+        {"user": {"role": "porter"}},
+        False,
+        (DEFAULT_REASON,),
+    ),
+    "allow without deny": ('allow := true\ndeny if input.user.role != "doctor"\n', {}, True, ()),
+    "reasons are sorted and ignored when allowed": (
+        'allow if input.ok\nreasons contains "b" if not input.ok\nreasons contains "a" if not input.ok\n',
+        {"ok": False},
+        False,
+        ("a", "b"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNUSUAL_ANSWERS))
+def test_unusual_but_valid_answers(tmp_path: Path, name: str) -> None:
+    rego, document, allow, reasons = UNUSUAL_ANSWERS[name]
+    built = make_engine(tmp_path, rego)
+    try:
+        decision = built.decide(document)
+    finally:
+        built.close()
+    assert (decision.allow, decision.reasons) == (allow, reasons)
+
+
+# Each of these would allow if the engine let an error pass: allow is true unless deny
+# (or allow itself) is evaluated, and that evaluation fails. Last: what `{}` gets afterwards.
+ENGINE_ERRORS = {
+    "type error in deny (strict built-in errors)": (
+        "allow := true\ndeny if count(input.n) > 0\n",
+        {"n": 5},
+        True,
+    ),
+    "division by zero in deny": ("allow := true\ndeny if 1 / input.n > 0\n", {"n": 0}, True),
+    "built-in rego-cpp lacks": (
+        'allow := true\ndeny if { input.fetch; http.send({"method": "GET", "url": "http://127.0.0.1:9"}) }\n',
+        {"fetch": True},
+        True,
+    ),
+    "unknown function (rego-cpp answers a non-JSON error tree)": (
+        "allow := true\ndeny if { input.call; no_such.function(1) }\n",
+        {"call": True},
+        True,
+    ),
+    "conflicting values for allow": (
+        "allow := true if input.a\nallow := false if input.b\n",
+        {"a": True, "b": True},
+        False,
+    ),
+    "allow is not a boolean": ('allow := "yes" if input.a\n', {"a": True}, False),
+    "deny is not a boolean": ('allow := true\ndeny := "no" if input.a\n', {"a": True}, True),
+    "reasons are not strings": ("allow := true\nreasons contains 7 if input.a\n", {"a": True}, True),
+    "input that is not JSON": ("allow := true\n", {"when": object()}, True),
+}
+
+
+@pytest.mark.parametrize("name", list(ENGINE_ERRORS))
+def test_engine_errors_fail_closed(tmp_path: Path, name: str) -> None:
+    rego, document, allow_after = ENGINE_ERRORS[name]
+    built = make_engine(tmp_path, rego)
+    try:
+        with pytest.raises(PolicyUnavailable):
+            built.decide(document)
+        # The error does not poison the engine: the next request gets its own answer.
+        assert built.decide({}).allow is allow_after
+    finally:
+        built.close()
+
+
+BROKEN_DIRECTORIES = {
+    "syntax error": {"policy.rego": HEADER + "allow if {{{\n"},
+    "empty file": {"policy.rego": ""},
+    "wrong package": {"policy.rego": "package other\n\nimport rego.v1\n\nallow := true\n"},
+    "only test files": {"his_test.rego": (POLICY_DIR / "his_test.rego").read_text(encoding="utf-8")},
+    "no files": {},
+    "not UTF-8": {"policy.rego": b"package healthcare.his\n# \xff\xfe\n"},
+    "fails on an empty request": {
+        "policy.rego": HEADER + "allow := true\ndeny if count(input) == no_such.fn(1)\n"
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_DIRECTORIES))
+def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str) -> None:
+    for file_name, content in BROKEN_DIRECTORIES[name].items():
+        path = tmp_path / file_name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    with pytest.raises((ConfigurationError, PolicyUnavailable)):
+        RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+
+
+def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="WARDFN_POLICY_DIR"):
+        RegoPolicyEngine.from_directory(tmp_path / "nowhere", timeout_s=5.0)
+
+
+def test_slow_decision_times_out_and_fails_closed(tmp_path: Path) -> None:
+    # About half a second of evaluation in rego-cpp; the timeout is a tenth of that.
+    built = make_engine(
+        tmp_path, "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n", timeout_s=0.05
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(PolicyUnavailable, match="took longer"):
+            built.decide({"n": 300_000})
+        assert time.monotonic() - started < 0.4
+        # The runaway evaluation still holds the worker: the engine says so, and fails closed.
+        assert built.healthy() is False
+        with pytest.raises(PolicyUnavailable):
+            built.decide({"n": 1})
+        # It recovers once that evaluation ends on its own.
+        deadline = time.monotonic() + 10
+        while not built.healthy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert built.decide({"n": 1}).allow is True
+    finally:
+        built.close()
+
+
+def test_closed_engine_fails_closed(tmp_path: Path) -> None:
+    built = make_engine(tmp_path, "allow := true\n")
+    assert built.healthy() is True
+    built.close()
+    with pytest.raises(PolicyUnavailable):
+        built.decide({})
+    assert built.healthy() is False
+
+
+def test_concurrent_decisions_are_each_answered_correctly(engine: RegoPolicyEngine) -> None:
+    allowed = next(c["input"] for c in CASES if c["allow"])
+    refused = next(c["input"] for c in CASES if not c["allow"])
+    failures: list[str] = []
+
+    def worker(index: int) -> None:
+        for _ in range(50):
+            expect = index % 2 == 0
+            if engine.decide(allowed if expect else refused).allow is not expect:
+                failures.append(f"thread {index}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
