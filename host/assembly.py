@@ -22,6 +22,7 @@ class Host:
     settings: Settings
     engine: Engine
     ticker: EpochTicker
+    sandbox: Sandbox
     pool: InstancePool
     registry: Registry
     store: ResourceStore
@@ -57,4 +58,4 @@ def open_host(settings: Settings) -> Host:
     ticker.start()
     pool.start()
     service = InvocationService(registry, sandbox, pool, store, policy, audit)
-    return Host(settings, engine, ticker, pool, registry, store, audit, policy, verifier, service)
+    return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service)

@@ -16,6 +16,7 @@ from host.errors import (
     InvalidRequest,
     PatientNotFound,
     PolicyDenied,
+    PolicyUnavailable,
     WardfnError,
 )
 from host.policy import PolicyEngine, build_input
@@ -125,9 +126,7 @@ class InvocationService:
             raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
         assert attempt.subject is not None and attempt.purpose is not None
         consent = self._store.consent_for(patient_id, attempt.purpose) if patient_id else False
-        decision = self._policy.decide(
-            build_input(attempt.subject, manifest.action, patient_id, consent, attempt.purpose)
-        )
+        decision = self._decide(build_input(attempt.subject, manifest.action, patient_id, consent, attempt.purpose))
         attempt.decision = decision
         if not decision.allow:
             raise PolicyDenied(list(decision.reasons), decision.id)
@@ -137,6 +136,17 @@ class InvocationService:
         prepared = self._pool.take(loaded.pool_key)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
         return self._sandbox.call(prepared, request, scope, loaded.limits).body
+
+    def _decide(self, policy_input: dict[str, Any]) -> Decision:
+        try:
+            decision = self._policy.decide(policy_input)
+        except PolicyUnavailable:
+            raise
+        except Exception as exc:  # fail closed: an engine that cannot answer never allows
+            raise PolicyUnavailable("the policy engine could not decide") from exc
+        if not isinstance(decision, Decision) or not isinstance(decision.allow, bool):
+            raise PolicyUnavailable("the policy engine gave no usable decision")
+        return decision
 
     def _append(self, event: AuditEvent) -> Any:
         try:

@@ -46,7 +46,6 @@ class AuditEvent:
     allowed: bool | None
     reasons: tuple[str, ...]
     outcome: str
-    status: int
     latency_ms: float
 
 

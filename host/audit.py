@@ -1,0 +1,253 @@
+"""The audit trail: an append-only, hash-chained table of every invocation attempt.
+
+Each record's hash is sha256 over the previous record's hash followed by the canonical JSON
+of all the record's other fields, its sequence number included. Changing, deleting or
+reordering a stored record therefore breaks the chain, and `verify()` says where. Deleting
+the newest records leaves a shorter chain that still verifies: detecting that needs the
+latest hash kept somewhere else.
+
+`append` is durable when it returns (synchronous=FULL), and any failure raises
+AuditUnavailable, so that a caller who cannot record an access releases no data. Several
+processes may append to the same file: each append reads the chain's head inside its own
+`BEGIN IMMEDIATE` write transaction, so SQLite's write lock keeps one chain.
+
+Records hold the patient id (that is what an audit trail is for) but never a token, a name
+or record content: AuditEvent has no field for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from host.errors import AuditUnavailable
+from host.types import AuditEvent, AuditRecord, VerifyReport
+
+GENESIS_HASH = "0" * 64
+BUSY_TIMEOUT_S = 5.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    subject_id TEXT,
+    role TEXT,
+    function TEXT,
+    patient_id TEXT,
+    purpose TEXT,
+    decision_id TEXT,
+    allowed INTEGER,
+    reasons TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+)
+"""
+
+COLUMNS = (
+    "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
+)  # fmt: skip
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
+
+
+class AuditLog:
+    """The audit table in a SQLite file, shared by every thread and process that opens it."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unavailable("open", exc) from exc
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(SCHEMA)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._unavailable("open", exc) from exc
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """Add one record at the head of the chain; it is on disk when this returns."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+                    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    fields = _fields(seq, ts, event, prev_hash)
+                    digest = chain_hash(fields)
+                    row = {**fields, "allowed": _to_int(event.allowed), "reasons": _json(list(event.reasons))}
+                    conn.execute(
+                        f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                        [*(row[c] for c in COLUMNS[:-1]), digest],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except Exception as exc:  # the contract: recorded, or AuditUnavailable and nothing released
+                raise self._unavailable("write to", exc) from exc
+        return AuditRecord(seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest)
+
+    def verify(self) -> VerifyReport:
+        """Recompute the whole chain in order; report the first record that does not hold."""
+        try:
+            # A connection of its own, so a long check never holds up appends; its one read
+            # transaction sees a single consistent snapshot of the chain.
+            with closing(self._connect()) as conn:
+                conn.execute("BEGIN")
+                report = _check(conn.execute(f"{SELECT} ORDER BY seq"))
+                conn.execute("COMMIT")
+                return report
+        except sqlite3.Error as exc:
+            raise self._unavailable("read", exc) from exc
+
+    def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records with seq greater than `after_seq`, oldest first."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._unavailable("read", exc) from exc
+        return [_record(row) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection. Appending afterwards raises AuditUnavailable."""
+        with self._lock:
+            self._conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are begun explicitly, as BEGIN IMMEDIATE where it matters.
+        # check_same_thread=False because the threads that use it take self._lock first.
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _unavailable(self, action: str, exc: Exception) -> AuditUnavailable:
+        return AuditUnavailable(
+            f"could not {action} the audit trail at {self.path} ({type(exc).__name__}: {exc}); "
+            "no data is released until it can be written: check the file is writable and the disk not full"
+        )
+
+
+def chain_hash(fields: dict[str, Any]) -> str:
+    """sha256 of the previous hash followed by the canonical JSON of a record's other fields."""
+    return hashlib.sha256((fields["prev_hash"] + _json(fields)).encode()).hexdigest()
+
+
+def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, Any]:
+    """Every field of a record except its hash, as hashed: allowed a bool, reasons a list."""
+    return {
+        "seq": seq,
+        "ts": ts,
+        "request_id": event.request_id,
+        "subject_id": event.subject_id,
+        "role": event.role,
+        "function": event.function,
+        "patient_id": event.patient_id,
+        "purpose": event.purpose,
+        "decision_id": event.decision_id,
+        "allowed": event.allowed,
+        "reasons": list(event.reasons),
+        "outcome": event.outcome,
+        # Normalised to what the columns give back, so that a stored record hashes the same.
+        "latency_ms": float(event.latency_ms),
+        "prev_hash": prev_hash,
+    }
+
+
+def _check(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
+    """Walk the rows in seq order; `checked` counts the records found sound before any bad one."""
+    checked = 0
+    previous_seq, previous_hash = 0, GENESIS_HASH
+    for row in rows:
+        fault = _fault(row, previous_seq, previous_hash)
+        if fault is not None:
+            bad_seq, problem = fault
+            return VerifyReport(ok=False, checked=checked, first_bad_seq=bad_seq, problem=problem)
+        checked += 1
+        previous_seq, previous_hash = row[0], row[-1]
+    return VerifyReport(ok=True, checked=checked)
+
+
+def _fault(row: tuple[Any, ...], previous_seq: int, previous_hash: str) -> tuple[int, str] | None:
+    """What is wrong with one row given the one before it, as (seq to blame, words), or None."""
+    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
+    expected = previous_seq + 1
+    if seq > expected:
+        return expected, f"record {expected} is missing"
+    if seq != expected:
+        return seq, f"record {seq} is out of sequence"
+    try:
+        record = _record(row)
+        intact = chain_hash(_fields(seq, record.timestamp, record.event, stored_prev)) == stored_hash
+    except (TypeError, ValueError):  # a column no longer holds what append wrote
+        intact = False
+    if not intact:
+        return seq, f"record {seq} was altered"
+    if stored_prev != previous_hash:
+        if previous_seq == 0:
+            return seq, f"record {seq} does not start the chain"
+        return seq, f"record {seq} does not follow record {previous_seq}"
+    return None
+
+
+def _record(row: tuple[Any, ...]) -> AuditRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    reasons = json.loads(values["reasons"])
+    if not isinstance(reasons, list):
+        raise ValueError("reasons is not a JSON array")
+    if values["allowed"] not in (None, 0, 1):
+        raise ValueError("allowed is not NULL, 0 or 1")
+    event = AuditEvent(
+        request_id=values["request_id"],
+        subject_id=values["subject_id"],
+        role=values["role"],
+        function=values["function"],
+        patient_id=values["patient_id"],
+        purpose=values["purpose"],
+        decision_id=values["decision_id"],
+        allowed=None if values["allowed"] is None else bool(values["allowed"]),
+        reasons=tuple(reasons),
+        outcome=values["outcome"],
+        latency_ms=values["latency_ms"],
+    )
+    return AuditRecord(
+        seq=values["seq"],
+        timestamp=values["ts"],
+        event=event,
+        prev_hash=values["prev_hash"],
+        hash=values["hash"],
+    )
+
+
+def _to_int(flag: bool | None) -> int | None:
+    return None if flag is None else int(flag)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

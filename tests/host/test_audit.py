@@ -1,0 +1,328 @@
+"""The hash-chained audit trail: it verifies, it notices tampering, and it fails closed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.audit import GENESIS_HASH, AuditLog, chain_hash
+from host.config import PROJECT_ROOT
+from host.errors import AuditUnavailable
+from host.types import AuditEvent
+
+
+def event(n: int = 0, allowed: bool | None = True, patient_id: str | None = "p-1") -> AuditEvent:
+    return AuditEvent(
+        request_id=f"req-{n}",
+        subject_id="u-100",
+        role="authorized_medical_staff",
+        function="patient_lookup",
+        patient_id=patient_id,
+        purpose="TREAT",
+        decision_id=f"dec-{n}",
+        allowed=allowed,
+        reasons=() if allowed else ("the patient has not consented", "ünïcode reason"),
+        outcome="ok" if allowed else "denied",
+        latency_ms=1.25 + n,
+    )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[AuditLog]:
+    opened = AuditLog(tmp_path / "wardfn.db")
+    for n in range(6):
+        opened.append(event(n, allowed=(None, True, False)[n % 3]))
+    yield opened
+    opened.close()
+
+
+def execute(path: Path, sql: str, *params: Any) -> None:
+    """Change the database behind the log's back, as someone with the file could."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def test_a_fresh_chain_verifies(log: AuditLog) -> None:
+    report = log.verify()
+    assert report.ok and report.checked == 6
+    assert report.first_bad_seq is None and report.problem is None
+
+
+def test_an_empty_chain_verifies(tmp_path: Path) -> None:
+    empty = AuditLog(tmp_path / "a" / "b" / "wardfn.db")
+    try:
+        assert empty.verify().ok and empty.verify().checked == 0
+        assert empty.records() == []
+    finally:
+        empty.close()
+
+
+def test_records_link_from_genesis_and_round_trip(log: AuditLog) -> None:
+    records = log.records()
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[0].prev_hash == GENESIS_HASH
+    assert all(later.prev_hash == earlier.hash for earlier, later in pairwise(records))
+    assert [r.event for r in records] == [event(n, allowed=(None, True, False)[n % 3]) for n in range(6)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", r.timestamp) for r in records)
+
+
+def test_append_returns_what_is_stored(tmp_path: Path) -> None:
+    fresh = AuditLog(tmp_path / "wardfn.db")
+    try:
+        appended = fresh.append(event(1))
+        assert fresh.records() == [appended]
+    finally:
+        fresh.close()
+
+
+def test_records_pages(log: AuditLog) -> None:
+    assert [r.seq for r in log.records(limit=2)] == [1, 2]
+    assert [r.seq for r in log.records(limit=2, after_seq=2)] == [3, 4]
+    assert log.records(after_seq=6) == []
+
+
+def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
+    """Pinned independently of the module, so that other tools can check the chain too."""
+    conn = sqlite3.connect(log.path)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    for row in rows:
+        fields = {key: row[key] for key in row.keys() if key != "hash"}
+        fields["allowed"] = None if row["allowed"] is None else bool(row["allowed"])
+        fields["reasons"] = json.loads(row["reasons"])
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256((row["prev_hash"] + canonical).encode()).hexdigest() == row["hash"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("patient_id", "p-someone-else"),
+        ("subject_id", "u-999"),
+        ("outcome", "ok"),
+        ("allowed", 1),
+        ("allowed", 2),
+        ("allowed", None),
+        ("reasons", "[]"),
+        ("reasons", "not json"),
+        ("latency_ms", 0.5),
+        ("ts", "2000-01-01T00:00:00.000000Z"),
+        ("request_id", "req-forged"),
+        ("prev_hash", "f" * 64),
+        ("hash", "0" * 64),
+    ],
+)
+def test_editing_a_field_is_named(log: AuditLog, column: str, value: Any) -> None:
+    # Record 3 was a denial: allowed=0, two reasons.
+    execute(log.path, f"UPDATE audit SET {column} = ? WHERE seq = 3", value)
+    report = log.verify()
+    assert not report.ok
+    assert (report.first_bad_seq, report.problem, report.checked) == (3, "record 3 was altered", 2)
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> None:
+    (third,) = log.records(limit=1, after_seq=2)
+    forged = {
+        "seq": 3, "ts": third.timestamp, "request_id": "req-forged", "subject_id": "u-100",
+        "role": "authorized_medical_staff", "function": "patient_lookup", "patient_id": "p-1",
+        "purpose": "TREAT", "decision_id": third.event.decision_id, "allowed": False,
+        "reasons": list(third.event.reasons), "outcome": "denied",
+        "latency_ms": third.event.latency_ms, "prev_hash": third.prev_hash,
+    }  # fmt: skip
+    forged_hash = chain_hash(forged)
+    execute(log.path, "UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
+    report = log.verify()
+    assert (report.ok, report.first_bad_seq) == (False, 4)
+    assert report.problem == "record 4 does not follow record 3"
+
+
+@pytest.mark.parametrize(("deleted", "problem"), [(3, "record 3 is missing"), (1, "record 1 is missing")])
+def test_deleting_a_record_is_named(log: AuditLog, deleted: int, problem: str) -> None:
+    execute(log.path, "DELETE FROM audit WHERE seq = ?", deleted)
+    report = log.verify()
+    assert (report.ok, report.first_bad_seq, report.problem) == (False, deleted, problem)
+
+
+def test_renumbering_after_a_deletion_is_noticed(log: AuditLog) -> None:
+    execute(log.path, "DELETE FROM audit WHERE seq = 3")
+    execute(log.path, "UPDATE audit SET seq = seq - 1 WHERE seq > 3")
+    report = log.verify()
+    assert (report.ok, report.first_bad_seq) == (False, 3)
+
+
+def test_swapping_two_records_is_noticed(log: AuditLog) -> None:
+    columns = (
+        "ts, request_id, subject_id, role, function, patient_id, purpose, decision_id, allowed, "
+        "reasons, outcome, latency_ms, prev_hash, hash"
+    )
+    conn = sqlite3.connect(log.path)
+    try:
+        with conn:
+            two = conn.execute(f"SELECT {columns} FROM audit WHERE seq = 2").fetchone()
+            four = conn.execute(f"SELECT {columns} FROM audit WHERE seq = 4").fetchone()
+            assignments = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
+            conn.execute(f"UPDATE audit SET {assignments} WHERE seq = 2", four)
+            conn.execute(f"UPDATE audit SET {assignments} WHERE seq = 4", two)
+    finally:
+        conn.close()
+    report = log.verify()
+    assert (report.ok, report.first_bad_seq, report.problem) == (False, 2, "record 2 was altered")
+
+
+def test_appending_continues_the_chain_after_reopening(log: AuditLog) -> None:
+    again = AuditLog(log.path)
+    try:
+        record = again.append(event(99))
+        assert record.seq == 7
+        assert record.prev_hash == log.records(limit=1, after_seq=5)[0].hash
+        assert again.verify().ok and again.verify().checked == 7
+    finally:
+        again.close()
+
+
+def test_threads_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
+    shared = AuditLog(tmp_path / "wardfn.db")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def append_fifty(thread: int) -> None:
+        try:
+            barrier.wait()
+            for n in range(50):
+                shared.append(event(thread * 1000 + n))
+        except BaseException as exc:  # collected and checked by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append_fifty, args=(t,)) for t in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        report = shared.verify()
+        assert report.ok and report.checked == 400
+        assert len({r.event.request_id for r in shared.records(limit=1000)}) == 400
+    finally:
+        shared.close()
+
+
+APPENDER = """
+import sys
+from pathlib import Path
+from host.audit import AuditLog
+from host.types import AuditEvent
+
+log = AuditLog(Path(sys.argv[1]), busy_timeout_s=30)
+try:
+    for n in range(int(sys.argv[3])):
+        request_id = f"{sys.argv[2]}-{n}"
+        log.append(AuditEvent(request_id, "u", "r", "f", "p", "TREAT", "d", True, (), "ok", 1.0))
+finally:
+    log.close()
+"""
+
+
+def test_processes_appending_to_one_file_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "wardfn.db"
+    AuditLog(path).close()  # create the file and the table before the race
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, str(path), f"proc{i}", "50"],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    log = AuditLog(path)
+    try:
+        report = log.verify()
+        assert report.ok and report.checked == 100
+        writers = [r.event.request_id.split("-")[0] for r in log.records(limit=1000)]
+        assert sorted(set(writers)) == ["proc0", "proc1"]
+    finally:
+        log.close()
+
+
+def test_append_fails_closed_when_the_disk_is_full(log: AuditLog) -> None:
+    # A zero file-size limit makes every write fail with EFBIG, as a full disk would, even for
+    # root. Nothing may write to a file while it is in force (pytest's capture included).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    failure: BaseException | None = None
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+    try:
+        log.append(event(50))
+    except BaseException as exc:  # examined once the limit is lifted
+        failure = exc
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert isinstance(failure, AuditUnavailable)
+    assert isinstance(failure.__cause__, sqlite3.Error)
+    assert log.verify().checked == 6  # nothing half-written
+    assert log.append(event(51)).seq == 7  # and it recovers once writes succeed again
+    assert log.verify().ok
+
+
+def test_append_fails_closed_when_another_writer_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "wardfn.db"
+    impatient = AuditLog(path, busy_timeout_s=0.1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(AuditUnavailable, match="could not write to the audit trail"):
+            impatient.append(event(1))
+        blocker.execute("ROLLBACK")
+        assert impatient.append(event(2)).seq == 1
+    finally:
+        blocker.close()
+        impatient.close()
+
+
+def test_append_fails_closed_when_the_directory_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "home").write_text("not a directory")
+    with pytest.raises(AuditUnavailable):
+        AuditLog(tmp_path / "home" / "wardfn.db")
+
+
+def test_append_after_close_fails_closed(log: AuditLog) -> None:
+    log.close()
+    with pytest.raises(AuditUnavailable):
+        log.append(event(1))
+    with pytest.raises(AuditUnavailable):
+        log.records()
+
+
+def test_records_hold_no_token_name_or_content(log: AuditLog) -> None:
+    conn = sqlite3.connect(log.path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(audit)")]
+    finally:
+        conn.close()
+    assert columns == [
+        "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
+        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
+    ]  # fmt: skip
