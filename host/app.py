@@ -81,7 +81,7 @@ async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WardfnError)
     if isinstance(exc, FunctionReturnedError):
         status, message = _FUNCTION_ERRORS.get(exc.kind, _FUNCTION_ERRORS["internal"])
-        return _error(request, status, f"function_{exc.kind.replace('-', '_')}", message)
+        return _error(request, status, exc.code, message)
     if isinstance(exc, PolicyDenied):
         return _error(request, 403, exc.code, "denied by policy", reasons=exc.reasons)
     status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
@@ -138,21 +138,28 @@ class RequestContext:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await self._too_large(request_id, send_with_id)
         else:
-            received = 0
+            received, refused = 0, False
 
             async def capped_receive() -> Message:
-                nonlocal received
+                # Past the cap, answer 413 ourselves and tell the app the client left:
+                # the app's own body parsing would turn an exception into a 400.
+                nonlocal received, refused
+                if refused:
+                    return {"type": "http.disconnect"}
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body:
-                        raise _BodyTooLarge
+                        refused = True
+                        await self._too_large(request_id, send_with_id)
+                        return {"type": "http.disconnect"}
                 return message
 
-            try:
-                await self.app(scope, capped_receive, send_with_id)
-            except _BodyTooLarge:
-                await self._too_large(request_id, send_with_id)
+            async def guarded_send(message: Message) -> None:
+                if not refused:
+                    await send_with_id(message)
+
+            await self.app(scope, capped_receive, guarded_send)
         route = scope.get("route")
         log.info(json.dumps({
             "request_id": request_id,
@@ -166,10 +173,6 @@ class RequestContext:
         body = {"error": {"code": "payload_too_large", "message": f"request bodies are limited to {self.max_body} bytes",
                           "request_id": request_id}}
         await JSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def _no_receive() -> Message:

@@ -106,3 +106,4 @@ class FunctionReturnedError(FunctionFailed):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+        self.code = f"function_{kind.replace('-', '_')}"

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from host.consent import consented
+from host.store import ResourceStore
+from tests.e2e.server import ServerProcess
+
+
+@dataclass(frozen=True)
+class Patients:
+    consenting: list[str]
+    refusing_treatment: str
+
+
+@pytest.fixture(scope="module")
+def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("server"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def patients(server: ServerProcess) -> Patients:
+    store = ResourceStore(server.database)
+    try:
+        ids = [p["id"] for p in store.list_patients(1000)]
+        refusing = [
+            pid for pid in ids if not consented([json.loads(c) for c in store.search(pid, "Consent")], "TREAT")
+        ]
+    finally:
+        store.close()
+    assert refusing, "the seed should give some patients a Consent that denies treatment"
+    return Patients(consenting=[p for p in ids if p not in refusing], refusing_treatment=refusing[0])

@@ -1,0 +1,127 @@
+"""Fail closed: with the policy engine or the audit trail unable to answer, no patient data leaves."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from host.app import create_app
+from host.assembly import Host, open_host
+from host.auth import issue_dev_token
+from host.errors import PolicyUnavailable
+from host.seed import seed_store
+from host.service import InvocationService
+from host.types import Decision
+from tests.conftest import settings_for
+from tests.e2e.server import ServerProcess, free_port
+
+pytestmark = pytest.mark.components
+
+
+class DownPolicyEngine:
+    """A policy engine that cannot answer, as a sidecar that is down would."""
+
+    revision = "down"
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+
+    def decide(self, policy_input: dict[str, Any]) -> Decision:
+        raise self.failure
+
+    def healthy(self) -> bool:
+        return False
+
+
+class InProcessServer:
+    """The real app on a loopback port, served by uvicorn in a thread, over a host the test assembled."""
+
+    def __init__(self, host: Host) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = int(self.url.rsplit(":", 1)[1])
+        config = uvicorn.Config(create_app(host.settings, host), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture()
+def host(built_functions: list[str], tmp_path: Path) -> Iterator[Host]:
+    settings = settings_for(tmp_path / "wardfn.db")
+    built = open_host(settings)
+    seed_store(built.store, 5, 7)
+    yield built
+    built.close()
+
+
+@pytest.mark.parametrize(
+    "failure", [PolicyUnavailable("sidecar unreachable"), RuntimeError("engine crashed"), TimeoutError()]
+)
+def test_policy_engine_that_cannot_answer_means_503_and_no_data(host: Host, failure: Exception) -> None:
+    host.service = InvocationService(
+        host.registry, host.sandbox, host.pool, host.store, DownPolicyEngine(failure), host.audit
+    )
+    host.policy = host.service._policy  # type: ignore[attr-defined]
+    patient_id = host.store.list_patients(1)[0]["id"]
+    token = issue_dev_token(host.settings, "dr-grey", "authorized_medical_staff")
+    server = InProcessServer(host)
+    try:
+        response = httpx.get(
+            f"{server.url}/v1/patients/{patient_id}/summary", headers={"Authorization": f"Bearer {token}"}
+        )
+        ready = httpx.get(f"{server.url}/readyz")
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "policy_unavailable"
+    assert "result" not in response.json() and patient_id not in response.text
+    assert ready.status_code == 503
+    [record] = host.audit.records(limit=10)
+    assert record.event.outcome == "policy_unavailable" and record.event.allowed is None
+
+
+def test_audit_that_cannot_be_written_means_503_and_no_data(
+    built_functions: list[str], tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path, patients=5)
+    try:
+        headers = server.headers()
+        patient_id = _first_patient(server.database)
+        assert httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=headers).status_code == 200
+        with sqlite3.connect(server.database) as db:
+            db.execute("ALTER TABLE audit RENAME TO audit_hidden")
+        db.close()
+        response = httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=headers)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "audit_unavailable"
+        assert "result" not in response.json() and patient_id not in response.text
+        with sqlite3.connect(server.database) as db:
+            db.execute("ALTER TABLE audit_hidden RENAME TO audit")
+        db.close()
+        assert httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=headers).status_code == 200
+        assert server.alive()
+    finally:
+        server.stop()
+
+
+def _first_patient(database: Path) -> str:
+    with sqlite3.connect(database) as db:
+        row = db.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id LIMIT 1").fetchone()
+    db.close()
+    return str(row[0])

@@ -1,0 +1,261 @@
+"""Every status code of the HTTP API, against `wardfn serve` in its own process."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from host.audit import AuditLog
+from host.auth import ensure_dev_keypair
+from host.store import ResourceStore
+from tests.e2e.conftest import Patients
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.components
+
+
+def _audit_for(server: ServerProcess, request_id: str) -> list[object]:
+    log = AuditLog(server.database)
+    try:
+        return [r for r in log.records(limit=100_000) if r.event.request_id == request_id]
+    finally:
+        log.close()
+
+
+def _rid(label: str) -> str:
+    return f"test-{label}-{time.monotonic_ns()}"
+
+
+def test_summary_matches_the_store(server: ServerProcess, patients: Patients) -> None:
+    patient_id = patients.consenting[0]
+    rid = _rid("summary")
+    response = httpx.get(
+        f"{server.url}/v1/patients/{patient_id}/summary", headers={**server.headers(), "X-Request-ID": rid}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["request_id"] == rid == response.headers["x-request-id"]
+    store = ResourceStore(server.database)
+    try:
+        patient = json.loads(store.search(patient_id, "Patient")[0])
+        allergies = [json.loads(a) for a in store.search(patient_id, "AllergyIntolerance")]
+        medications = [json.loads(m) for m in store.search(patient_id, "MedicationRequest")]
+    finally:
+        store.close()
+    summary = body["result"]
+    assert summary["demographics"]["id"] == patient_id
+    assert summary["demographics"]["name"]["family"] == patient["name"][0]["family"]
+    assert summary["demographics"]["birth_date"] == patient["birthDate"]
+    active_allergies = [a for a in allergies if a["clinicalStatus"]["coding"][0]["code"] == "active"]
+    assert len(summary["allergies"]) == len(active_allergies)
+    assert len(summary["medications"]) == len([m for m in medications if m["status"] == "active"])
+    assert summary["vital_signs"], "every seeded patient has vital signs"
+    [record] = _audit_for(server, rid)
+    assert record.event.outcome == "ok" and record.event.allowed is True  # type: ignore[attr-defined]
+    assert record.event.patient_id == patient_id and record.event.function == "patient_lookup"  # type: ignore[attr-defined]
+    assert record.event.decision_id == body["decision_id"]  # type: ignore[attr-defined]
+
+
+def test_invoke_over_post(server: ServerProcess, patients: Patients) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/functions/patient_lookup/invoke",
+        json={"patient_id": patients.consenting[1], "purpose": "TREAT", "args": {}},
+        headers=server.headers(),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["demographics"]["id"] == patients.consenting[1]
+    assert response.json()["function"] == "patient_lookup"
+
+
+def test_function_listing(server: ServerProcess) -> None:
+    response = httpx.get(f"{server.url}/v1/functions", headers=server.headers())
+    assert response.status_code == 200
+    names = {f["name"]: f for f in response.json()}
+    assert names["patient_lookup"]["action"] == "access_patient_data"
+    assert names["patient_lookup"]["digest"].startswith("sha256:")
+
+
+def test_health_and_docs(server: ServerProcess) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert "/v1/functions/{name}/invoke" in paths and "/v1/patients/{patient_id}/summary" in paths
+
+
+def _expired_dev_token(server: ServerProcess) -> str:
+    """Signed with the real development key, but expired well beyond the leeway."""
+    private_path, _ = ensure_dev_keypair(server.settings.key_dir)
+    claims = jwt.decode(server.token("dr-grey", "authorized_medical_staff"), options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 900, nbf=int(time.time()) - 900, exp=int(time.time()) - 300)
+    key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "wardfn-dev"})  # type: ignore[arg-type]
+
+
+def _other_key_token(server: ServerProcess) -> str:
+    claims = {"sub": "mallory", "role": "authorized_medical_staff", "iss": server.settings.jwt_issuer,
+              "aud": server.settings.jwt_audience, "exp": int(time.time()) + 600, "iat": int(time.time())}
+    return jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
+
+
+@pytest.mark.parametrize(
+    ("label", "make_header"),
+    [
+        ("missing", lambda s: None),
+        ("not-bearer", lambda s: "Basic ZHI6cHc="),
+        ("garbage", lambda s: "Bearer not.a.jwt"),
+        ("expired", lambda s: f"Bearer {_expired_dev_token(s)}"),
+        ("forged", lambda s: f"Bearer {_other_key_token(s)}"),
+        ("wrong-audience", lambda s: "Bearer " + jwt.encode(
+            {**jwt.decode(s.token("dr-grey", "authorized_medical_staff"), options={"verify_signature": False}),
+             "aud": "someone-else"}, Ed25519PrivateKey.generate(), algorithm="EdDSA")),
+    ],
+)
+def test_bad_tokens_get_401_and_are_audited_without_the_token(
+    server: ServerProcess, patients: Patients, label: str, make_header: object
+) -> None:
+    header = make_header(server)  # type: ignore[operator]
+    rid = _rid(label)
+    headers = {"X-Request-ID": rid, **({"Authorization": header} if header else {})}
+    response = httpx.get(f"{server.url}/v1/patients/{patients.consenting[0]}/summary", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["request_id"] == rid
+    [record] = _audit_for(server, rid)
+    assert record.event.outcome == "unauthenticated" and record.event.subject_id is None  # type: ignore[attr-defined]
+    if header:
+        token = header.split(" ", 1)[1]
+        assert token not in json.dumps(record.event.__dict__)  # type: ignore[attr-defined]
+        assert token not in response.text
+
+
+def test_role_without_grant_gets_403_with_reasons(server: ServerProcess, patients: Patients) -> None:
+    rid = _rid("nurse")
+    response = httpx.get(
+        f"{server.url}/v1/patients/{patients.consenting[0]}/summary",
+        headers={**server.headers("nurse-joy", "nurse"), "X-Request-ID": rid},
+    )
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "policy_denied" and error["reasons"]
+    [record] = _audit_for(server, rid)
+    assert record.event.allowed is False and record.event.outcome == "policy_denied"  # type: ignore[attr-defined]
+
+
+def test_patient_refusing_treatment_sharing_gets_403(server: ServerProcess, patients: Patients) -> None:
+    response = httpx.get(f"{server.url}/v1/patients/{patients.refusing_treatment}/summary", headers=server.headers())
+    assert response.status_code == 403
+    assert any("consent" in reason.lower() for reason in response.json()["error"]["reasons"])
+
+
+def test_unknown_patient_is_404_only_after_the_policy_allowed(server: ServerProcess) -> None:
+    rid = _rid("nobody")
+    response = httpx.get(
+        f"{server.url}/v1/patients/no-such-patient/summary", headers={**server.headers(), "X-Request-ID": rid}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "patient_not_found"
+    [record] = _audit_for(server, rid)
+    assert record.event.allowed is True and record.event.outcome == "patient_not_found"  # type: ignore[attr-defined]
+    denied = httpx.get(f"{server.url}/v1/patients/no-such-patient/summary", headers=server.headers("x", "billing"))
+    assert denied.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/v1/functions/no_such_function/invoke", {"patient_id": "p1"}, 404, "function_not_found"),
+        ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "purpose": "GOSSIP"}, 422, "invalid_request"),
+        ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "../etc"}, 422, "invalid_request"),
+        ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "extra": 1}, 422, "invalid_request"),
+        ("POST", "/v1/functions/patient_lookup/invoke", {"purpose": "TREAT"}, 422, "invalid_request"),
+        ("GET", "/v1/patients/p1/summary?purpose=GOSSIP", None, 422, "invalid_request"),
+        ("GET", "/v1/nothing-here", None, 404, "http_error"),
+    ],
+)
+def test_malformed_or_unknown_requests(
+    server: ServerProcess, method: str, path: str, body: object, status: int, code: str
+) -> None:
+    response = httpx.request(method, f"{server.url}{path}", json=body, headers=server.headers())
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["request_id"]
+
+
+def test_malformed_json_is_400(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/functions/patient_lookup/invoke",
+        content=b'{"patient_id": ',
+        headers={**server.headers(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+def test_oversized_body_is_413(server: ServerProcess, patients: Patients) -> None:
+    body = {"patient_id": patients.consenting[0], "args": {"pad": "x" * (server.settings.max_request_bytes + 1)}}
+    response = httpx.post(f"{server.url}/v1/functions/patient_lookup/invoke", json=body, headers=server.headers())
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_oversized_chunked_body_is_413(server: ServerProcess) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield b"x" * 8192
+
+    response = httpx.post(
+        f"{server.url}/v1/functions/patient_lookup/invoke",
+        content=chunks(),
+        headers={**server.headers(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "code"),
+    [
+        ("loop", 504, "function_timed_out"),
+        ("memory", 500, "function_trapped"),
+        ("raise", 500, "function_trapped"),
+        ("huge", 500, "function_output_rejected"),
+        ("garbage", 500, "function_output_rejected"),
+        ("no-such-mode", 422, "function_invalid_input"),
+    ],
+)
+def test_hostile_functions_fail_cleanly_and_the_host_keeps_serving(
+    server: ServerProcess, patients: Patients, mode: str, status: int, code: str
+) -> None:
+    patient_id = patients.consenting[2]
+    rid = _rid(mode)
+    response = httpx.post(
+        f"{server.url}/v1/functions/hostile/invoke",
+        json={"patient_id": patient_id, "args": {"mode": mode}},
+        headers={**server.headers(), "X-Request-ID": rid},
+        timeout=30,
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert "Traceback" not in response.text and patient_id not in response.text
+    [record] = _audit_for(server, rid)
+    assert record.event.outcome == code  # type: ignore[attr-defined]
+    assert server.alive()
+    after = httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=server.headers())
+    assert after.status_code == 200
+    assert after.json()["result"]["demographics"]["id"] == patient_id
+
+
+def test_server_log_carries_no_patient_data(server: ServerProcess, patients: Patients) -> None:
+    patient_id = patients.consenting[3]
+    response = httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=server.headers())
+    assert response.status_code == 200
+    family = response.json()["result"]["demographics"]["name"]["family"]
+    output = server.output()
+    assert '"route": "/v1/patients/{patient_id}/summary"' in output
+    assert patient_id not in output and family not in output
