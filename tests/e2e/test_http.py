@@ -222,6 +222,7 @@ def test_oversized_chunked_body_is_413(server: ServerProcess) -> None:
     [
         ("loop", 504, "function_timed_out"),
         ("memory", 500, "function_trapped"),
+        ("hoard", None, None),  # the memory cap or the deadline, whichever a slow machine meets first
         ("raise", 500, "function_trapped"),
         ("huge", 500, "function_output_rejected"),
         ("garbage", 500, "function_output_rejected"),
@@ -229,7 +230,7 @@ def test_oversized_chunked_body_is_413(server: ServerProcess) -> None:
     ],
 )
 def test_hostile_functions_fail_cleanly_and_the_host_keeps_serving(
-    server: ServerProcess, patients: Patients, mode: str, status: int, code: str
+    server: ServerProcess, patients: Patients, mode: str, status: int | None, code: str | None
 ) -> None:
     patient_id = patients.consenting[2]
     rid = _rid(mode)
@@ -239,9 +240,13 @@ def test_hostile_functions_fail_cleanly_and_the_host_keeps_serving(
         headers={**server.headers(), "X-Request-ID": rid},
         timeout=30,
     )
-    assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert error["code"] == code
+    if status is None:
+        assert (response.status_code, error["code"]) in {(500, "function_trapped"), (504, "function_timed_out")}
+        code = error["code"]
+    else:
+        assert response.status_code == status, response.text
+        assert error["code"] == code
     assert "Traceback" not in response.text and patient_id not in response.text
     [record] = _audit_for(server, rid)
     assert record.event.outcome == code  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import pytest
 from host.artifacts import ArtifactCache
 from host.build import cache_key
 from host.errors import (
+    FunctionFailed,
     FunctionOutputRejected,
     FunctionReturnedError,
     FunctionTimedOut,
@@ -71,6 +72,8 @@ def harness(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
     [
         ("loop", FunctionTimedOut),
         ("memory", FunctionTrapped),
+        # Growing in steps hits the memory cap or, on a slow machine, the deadline first.
+        ("hoard", FunctionFailed),
         ("raise", FunctionTrapped),
         ("exit", FunctionTrapped),
         ("huge", FunctionOutputRejected),

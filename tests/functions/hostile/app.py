@@ -40,9 +40,13 @@ def _connect(port):
 
 
 def _memory_bomb():
+    return bytearray(1 << 30)  # one request far over the cap: linear memory cannot grow to it
+
+
+def _memory_hoard():
     hoard = []
     while True:
-        hoard.append(bytearray(8 * 1024 * 1024))
+        hoard.append(bytearray(32 * 1024 * 1024))
 
 
 def _loop():
@@ -61,6 +65,8 @@ class Handler(exports.Handler):
             _loop()
         if mode == "memory":
             _memory_bomb()
+        if mode == "hoard":
+            _memory_hoard()
         if mode == "raise":
             raise RuntimeError("hostile function raised")
         if mode == "exit":
