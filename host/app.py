@@ -72,7 +72,9 @@ def _request_id(request: Request) -> str:
 
 
 def _error(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = ErrorResponse.model_validate({"error": {"code": code, "message": message, "request_id": _request_id(request), **extra}})
+    body = ErrorResponse.model_validate(
+        {"error": {"code": code, "message": message, "request_id": _request_id(request), **extra}}
+    )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -161,17 +163,26 @@ class RequestContext:
 
             await self.app(scope, capped_receive, guarded_send)
         route = scope.get("route")
-        log.info(json.dumps({
-            "request_id": request_id,
-            "method": scope.get("method"),
-            "route": getattr(route, "path", "unmatched"),
-            "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }))
+        log.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "route": getattr(route, "path", "unmatched"),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+        )
 
     async def _too_large(self, request_id: str, send: Callable[[Message], Awaitable[None]]) -> None:
-        body = {"error": {"code": "payload_too_large", "message": f"request bodies are limited to {self.max_body} bytes",
-                          "request_id": request_id}}
+        body = {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"request bodies are limited to {self.max_body} bytes",
+                "request_id": request_id,
+            }
+        }
         await JSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
 
 
@@ -227,8 +238,15 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
-    async def run(request: Request, host: Host, subject: Subject, name: str, patient_id: str | None,
-                  purpose: Purpose, args: dict[str, Any]) -> InvokeResponse:
+    async def run(
+        request: Request,
+        host: Host,
+        subject: Subject,
+        name: str,
+        patient_id: str | None,
+        purpose: Purpose,
+        args: dict[str, Any],
+    ) -> InvokeResponse:
         # Wasm runs in a worker thread: the event loop keeps serving, and each
         # store stays on the one thread that runs its invocation.
         result = await run_in_threadpool(
@@ -244,7 +262,9 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         )
 
     @app.post("/v1/functions/{name}/invoke", response_model=InvokeResponse, tags=["functions"])
-    async def invoke(request: Request, name: str, body: InvokeBody, host: HostDep, subject: SubjectDep) -> InvokeResponse:
+    async def invoke(
+        request: Request, name: str, body: InvokeBody, host: HostDep, subject: SubjectDep
+    ) -> InvokeResponse:
         """Invoke a function for one patient (or none), for a purpose of use."""
         return await run(request, host, subject, name, body.patient_id, body.purpose, body.args)
 

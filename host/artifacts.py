@@ -68,7 +68,9 @@ class ArtifactCache:
         if fields.get("key") != key or fields.get("name") != name:
             raise ArtifactRejected(f"{record_path}: describes another build; rebuild with `wardfn build {name}`")
         if not cwasm_path.is_file() or sha256_file(cwasm_path) != fields.get("cwasm_sha256"):
-            raise ArtifactRejected(f"{cwasm_path}: digest does not match its record; rebuild with `wardfn build {name}`")
+            raise ArtifactRejected(
+                f"{cwasm_path}: digest does not match its record; rebuild with `wardfn build {name}`"
+            )
         return Artifact(
             name=name,
             version=str(fields["version"]),

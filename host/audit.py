@@ -122,9 +122,7 @@ class AuditLog:
         """Up to `limit` records with seq greater than `after_seq`, oldest first."""
         with self._lock:
             try:
-                rows = self._conn.execute(
-                    f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-                ).fetchall()
+                rows = self._conn.execute(f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
             except sqlite3.Error as exc:
                 raise self._unavailable("read", exc) from exc
         return [_record(row) for row in rows]
@@ -137,9 +135,7 @@ class AuditLog:
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are begun explicitly, as BEGIN IMMEDIATE where it matters.
         # check_same_thread=False because the threads that use it take self._lock first.
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error:

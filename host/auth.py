@@ -45,8 +45,7 @@ def issue_dev_token(settings: Settings, subject_id: str, role: str, ttl_s: int =
     """Sign a development token (EdDSA) for `subject_id` acting as `role`."""
     if settings.production:
         raise ConfigurationError(
-            "development tokens cannot be issued when WARDFN_ENV=production: "
-            "get a token from your identity provider"
+            "development tokens cannot be issued when WARDFN_ENV=production: get a token from your identity provider"
         )
     if not subject_id or not role:
         raise InvalidRequest("a development token needs a non-empty subject id and role")
@@ -112,9 +111,7 @@ class TokenVerifier:
         elif settings.jwks_url is not None:
             resolve = _jwks_keys(jwt.PyJWKClient(settings.jwks_url, cache_keys=True))
         else:
-            raise ConfigurationError(
-                "WARDFN_ENV=production needs WARDFN_JWT_PUBLIC_KEY_FILE or WARDFN_JWKS_URL"
-            )
+            raise ConfigurationError("WARDFN_ENV=production needs WARDFN_JWT_PUBLIC_KEY_FILE or WARDFN_JWKS_URL")
         return cls(
             resolve,
             issuer=settings.jwt_issuer,
@@ -252,9 +249,7 @@ def _jwks_keys(client: jwt.PyJWKClient) -> KeyResolver:
         try:
             signing_key = client.get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError as exc:
-            raise AuthenticationError(
-                "cannot fetch the identity provider's signing keys; try again later"
-            ) from exc
+            raise AuthenticationError("cannot fetch the identity provider's signing keys; try again later") from exc
         except jwt.PyJWKClientError as exc:
             raise AuthenticationError("token signed by an unknown key") from exc
         algorithm = signing_key.algorithm_name

@@ -29,6 +29,8 @@ BUILD_FORMAT = "wardfn-build-1"
 IGNORED_PARTS = {"__pycache__", "wit_world", "componentize_py_types", "componentize_py_async_support"}
 
 Progress = Callable[[str], None]
+# componentize-py's own entry point, run by this interpreter rather than a PATH lookup.
+_COMPONENTIZE_PY = "import sys, componentize_py; sys.argv[0] = 'componentize-py'; sys.exit(componentize_py.script())"
 
 
 def _source_files(root: Path) -> list[Path]:
@@ -54,7 +56,7 @@ def cache_key(source: FunctionSource, wit_dir: Path) -> str:
 def componentize(source: FunctionSource, wit_dir: Path, out: Path) -> None:
     """Run componentize-py on the function's `app` module; the error carries its output."""
     command = [
-        sys.executable, "-c", "import sys, componentize_py; sys.argv[0] = 'componentize-py'; sys.exit(componentize_py.script())",
+        sys.executable, "-c", _COMPONENTIZE_PY,
         "-d", str(wit_dir), "-w", WORLD, "componentize", "-p", str(source.path), "app", "-o", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -25,8 +25,10 @@ def build_functions(settings: Settings, names: list[str], force: bool, console: 
     for index, source in enumerate(chosen, 1):
         label = f"[{index}/{len(chosen)}] {source.name}"
         with console.status(f"{label}: checking the cache") as status:
-            artifact, built = build_function(
-                source, settings.wit_dir, cache, engine, lambda step: status.update(f"{label}: {step}"), force
-            )
+
+            def progress(step: str, label: str = label) -> None:
+                status.update(f"{label}: {step}")
+
+            artifact, built = build_function(source, settings.wit_dir, cache, engine, progress, force)
         state = "built" if built else "up to date"
         console.print(f"{label} {source.manifest.version}: {state} (sha256:{artifact.cwasm_sha256[:12]})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -79,17 +78,19 @@ def serve(bind_host: str | None, port: int | None) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="warning")
 
 
+FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"
+
+
 def _print_how_to_call(settings: Settings) -> None:
     url = f"http://{settings.host}:{settings.port}"
-    wardfn = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "wardfn" else "wardfn"
     err.print(f"[bold]wardfn[/] serving on {url}  (OpenAPI: {url}/docs)")
     if not settings.production:
         err.print(
-            "Call it, from another shell in this directory (with .venv/bin on PATH):\n"
-            f"  TOKEN=$({wardfn} token --sub dr-house --role authorized_medical_staff)\n"
-            f"  PATIENT=$({wardfn} data patients --limit 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])')\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" {url}/v1/patients/$PATIENT/summary\n"
-            f"  {wardfn} invoke patient_lookup --patient $PATIENT --token $TOKEN",
+            "Call it from another shell in this directory, with .venv/bin on PATH:\n"
+            "  TOKEN=$(wardfn token --sub dr-house --role authorized_medical_staff)\n"
+            f"  PATIENT=$(wardfn data patients --limit 1 --json | {FIRST_PATIENT})\n"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/patients/$PATIENT/summary\n'
+            "  wardfn invoke patient_lookup --patient $PATIENT --token $TOKEN",
             highlight=False,
         )
 
@@ -112,12 +113,16 @@ def token(sub: str, role: str, ttl: int) -> None:
 @click.option("--args", "args_json", default="{}", help="Function arguments as a JSON object.")
 @click.option("--token", "bearer", default=None, envvar="WARDFN_TOKEN", help="Bearer token (or WARDFN_TOKEN).")
 @click.option("--url", default=None, help="The host's base URL (default http://127.0.0.1:8000).")
-def invoke(name: str, patient_id: str | None, purpose: str, args_json: str, bearer: str | None, url: str | None) -> None:
+def invoke(
+    name: str, patient_id: str | None, purpose: str, args_json: str, bearer: str | None, url: str | None
+) -> None:
     """Call a function on a running host over HTTP and print the JSON answer."""
     settings = _settings()
     base = url or f"http://{settings.host}:{settings.port}"
     if bearer is None:
-        raise click.UsageError("no token: pass --token or set WARDFN_TOKEN (development: `wardfn token --sub ID --role ROLE`)")
+        raise click.UsageError(
+            "no token: pass --token or set WARDFN_TOKEN (development: `wardfn token --sub ID --role ROLE`)"
+        )
     try:
         args = json.loads(args_json)
     except json.JSONDecodeError as exc:

@@ -1,23 +1,23 @@
 """The host's one exception tree. Third-party errors are translated into it at one place each.
 
-    WardfnError
-    ├── ConfigurationError           settings unusable; the message names the setting
-    ├── AuthenticationError          token missing, expired, forged, wrong issuer or audience
-    ├── InvalidRequest               the caller's input is malformed
-    ├── FunctionNotFound             no such function in the registry
-    ├── PatientNotFound              no such patient (raised only after the policy allowed)
-    ├── PolicyDenied                 the policy said no; carries its reasons
-    ├── Unavailable                  fail closed: no patient data leaves
-    │   ├── PolicyUnavailable        the policy engine could not answer
-    │   ├── AuditUnavailable         the audit record could not be made durable
-    │   └── StoreUnavailable         the record store could not answer
-    ├── BuildError                   componentize or compile failed
-    ├── ArtifactRejected             a cached artifact is not one the host compiled
-    └── FunctionFailed               the invocation ended badly; the host goes on
-        ├── FunctionTimedOut         the deadline passed
-        ├── FunctionTrapped          a trap, an exhausted limit or an uncaught exception
-        ├── FunctionOutputRejected   output too large or not the promised shape
-        └── FunctionReturnedError    the function's own `error` result
+WardfnError
+├── ConfigurationError           settings unusable; the message names the setting
+├── AuthenticationError          token missing, expired, forged, wrong issuer or audience
+├── InvalidRequest               the caller's input is malformed
+├── FunctionNotFound             no such function in the registry
+├── PatientNotFound              no such patient (raised only after the policy allowed)
+├── PolicyDenied                 the policy said no; carries its reasons
+├── Unavailable                  fail closed: no patient data leaves
+│   ├── PolicyUnavailable        the policy engine could not answer
+│   ├── AuditUnavailable         the audit record could not be made durable
+│   └── StoreUnavailable         the record store could not answer
+├── BuildError                   componentize or compile failed
+├── ArtifactRejected             a cached artifact is not one the host compiled
+└── FunctionFailed               the invocation ended badly; the host goes on
+    ├── FunctionTimedOut         the deadline passed
+    ├── FunctionTrapped          a trap, an exhausted limit or an uncaught exception
+    ├── FunctionOutputRejected   output too large or not the promised shape
+    └── FunctionReturnedError    the function's own `error` result
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
 
 
-class Purpose(str, Enum):
+class Purpose(StrEnum):
     """HL7 PurposeOfUse codes."""
 
     TREAT = "TREAT"

@@ -86,6 +86,8 @@ def discover_functions(directories: list[Path]) -> list[FunctionSource]:
                 continue
             source = FunctionSource(path=child, manifest=load_manifest(child))
             if source.name in found:
-                raise ConfigurationError(f"function {source.name!r} is defined twice: {found[source.name].path}, {child}")
+                raise ConfigurationError(
+                    f"function {source.name!r} is defined twice: {found[source.name].path}, {child}"
+                )
             found[source.name] = source
     return list(found.values())

@@ -47,9 +47,7 @@ class PolicyEngine(Protocol):
         ...
 
 
-def build_input(
-    subject: Subject, action: str, patient_id: str | None, consent: bool, purpose: str
-) -> dict[str, Any]:
+def build_input(subject: Subject, action: str, patient_id: str | None, consent: bool, purpose: str) -> dict[str, Any]:
     """The input document in the seed case's shape."""
     return {
         "action": action,
@@ -99,8 +97,7 @@ class RegoPolicyEngine:
         except PolicyUnavailable as exc:
             self.close()
             raise ConfigurationError(
-                f"the policy cannot decide even an empty request ({exc}): fix the .rego files "
-                "in WARDFN_POLICY_DIR"
+                f"the policy cannot decide even an empty request ({exc}): fix the .rego files in WARDFN_POLICY_DIR"
             ) from exc
         except BaseException:
             self.close()

@@ -230,10 +230,14 @@ class Sandbox:
         self, prepared: PreparedInstance, request: FunctionRequest, scope: Scope, limits: SandboxLimits
     ) -> CallResult:
         """Run the handler once, within the limits, reading only inside `scope`; then drop the store."""
+        # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
         record = Record()
-        setattr(record, "patient-id", request.patient_id)
-        record.purpose = request.purpose
-        record.args = json.dumps(request.args)
+        for name, value in (
+            ("patient-id", request.patient_id),
+            ("purpose", request.purpose),
+            ("args", json.dumps(request.args)),
+        ):
+            setattr(record, name, value)
         context = _CallContext(scope=scope, read=self._read, log=_Bounded(limits.log_bytes))
         store, handle = prepared.claim(), prepared.handle
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1

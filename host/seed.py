@@ -89,9 +89,14 @@ NAME_ORIGINS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ..
 )
 STREETS = ("Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Elm St", "Park Rd", "Lake View Dr", "Hill St")
 CITIES = (
-    ("Boston", "MA", "021"), ("Worcester", "MA", "016"), ("Springfield", "MA", "011"),
-    ("Providence", "RI", "029"), ("Hartford", "CT", "061"), ("Albany", "NY", "122"),
-    ("Burlington", "VT", "054"), ("Portland", "ME", "041"),
+    ("Boston", "MA", "021"),
+    ("Worcester", "MA", "016"),
+    ("Springfield", "MA", "011"),
+    ("Providence", "RI", "029"),
+    ("Hartford", "CT", "061"),
+    ("Albany", "NY", "122"),
+    ("Burlington", "VT", "054"),
+    ("Portland", "ME", "041"),
 )
 AREA_CODES = ("617", "508", "413", "401", "860", "518", "802", "207")
 
@@ -233,7 +238,11 @@ def _day_between(rng: random.Random, first: date, last: date) -> date:
 
 def _instant(rng: random.Random, day: date, earliest_hour: int = 7, latest_hour: int = 18) -> datetime:
     return datetime(
-        day.year, day.month, day.day, rng.randint(earliest_hour, latest_hour), rng.randrange(0, 60, 5),
+        day.year,
+        day.month,
+        day.day,
+        rng.randint(earliest_hour, latest_hour),
+        rng.randrange(0, 60, 5),
         tzinfo=UTC,
     )
 
@@ -330,14 +339,10 @@ def _condition(rng: random.Random, ref: str, born: date) -> Resource:
         "resourceType": "Condition",
         "id": _new_id(rng),
         "clinicalStatus": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}
-            ]
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]
         },
         "verificationStatus": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
-            ]
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]
         },
         "category": [
             {
@@ -400,9 +405,7 @@ def _allergy(rng: random.Random, ref: str, born: date) -> Resource:
     }
 
 
-def _medication_request(
-    rng: random.Random, ref: str, encounter: Resource, practitioner_id: str
-) -> Resource:
+def _medication_request(rng: random.Random, ref: str, encounter: Resource, practitioner_id: str) -> Resource:
     code, display, dosage = rng.choice(MEDICATIONS)
     authored = datetime.fromisoformat(encounter["period"]["start"]) + timedelta(minutes=rng.randint(5, 60))
     return {
@@ -422,9 +425,7 @@ def _medication_request(
     }
 
 
-def _vital_signs(
-    rng: random.Random, ref: str, born: date, encounters: list[Resource]
-) -> Iterator[Resource]:
+def _vital_signs(rng: random.Random, ref: str, born: date, encounters: list[Resource]) -> Iterator[Resource]:
     """All vital signs at 1 to 4 distinct times, each during one of the patient's encounters."""
     times: set[datetime] = set()
     for _ in range(rng.randint(1, 4)):
@@ -555,16 +556,12 @@ def _consent_denying_treatment(rng: random.Random, ref: str, encounter: Resource
         "id": _new_id(rng),
         "status": "active",
         "scope": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
-            ]
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
         },
         "category": [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}]}],
         "patient": {"reference": ref},
         "dateTime": encounter["period"]["start"],
-        "policyRule": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]
-        },
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
         "provision": {
             "type": "deny",
             "purpose": [{"system": ACT_REASON, "code": "TREAT", "display": "treatment"}],

@@ -62,8 +62,7 @@ class ResourceStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO resources (resource_type, id, patient_id, body)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?)",
                     rows,
                 )
                 conn.execute("COMMIT")
@@ -85,9 +84,11 @@ class ResourceStore:
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored."""
         with self._translate("read"):
-            row = self._connection().execute(
-                "SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ?", (patient_id,)
-            ).fetchone()
+            row = (
+                self._connection()
+                .execute("SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ?", (patient_id,))
+                .fetchone()
+            )
         return row is not None
 
     def consent_for(self, patient_id: str, purpose: str) -> bool:
@@ -98,18 +99,22 @@ class ResourceStore:
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id. For development only."""
         with self._translate("read"):
-            rows = self._connection().execute(
-                "SELECT id, body FROM resources WHERE resource_type = 'Patient' ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT id, body FROM resources WHERE resource_type = 'Patient' ORDER BY id LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
         return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in rows]
 
     def count_patients(self) -> int:
         """How many Patient resources are stored."""
         with self._translate("read"):
-            (count,) = self._connection().execute(
-                "SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient'"
-            ).fetchone()
+            (count,) = (
+                self._connection().execute("SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient'").fetchone()
+            )
         return int(count)
 
     def healthy(self) -> bool:
@@ -138,9 +143,7 @@ class ResourceStore:
                 raise StoreUnavailable("the record store is closed: the host is shutting down, retry later")
             # check_same_thread=False only so that close() may close it from another thread;
             # otherwise the connection is used by the thread that opened it alone.
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             self._connections.append(conn)
         self._local.conn = conn
         return conn
@@ -193,7 +196,7 @@ def patient_of(resource: dict[str, Any]) -> str | None:
 
 
 def _patient_id(reference: str) -> str | None:
-    """"Patient/<id>", also absolute ("<base>/Patient/<id>") or a bundle's "urn:uuid:<id>"."""
+    """ "Patient/<id>", also absolute ("<base>/Patient/<id>") or a bundle's "urn:uuid:<id>"."""
     if reference.startswith("urn:uuid:"):
         return reference.removeprefix("urn:uuid:") or None
     parts = reference.rstrip("/").split("/")

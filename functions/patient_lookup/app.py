@@ -2,13 +2,12 @@
 
 import json
 
+import summary
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import records
 from wit_world.imports.records import AccessError_Denied
 from wit_world.imports.types import Error_Internal, Error_InvalidInput, Error_NotFound, Request, Response
-
-import summary
 
 
 class Handler(exports.Handler):

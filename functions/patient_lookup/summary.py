@@ -122,7 +122,9 @@ def _is_vital_sign(obs: Resource) -> bool:
 
 
 def _when(obs: Resource) -> str:
-    return str(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued") or "")
+    return str(
+        obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued") or ""
+    )
 
 
 def _status_code(concept: Resource | None) -> str | None:

@@ -29,9 +29,7 @@ def patients(server: ServerProcess) -> Patients:
     store = ResourceStore(server.database)
     try:
         ids = [p["id"] for p in store.list_patients(1000)]
-        refusing = [
-            pid for pid in ids if not consented([json.loads(c) for c in store.search(pid, "Consent")], "TREAT")
-        ]
+        refusing = [pid for pid in ids if not consented([json.loads(c) for c in store.search(pid, "Consent")], "TREAT")]
     finally:
         store.close()
     assert refusing, "the seed should give some patients a Consent that denies treatment"

@@ -96,9 +96,7 @@ def test_policy_engine_that_cannot_answer_means_503_and_no_data(host: Host, fail
     assert record.event.outcome == "policy_unavailable" and record.event.allowed is None
 
 
-def test_audit_that_cannot_be_written_means_503_and_no_data(
-    built_functions: list[str], tmp_path: Path
-) -> None:
+def test_audit_that_cannot_be_written_means_503_and_no_data(built_functions: list[str], tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, patients=5)
     try:
         headers = server.headers()

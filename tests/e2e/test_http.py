@@ -99,8 +99,14 @@ def _expired_dev_token(server: ServerProcess) -> str:
 
 
 def _other_key_token(server: ServerProcess) -> str:
-    claims = {"sub": "mallory", "role": "authorized_medical_staff", "iss": server.settings.jwt_issuer,
-              "aud": server.settings.jwt_audience, "exp": int(time.time()) + 600, "iat": int(time.time())}
+    claims = {
+        "sub": "mallory",
+        "role": "authorized_medical_staff",
+        "iss": server.settings.jwt_issuer,
+        "aud": server.settings.jwt_audience,
+        "exp": int(time.time()) + 600,
+        "iat": int(time.time()),
+    }
     return jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
 
 
@@ -112,9 +118,22 @@ def _other_key_token(server: ServerProcess) -> str:
         ("garbage", lambda s: "Bearer not.a.jwt"),
         ("expired", lambda s: f"Bearer {_expired_dev_token(s)}"),
         ("forged", lambda s: f"Bearer {_other_key_token(s)}"),
-        ("wrong-audience", lambda s: "Bearer " + jwt.encode(
-            {**jwt.decode(s.token("dr-grey", "authorized_medical_staff"), options={"verify_signature": False}),
-             "aud": "someone-else"}, Ed25519PrivateKey.generate(), algorithm="EdDSA")),
+        (
+            "wrong-audience",
+            lambda s: (
+                "Bearer "
+                + jwt.encode(
+                    {
+                        **jwt.decode(
+                            s.token("dr-grey", "authorized_medical_staff"), options={"verify_signature": False}
+                        ),
+                        "aud": "someone-else",
+                    },
+                    Ed25519PrivateKey.generate(),
+                    algorithm="EdDSA",
+                )
+            ),
+        ),
     ],
 )
 def test_bad_tokens_get_401_and_are_audited_without_the_token(
@@ -170,7 +189,13 @@ def test_unknown_patient_is_404_only_after_the_policy_allowed(server: ServerProc
     ("method", "path", "body", "status", "code"),
     [
         ("POST", "/v1/functions/no_such_function/invoke", {"patient_id": "p1"}, 404, "function_not_found"),
-        ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "purpose": "GOSSIP"}, 422, "invalid_request"),
+        (
+            "POST",
+            "/v1/functions/patient_lookup/invoke",
+            {"patient_id": "p1", "purpose": "GOSSIP"},
+            422,
+            "invalid_request",
+        ),
         ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "../etc"}, 422, "invalid_request"),
         ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "extra": 1}, 422, "invalid_request"),
         ("POST", "/v1/functions/patient_lookup/invoke", {"purpose": "TREAT"}, 422, "invalid_request"),

@@ -67,9 +67,7 @@ def hs256_with_public_key(settings: Settings) -> str:
     """The classic algorithm-confusion forgery: HMAC keyed with the verifier's public key."""
     secret = (settings.key_dir / DEV_PUBLIC_KEY).read_bytes()
     signing_input = (
-        b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        + "."
-        + b64(json.dumps(claims(settings)).encode())
+        b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims(settings)).encode())
     )
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64(signature)
@@ -209,9 +207,7 @@ KEY_TYPES: dict[str, tuple[Callable[[], PrivateKey], str]] = {
 
 def write_public_key(path: Path, key: PrivateKey) -> Path:
     path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return path
 

@@ -172,9 +172,7 @@ BROKEN_DIRECTORIES = {
     "only test files": {"his_test.rego": (POLICY_DIR / "his_test.rego").read_text(encoding="utf-8")},
     "no files": {},
     "not UTF-8": {"policy.rego": b"package healthcare.his\n# \xff\xfe\n"},
-    "fails on an empty request": {
-        "policy.rego": HEADER + "allow := true\ndeny if count(input) == no_such.fn(1)\n"
-    },
+    "fails on an empty request": {"policy.rego": HEADER + "allow := true\ndeny if count(input) == no_such.fn(1)\n"},
 }
 
 
@@ -197,9 +195,7 @@ def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
 
 def test_slow_decision_times_out_and_fails_closed(tmp_path: Path) -> None:
     # About half a second of evaluation in rego-cpp; the timeout is a tenth of that.
-    built = make_engine(
-        tmp_path, "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n", timeout_s=0.05
-    )
+    built = make_engine(tmp_path, "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n", timeout_s=0.05)
     try:
         started = time.monotonic()
         with pytest.raises(PolicyUnavailable, match="took longer"):

@@ -81,21 +81,33 @@ class Handler(exports.Handler):
             log.write(log.Level.INFO, "x" * 100_000)
             return Response(json.dumps({"ok": True}))
         if mode == "escape":
-            return Response(json.dumps({
-                "file": _attempt(lambda: _read_file("/etc/passwd")),
-                "cwd_file": _attempt(lambda: _read_file("pyproject.toml")),
-                "root_listing": _attempt(lambda: _list_dir("/")),
-                "environ": dict(os.environ),
-                "socket": _attempt(lambda: _connect(int(args.get("port", 9)))),
-                "dns": _attempt(lambda: socket.getaddrinfo("localhost", 80)),
-            }))
+            return Response(
+                json.dumps(
+                    {
+                        "file": _attempt(lambda: _read_file("/etc/passwd")),
+                        "cwd_file": _attempt(lambda: _read_file("pyproject.toml")),
+                        "root_listing": _attempt(lambda: _list_dir("/")),
+                        "environ": dict(os.environ),
+                        "socket": _attempt(lambda: _connect(int(args.get("port", 9)))),
+                        "dns": _attempt(lambda: socket.getaddrinfo("localhost", 80)),
+                    }
+                )
+            )
         if mode == "other_patient":
-            return Response(json.dumps({
-                "other": _attempt(lambda: records.search(args["target"], "Patient")),
-            }))
+            return Response(
+                json.dumps(
+                    {
+                        "other": _attempt(lambda: records.search(args["target"], "Patient")),
+                    }
+                )
+            )
         if mode == "forbidden_type":
-            return Response(json.dumps({
-                "consent": _attempt(lambda: records.search(request.patient_id, "Consent")),
-                "own": _attempt(lambda: len(records.search(request.patient_id, "Patient"))),
-            }))
+            return Response(
+                json.dumps(
+                    {
+                        "consent": _attempt(lambda: records.search(request.patient_id, "Consent")),
+                        "own": _attempt(lambda: len(records.search(request.patient_id, "Patient"))),
+                    }
+                )
+            )
         raise Err(Error_InvalidInput("unknown mode"))
