@@ -1,0 +1,54 @@
+"""Dependencies point one way: leaves import nothing from the package, and only the right modules
+import FastAPI or wasmtime. Parsed from the source, so a new import that breaks the line fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+HOST = Path(__file__).resolve().parent.parent / "host"
+LEAVES = {"config", "errors", "types"}
+MAY_IMPORT = {
+    "fastapi": {"app"},
+    "starlette": {"app"},
+    "uvicorn": {"cli"},
+    "wasmtime": {"runtime", "registry", "build", "assembly"},
+}
+# Modules that nothing but the top (app, cli, assembly) may import.
+TOP = {"app", "cli", "assembly", "buildcmd"}
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((HOST / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+MODULES = sorted(p.stem for p in HOST.glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", sorted(LEAVES))
+def test_leaves_import_nothing_from_host(module: str) -> None:
+    assert not {name for name in _imports(module) if name == "host" or name.startswith("host.")}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_frameworks_stay_where_they_belong(module: str) -> None:
+    for name in _imports(module):
+        root = name.split(".")[0]
+        if root in MAY_IMPORT:
+            assert module in MAY_IMPORT[root], f"host/{module}.py imports {name}"
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - TOP))
+def test_services_never_import_the_top(module: str) -> None:
+    for name in _imports(module):
+        if name.startswith("host."):
+            assert name.removeprefix("host.") not in TOP, f"host/{module}.py imports {name}"
