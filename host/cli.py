@@ -70,7 +70,8 @@ def serve(bind_host: str | None, port: int | None) -> None:
         try:
             if store.count_patients() == 0 and settings.seed_patients > 0:
                 with err.status(f"seeding {settings.seed_patients} synthetic patients"):
-                    seed_store(store, settings.seed_patients, settings.seed)
+                    added = seed_store(store, settings.seed_patients, settings.seed)
+                err.print(f"seeded {added} synthetic patients into {settings.database_path}")
         finally:
             store.close()
     configure_logging()
@@ -92,6 +93,7 @@ def _print_how_to_call(settings: Settings) -> None:
             f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/patients/$PATIENT/summary\n'
             "  wardfn invoke patient_lookup --patient $PATIENT --token $TOKEN",
             highlight=False,
+            soft_wrap=True,  # shell commands must stay on one line whatever the terminal width
         )
 
 
