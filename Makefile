@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 serve: install
 	$(BIN)/wardfn serve
 
-test: install
+test: lint
 	$(BIN)/python -m pytest
 
 lint: install

@@ -1,0 +1,12 @@
+"""The `wardfn` command line: one module a command family, registered on the root group here."""
+
+from host.cli.audit import audit
+from host.cli.calls import invoke, token
+from host.cli.common import main
+from host.cli.data import data
+from host.cli.serve import build, serve
+
+for command in (build, serve, token, invoke, data, audit):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,64 @@
+"""`wardfn build` and `wardfn serve`."""
+
+from __future__ import annotations
+
+import click
+
+from host.cli.common import cli_settings, err
+from host.config import Settings
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Rebuild even when the cache has the artifact.")
+def build(names: tuple[str, ...], force: bool) -> None:
+    """Componentize and precompile functions (all of them when no NAME is given)."""
+    from host.cli.progress import build_functions
+
+    build_functions(cli_settings(), list(names), force=force, console=err)
+
+
+@click.command()
+@click.option("--host", "bind_host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
+def serve(bind_host: str | None, port: int | None) -> None:
+    """Build missing functions, seed an empty development database, and serve HTTP."""
+    import uvicorn
+
+    from host.app import configure_logging, create_app
+    from host.cli.progress import build_functions
+    from host.seed import seed_store
+    from host.store import ResourceStore
+
+    settings = cli_settings(host=bind_host, port=port)
+    build_functions(settings, [], force=False, console=err)
+    if not settings.production:
+        store = ResourceStore(settings.database_path)
+        try:
+            if store.count_patients() == 0 and settings.seed_patients > 0:
+                with err.status(f"seeding {settings.seed_patients} synthetic patients"):
+                    added = seed_store(store, settings.seed_patients, settings.seed)
+                err.print(f"seeded {added} synthetic patients into {settings.database_path}")
+        finally:
+            store.close()
+    configure_logging()
+    _print_how_to_call(settings)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="warning")
+
+
+FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"
+
+
+def _print_how_to_call(settings: Settings) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    err.print(f"[bold]wardfn[/] serving on {url}  (OpenAPI: {url}/docs)")
+    if not settings.production:
+        err.print(
+            "Call it from another shell in this directory, with .venv/bin on PATH:\n"
+            "  TOKEN=$(wardfn token --sub dr-house --role authorized_medical_staff)\n"
+            f"  PATIENT=$(wardfn data patients --limit 1 --json | {FIRST_PATIENT})\n"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/patients/$PATIENT/summary\n'
+            "  wardfn invoke patient_lookup --patient $PATIENT --token $TOKEN",
+            highlight=False,
+            soft_wrap=True,  # shell commands must stay on one line whatever the terminal width
+        )
