@@ -21,6 +21,7 @@ from pathlib import Path
 from host.errors import ArtifactRejected, ConfigurationError
 
 KEY_FILE = "artifact-hmac.key"
+KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,13 @@ class ArtifactCache:
         if not record_path.exists():
             return None
         _require_private_dir(self.directory)
-        raw = json.loads(record_path.read_bytes())
-        fields, signature = raw.get("artifact", {}), raw.get("hmac", "")
+        try:
+            raw = json.loads(record_path.read_bytes())
+        except ValueError as exc:
+            raise ArtifactRejected(f"{record_path}: unreadable record; rebuild with `wardfn build {name}`") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("artifact"), dict):
+            raise ArtifactRejected(f"{record_path}: not an artifact record; rebuild with `wardfn build {name}`")
+        fields, signature = raw["artifact"], raw.get("hmac", "")
         if not hmac.compare_digest(self._sign(fields), str(signature)):
             raise ArtifactRejected(f"{record_path}: signature does not match; rebuild with `wardfn build {name}`")
         if fields.get("key") != key or fields.get("name") != name:
@@ -108,13 +114,24 @@ class ArtifactCache:
 
 def _load_or_create_key(path: Path) -> bytes:
     _make_private_dir(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    if not path.exists():
+        # Written whole then linked into place: a reader never sees a partial key, and
+        # of two processes racing, the first link wins and both use its key.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ConfigurationError(f"{path} is not a {KEY_BYTES}-byte key; delete it and rebuild with `wardfn build`")
+    return key
 
 
 def _make_private_dir(directory: Path) -> None:

@@ -8,6 +8,7 @@ engine settings. An unchanged function is never rebuilt.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,15 @@ from host.runtime import engine_fingerprint
 WORLD = "patient-function"
 BUILD_FORMAT = "wardfn-build-1"
 # Generated or compiled files that do not change what the function does.
-IGNORED_PARTS = {"__pycache__", "wit_world", "componentize_py_types", "componentize_py_async_support"}
+IGNORED_PARTS = {
+    "__pycache__",
+    "wit_world",
+    "componentize_py_types",
+    "componentize_py_types.py",
+    "componentize_py_runtime.pyi",
+    "componentize_py_async_support",
+    "poll_loop.py",
+}
 
 Progress = Callable[[str], None]
 # componentize-py's own entry point, run by this interpreter rather than a PATH lookup.
@@ -59,9 +68,11 @@ def componentize(source: FunctionSource, wit_dir: Path, out: Path) -> None:
         sys.executable, "-c", _COMPONENTIZE_PY,
         "-d", str(wit_dir), "-w", WORLD, "componentize", "-p", str(source.path), "app", "-o", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # A Rust backtrace would push the Python error the user needs out of the message.
+    env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip()[-2000:]
+        detail = (done.stderr or done.stdout).split("\nStack backtrace:")[0].strip()[:2000]
         raise BuildError(f"componentize-py failed for {source.name}:\n{detail}")
 
 

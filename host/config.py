@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production(self) -> Settings:
         if not self.production:
             return self
-        if self.jwt_public_key_file is None and self.jwks_url is None:
+        # An empty variable reads as Path(".") or "": treat it as unset.
+        key_file = self.jwt_public_key_file is not None and str(self.jwt_public_key_file) not in ("", ".")
+        if not key_file and not self.jwks_url:
             raise ValueError(
                 "WARDFN_ENV=production needs WARDFN_JWT_PUBLIC_KEY_FILE or WARDFN_JWKS_URL: "
                 "development tokens are never accepted in production"

@@ -100,9 +100,6 @@ def test_a_record_whose_hmac_was_edited_is_refused(cache: ArtifactCache) -> None
         cache.lookup(NAME, KEY)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="host/artifacts.py lookup lets JSONDecodeError / AttributeError escape for a garbled record"
-)
 @pytest.mark.parametrize("garbage", [b"{not json", b"[]", b"\xff"], ids=["not-json", "not-an-object", "not-utf8"])
 def test_a_garbled_record_is_refused(cache: ArtifactCache, garbage: bytes) -> None:
     record_path(stored(cache)).write_bytes(garbage)
@@ -193,3 +190,12 @@ def test_the_cache_files_are_private(cache: ArtifactCache) -> None:
     assert stat.S_IMODE(cache.directory.stat().st_mode) == 0o700
     for path in (artifact.wasm_path, artifact.cwasm_path, record_path(artifact)):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+@pytest.mark.parametrize("content", [b"", b"short"], ids=["empty", "truncated"])
+def test_a_key_file_that_is_not_a_whole_key_is_refused(tmp_path: Path, content: bytes) -> None:
+    key_file = tmp_path / "keys" / KEY_FILE
+    key_file.parent.mkdir(mode=0o700)
+    key_file.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="32-byte key"):
+        ArtifactCache(tmp_path / "cache", tmp_path / "keys")

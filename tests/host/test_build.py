@@ -93,13 +93,9 @@ def test_the_key_changes_when_a_wit_file_changes(function_dir: Path, wit_dir: Pa
         "wit_world/__init__.py",
         "wit_world/imports/records.py",
         "componentize_py_async_support/__init__.py",
-        pytest.param(
-            "componentize_py_types.py",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="host/build.py IGNORED_PARTS names 'componentize_py_types', but bindings write a .py file",
-            ),
-        ),
+        "componentize_py_types.py",
+        "componentize_py_runtime.pyi",
+        "poll_loop.py",
     ],
 )
 def test_the_key_ignores_generated_files(function_dir: Path, wit_dir: Path, generated: str) -> None:
@@ -132,13 +128,7 @@ def test_an_unchanged_function_is_served_from_the_cache(built_functions: list[st
     "rust_backtrace",
     [
         None,
-        pytest.param(
-            "1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="host/build.py keeps the last 2000 characters of stderr: with RUST_BACKTRACE=1, only the trace",
-            ),
-        ),
+        "1",
     ],
 )
 def test_componentize_reports_a_syntax_error_in_the_function(

@@ -133,7 +133,6 @@ def test_an_unknown_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
 
 
-@pytest.mark.xfail(strict=True, reason="host/config.py checks `is None`: an empty WARDFN_JWKS_URL passes start-up")
 def test_production_with_an_empty_jwks_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WARDFN_ENV", "production")
     monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")

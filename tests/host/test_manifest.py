@@ -169,7 +169,6 @@ def test_discovery_refuses_a_name_defined_twice(tmp_path: Path) -> None:
         discover_functions([tmp_path / "one", tmp_path / "two"])
 
 
-@pytest.mark.xfail(strict=True, reason="host/manifest.py load_manifest lets UnicodeDecodeError escape")
 def test_a_manifest_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     function_dir = write_function(tmp_path, "fn", "")
     (function_dir / "function.toml").write_bytes(b'name = "\xff"\n')
