@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
 
+    import_max_bytes: int = Field(default=32 * MIB, gt=0)
+
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
+from rich.progress import MofNCompleteColumn, Progress
 
 from host.cli.common import cli_settings, err
 
@@ -31,6 +33,29 @@ def data_seed(patients: int, seed_value: int) -> None:
     finally:
         store.close()
     err.print(f"added {added} patients to {settings.database_path}")
+
+
+@data.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def data_import(paths: tuple[Path, ...]) -> None:
+    """Import FHIR R4 Bundles (files, or every *.json in a directory); each bundle is all or nothing."""
+    from host.fhir_import import bundle_files, import_bundles
+    from host.store import ResourceStore
+
+    settings = cli_settings()
+    files = bundle_files(list(paths))
+    store = ResourceStore(settings.database_path)
+    resources = patients = 0
+    try:
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as progress:
+            task = progress.add_task("importing bundles", total=len(files))
+            for done in import_bundles(store, files, settings.import_max_bytes):
+                resources += done.resources
+                patients += done.patients
+                progress.advance(task)
+    finally:
+        store.close()
+    err.print(f"imported {len(files)} bundles: {resources} resources, {patients} patients")
 
 
 @data.command("patients")
