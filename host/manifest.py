@@ -33,6 +33,8 @@ class Manifest(BaseModel):
     action: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     patient: Literal["required", "none"] = "required"
     reads: tuple[str, ...] = Field(default=())
+    # A JSON Schema file beside the manifest that `args` must match before anything runs.
+    args_schema: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+\.json$")
     limits: Limits = Limits()
 
     def model_post_init(self, _context: object) -> None:
@@ -57,6 +59,8 @@ def load_manifest(function_dir: Path) -> Manifest:
         raise ConfigurationError(f"{path}: {problems}") from exc
     if manifest.name != function_dir.name:
         raise ConfigurationError(f"{path}: name {manifest.name!r} must match its directory {function_dir.name!r}")
+    if manifest.args_schema and not (function_dir / manifest.args_schema).is_file():
+        raise ConfigurationError(f"{path}: args_schema {manifest.args_schema!r} is not a file beside the manifest")
     if not (function_dir / f"{ENTRY_MODULE}.py").is_file():
         raise ConfigurationError(f"{function_dir}: no {ENTRY_MODULE}.py, the module componentize-py builds")
     return manifest

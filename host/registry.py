@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wasmtime.component import Component
 
+from host.arguments import ANY_OBJECT, ArgumentsSchema
 from host.artifacts import Artifact, ArtifactCache
 from host.build import cache_key
 from host.config import Settings
@@ -23,6 +24,7 @@ class LoadedFunction:
     artifact: Artifact
     component: Component
     limits: SandboxLimits
+    arguments: ArgumentsSchema
 
     @property
     def name(self) -> str:
@@ -42,6 +44,13 @@ def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
         stdio_bytes=settings.stdio_limit_bytes,
         log_bytes=settings.function_log_limit_bytes,
     )
+
+
+def _arguments_schema(source: FunctionSource) -> ArgumentsSchema:
+    name = source.manifest.args_schema
+    if name is None:
+        return ArgumentsSchema(ANY_OBJECT, f"{source.name} (no args_schema)")
+    return ArgumentsSchema.from_file(source.path / name)
 
 
 class Registry:
@@ -69,6 +78,7 @@ class Registry:
             artifact=artifact,
             component=self._sandbox.load(Path(artifact.cwasm_path)),
             limits=limits_for(source.manifest, self._settings),
+            arguments=_arguments_schema(source),
         )
         self._pool.register(loaded.pool_key, loaded.component, loaded.limits)
         self._functions[source.name] = loaded

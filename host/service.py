@@ -124,6 +124,7 @@ class InvocationService:
             raise InvalidRequest(f"{manifest.name} needs a patient_id")
         if manifest.patient == "none" and patient_id:
             raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
+        loaded.arguments.check(args)
         assert attempt.subject is not None and attempt.purpose is not None
         consent = self._store.consent_for(patient_id, attempt.purpose) if patient_id else False
         decision = self._decide(build_input(attempt.subject, manifest.action, patient_id, consent, attempt.purpose))

@@ -200,6 +200,8 @@ def test_unknown_patient_is_404_only_after_the_policy_allowed(server: ServerProc
         ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "extra": 1}, 422, "invalid_request"),
         ("POST", "/v1/functions/patient_lookup/invoke", {"purpose": "TREAT"}, 422, "invalid_request"),
         ("GET", "/v1/patients/p1/summary?purpose=GOSSIP", None, 422, "invalid_request"),
+        ("POST", "/v1/functions/patient_lookup/invoke", {"patient_id": "p1", "args": {"x": 1}}, 422, "invalid_request"),
+        ("POST", "/v1/functions/hostile/invoke", {"patient_id": "p1", "args": {"mode": 7}}, 422, "invalid_request"),
         ("GET", "/v1/nothing-here", None, 404, "http_error"),
     ],
 )
