@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import re
+import signal
 import sys
 import time
 import uuid
@@ -219,6 +222,7 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = host is None
         app.state.host = open_host(settings) if owned else host
+        _reload_on_sighup(app.state.host)
         try:
             yield
         finally:
@@ -308,6 +312,20 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     return app
+
+
+def _reload_on_sighup(host: Host) -> None:
+    """SIGHUP swaps in rebuilt functions, off the event loop; in-flight calls finish on their version."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        report = await run_in_threadpool(host.reload_functions)
+        log.info(json.dumps({"event": "functions_reloaded", **dataclasses.asdict(report)}))
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        log.info(json.dumps({"event": "sighup_reload_unavailable"}))
 
 
 def configure_logging() -> None:

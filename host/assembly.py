@@ -11,7 +11,7 @@ from host.audit import AuditLog
 from host.auth import TokenVerifier
 from host.config import Settings
 from host.policy import PolicyEngine, RegoPolicyEngine
-from host.registry import Registry
+from host.registry import Registry, ReloadReport
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
 from host.store import ResourceStore
@@ -30,6 +30,10 @@ class Host:
     policy: PolicyEngine
     verifier: TokenVerifier
     service: InvocationService
+
+    def reload_functions(self) -> ReloadReport:
+        """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
+        return self.registry.reload(ArtifactCache(self.settings.artifact_dir, self.settings.key_dir))
 
     def close(self) -> None:
         self.pool.stop()

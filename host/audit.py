@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS audit (
     reasons TEXT NOT NULL,
     outcome TEXT NOT NULL,
     latency_ms REAL NOT NULL,
+    function_version TEXT,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 )
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "prev_hash", "hash",
 )  # fmt: skip
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 
@@ -172,6 +173,7 @@ def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, A
         "outcome": event.outcome,
         # Normalised to what the columns give back, so that a stored record hashes the same.
         "latency_ms": float(event.latency_ms),
+        "function_version": event.function_version,
         "prev_hash": prev_hash,
     }
 
@@ -231,6 +233,7 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
         reasons=tuple(reasons),
         outcome=values["outcome"],
         latency_ms=values["latency_ms"],
+        function_version=values["function_version"],
     )
     return AuditRecord(
         seq=values["seq"],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasmtime.component import Component
@@ -11,7 +12,7 @@ from host.arguments import ANY_OBJECT, ArgumentsSchema
 from host.artifacts import Artifact, ArtifactCache
 from host.build import cache_key
 from host.config import Settings
-from host.errors import ConfigurationError, FunctionNotFound
+from host.errors import ConfigurationError, FunctionNotFound, WardfnError
 from host.manifest import FunctionSource, Manifest, discover_functions
 from host.runtime import InstancePool, Sandbox, SandboxLimits
 
@@ -53,6 +54,15 @@ def _arguments_schema(source: FunctionSource) -> ArgumentsSchema:
     return ArgumentsSchema.from_file(source.path / name)
 
 
+@dataclass
+class ReloadReport:
+    """What a reload did: functions swapped to a new version, removed, and those it could not load."""
+
+    swapped: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
 class Registry:
     """Loads every discovered function from the artifact cache; refuses any that is not built."""
 
@@ -61,12 +71,48 @@ class Registry:
         self._sandbox = sandbox
         self._pool = pool
         self._functions: dict[str, LoadedFunction] = {}
+        self._reload_lock = threading.Lock()
 
     def load_all(self, cache: ArtifactCache) -> None:
-        for source in discover_functions(self._settings.functions_dirs):
-            self._load(source, cache)
+        """Load every function at start-up; any that is not built or not valid stops the host."""
+        loaded = {
+            source.name: self._prepare(source, cache) for source in discover_functions(self._settings.functions_dirs)
+        }
+        self._functions = loaded
 
-    def _load(self, source: FunctionSource, cache: ArtifactCache) -> None:
+    def reload(self, cache: ArtifactCache) -> ReloadReport:
+        """Swap in every function whose sources were rebuilt; a function that fails to load keeps its running
+        version. In-flight calls finish on the version they started with; the swap is one assignment."""
+        with self._reload_lock:
+            current = self._functions
+            report = ReloadReport()
+            try:
+                sources = discover_functions(self._settings.functions_dirs)
+            except WardfnError as exc:
+                report.problems.append(str(exc))
+                return report
+            updated: dict[str, LoadedFunction] = {}
+            for source in sources:
+                running = current.get(source.name)
+                try:
+                    if running is not None and running.artifact.key == cache_key(source, self._settings.wit_dir):
+                        updated[source.name] = running
+                        continue
+                    updated[source.name] = self._prepare(source, cache)
+                    report.swapped.append(f"{source.name} {source.manifest.version}")
+                except WardfnError as exc:
+                    report.problems.append(str(exc))
+                    if running is not None:
+                        updated[source.name] = running
+            self._functions = updated
+            live = {f.pool_key for f in updated.values()}
+            for old in current.values():
+                if old.pool_key not in live:
+                    self._pool.unregister(old.pool_key)
+            report.removed = sorted(set(current) - set(updated))
+            return report
+
+    def _prepare(self, source: FunctionSource, cache: ArtifactCache) -> LoadedFunction:
         key = cache_key(source, self._settings.wit_dir)
         artifact = cache.lookup(source.name, key)
         if artifact is None:
@@ -81,7 +127,7 @@ class Registry:
             arguments=_arguments_schema(source),
         )
         self._pool.register(loaded.pool_key, loaded.component, loaded.limits)
-        self._functions[source.name] = loaded
+        return loaded
 
     def get(self, name: str) -> LoadedFunction:
         try:

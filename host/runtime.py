@@ -305,16 +305,19 @@ class InstancePool:
         with self._lock:
             self._queues.pop(key, None)
 
-    def take(self, key: str) -> PreparedInstance:
-        """A prepared instance if one is ready, else one made now."""
+    def take(self, key: str, component: Component, limits: SandboxLimits) -> PreparedInstance:
+        """A prepared instance if one is ready, else one made now (also for a key no longer registered,
+        so a call that looked its function up just before a reload still runs on that version)."""
         with self._lock:
-            component, limits, ready = self._queues[key]
-        try:
-            prepared = ready.get_nowait()
-        except queue.Empty:
-            prepared = self._sandbox.prepare(component, limits)
+            entry = self._queues.get(key)
+        prepared = None
+        if entry is not None:
+            try:
+                prepared = entry[2].get_nowait()
+            except queue.Empty:
+                pass
         self._wake.set()
-        return prepared
+        return prepared if prepared is not None else self._sandbox.prepare(component, limits)
 
     def start(self) -> None:
         if self._size > 0:

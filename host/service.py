@@ -49,6 +49,7 @@ class _Attempt:
     patient_id: str | None = None
     purpose: str | None = None
     decision: Decision | None = None
+    function_version: str | None = None
 
     def event(self, outcome: str) -> AuditEvent:
         decision = self.decision
@@ -64,6 +65,7 @@ class _Attempt:
             reasons=decision.reasons if decision else (),
             outcome=outcome,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            function_version=self.function_version,
         )
 
 
@@ -98,6 +100,7 @@ class InvocationService:
         attempt = _Attempt(request_id, time.perf_counter(), subject, function, patient_id, purpose)
         try:
             loaded = self._registry.get(function)
+            attempt.function_version = loaded.manifest.version
             body = self._authorise_and_run(attempt, loaded, args)
         except WardfnError as exc:
             self._append(attempt.event(exc.code))  # an audit failure replaces the original error
@@ -134,7 +137,7 @@ class InvocationService:
         if patient_id and not self._store.patient_exists(patient_id):
             raise PatientNotFound("no patient with that id")
         scope = Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads))
-        prepared = self._pool.take(loaded.pool_key)
+        prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
         return self._sandbox.call(prepared, request, scope, loaded.limits).body
 

@@ -47,6 +47,7 @@ class AuditEvent:
     reasons: tuple[str, ...]
     outcome: str
     latency_ms: float
+    function_version: str | None = None
 
 
 @dataclass(frozen=True)

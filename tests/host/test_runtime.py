@@ -151,12 +151,12 @@ def test_prepared_instances_serve_one_invocation_each(harness: Harness) -> None:
     pool.register("hostile", harness.components["hostile"], harness.limits["hostile"])
     pool.start()
     try:
-        first = pool.take("hostile")
+        first = pool.take("hostile", harness.components["hostile"], harness.limits["hostile"])
         limits = harness.limits["hostile"]
         request = FunctionRequest(PATIENT, "TREAT", {"mode": "ok"})
         assert harness.sandbox.call(first, request, Scope(PATIENT, frozenset()), limits).body == {"ok": True}
         with pytest.raises(RuntimeError):  # its store is gone: it cannot be called again
             harness.sandbox.call(first, request, Scope(PATIENT, frozenset()), limits)
-        assert pool.take("hostile") is not first
+        assert pool.take("hostile", harness.components["hostile"], harness.limits["hostile"]) is not first
     finally:
         pool.stop()
