@@ -40,9 +40,10 @@ class Settings(BaseSettings):
     jwks_url: str | None = None
     jwt_leeway_s: int = 5
 
-    deadline_ms: int = Field(default=200, gt=0)
-    memory_limit_bytes: int = Field(default=128 * MIB, gt=0)
-    output_limit_bytes: int = Field(default=1 * MIB, gt=0)
+    # Ceilings on what a manifest may ask for; the defaults (200 ms, 128 MiB, 1 MiB) are the manifest's.
+    max_deadline_ms: int = Field(default=10_000, gt=0)
+    max_memory_bytes: int = Field(default=1024 * MIB, gt=0)
+    max_output_bytes: int = Field(default=32 * MIB, gt=0)
     stdio_limit_bytes: int = Field(default=64 * 1024, ge=0)
     function_log_limit_bytes: int = Field(default=16 * 1024, ge=0)
     epoch_tick_ms: int = Field(default=5, gt=0)

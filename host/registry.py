@@ -39,9 +39,9 @@ class LoadedFunction:
 def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
     """The manifest's limits, never looser than the host's settings allow."""
     return SandboxLimits(
-        deadline_ms=min(manifest.limits.deadline_ms, settings.deadline_ms),
-        memory_bytes=min(manifest.limits.memory_mib * MIB, settings.memory_limit_bytes),
-        output_bytes=min(manifest.limits.output_kib * KIB, settings.output_limit_bytes),
+        deadline_ms=min(manifest.limits.deadline_ms, settings.max_deadline_ms),
+        memory_bytes=min(manifest.limits.memory_mib * MIB, settings.max_memory_bytes),
+        output_bytes=min(manifest.limits.output_kib * KIB, settings.max_output_bytes),
         stdio_bytes=settings.stdio_limit_bytes,
         log_bytes=settings.function_log_limit_bytes,
     )

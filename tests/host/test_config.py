@@ -120,7 +120,7 @@ def test_production_with_a_key_source_and_a_real_issuer_loads(
 
 @pytest.mark.parametrize("value", ["-1", "0"])
 def test_a_deadline_that_is_not_positive_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("WARDFN_DEADLINE_MS", value)
+    monkeypatch.setenv("WARDFN_MAX_DEADLINE_MS", value)
 
     with pytest.raises(ValidationError, match="deadline_ms"):
         load_settings()
