@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from host.seed import generate
+from tests.functions.loader import load
 
-SUMMARY = Path(__file__).resolve().parents[2] / "functions" / "patient_lookup" / "summary.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("patient_lookup_summary", SUMMARY)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-summary = _load()
+summary = load("patient_lookup", "summary")
 
 
 def _reader(resources: list[dict[str, Any]]) -> Any:
