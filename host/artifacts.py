@@ -12,16 +12,14 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
-import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from host.errors import ArtifactRejected, ConfigurationError
+from host.errors import ArtifactRejected
+from host.keys import load_or_create_key, make_private_dir, require_private_dir
 
 KEY_FILE = "artifact-hmac.key"
-KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class ArtifactCache:
 
     def __init__(self, directory: Path, key_dir: Path) -> None:
         self.directory = directory
-        self._hmac_key = _load_or_create_key(key_dir / KEY_FILE)
+        self._hmac_key = load_or_create_key(key_dir / KEY_FILE)
 
     def _paths(self, name: str, key: str) -> tuple[Path, Path, Path]:
         stem = self.directory / f"{name}-{key[:32]}"
@@ -61,7 +59,7 @@ class ArtifactCache:
         wasm_path, cwasm_path, record_path = self._paths(name, key)
         if not record_path.exists():
             return None
-        _require_private_dir(self.directory)
+        require_private_dir(self.directory)
         try:
             raw = json.loads(record_path.read_bytes())
         except ValueError as exc:
@@ -89,7 +87,7 @@ class ArtifactCache:
 
     def store(self, name: str, version: str, key: str, wasm: bytes, cwasm: bytes) -> Artifact:
         """Write the component and its compiled form atomically, then their signed record."""
-        _make_private_dir(self.directory)
+        make_private_dir(self.directory)
         wasm_path, cwasm_path, record_path = self._paths(name, key)
         _write_atomic(wasm_path, wasm)
         _write_atomic(cwasm_path, cwasm)
@@ -110,42 +108,6 @@ class ArtifactCache:
     def _sign(self, fields: dict[str, object]) -> str:
         message = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
-
-
-def _load_or_create_key(path: Path) -> bytes:
-    _make_private_dir(path.parent)
-    if not path.exists():
-        # Written whole then linked into place: a reader never sees a partial key, and
-        # of two processes racing, the first link wins and both use its key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(KEY_BYTES))
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    key = path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise ConfigurationError(f"{path} is not a {KEY_BYTES}-byte key; delete it and rebuild with `wardfn build`")
-    return key
-
-
-def _make_private_dir(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _require_private_dir(directory)
-
-
-def _require_private_dir(directory: Path) -> None:
-    info = directory.stat()
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigurationError(
-            f"{directory} must be owned by this user and writable by nobody else "
-            f"(chmod 700 {directory}): the host runs the native code it finds there"
-        )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -11,6 +11,7 @@ from host.audit import AuditLog
 from host.auth import TokenVerifier
 from host.config import Settings
 from host.policy import PolicyEngine, RegoPolicyEngine
+from host.pseudonyms import Pseudonymizer
 from host.registry import Registry, ReloadReport
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
@@ -50,7 +51,8 @@ def open_host(settings: Settings) -> Host:
     audit = AuditLog(settings.database_path)
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
+    pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
+    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
     pool = InstancePool(sandbox, settings.prepared_instances)
     registry = Registry(settings, sandbox, pool)
     try:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL,
     latency_ms REAL NOT NULL,
     function_version TEXT,
+    query TEXT,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 )
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "prev_hash", "hash",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "query", "prev_hash", "hash",
 )  # fmt: skip
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 
@@ -174,6 +175,7 @@ def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, A
         # Normalised to what the columns give back, so that a stored record hashes the same.
         "latency_ms": float(event.latency_ms),
         "function_version": event.function_version,
+        "query": event.query,
         "prev_hash": prev_hash,
     }
 
@@ -234,6 +236,7 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
         outcome=values["outcome"],
         latency_ms=values["latency_ms"],
         function_version=values["function_version"],
+        query=values["query"],
     )
     return AuditRecord(
         seq=values["seq"],

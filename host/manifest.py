@@ -33,6 +33,10 @@ class Manifest(BaseModel):
     action: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     patient: Literal["required", "none"] = "required"
     reads: tuple[str, ...] = Field(default=())
+    # May search the patient directory (minimal fields of matches only, never records).
+    directory: bool = False
+    # Keep the function's arguments in its audit records (a search's query, say).
+    audit_args: bool = False
     # A JSON Schema file beside the manifest that `args` must match before anything runs.
     args_schema: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+\.json$")
     limits: Limits = Limits()

@@ -27,6 +27,7 @@ from typing import Any
 from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Func, Linker, Record, Variant
 
+from host.directory import DirectoryQuery
 from host.errors import (
     ArtifactRejected,
     FunctionOutputRejected,
@@ -42,6 +43,9 @@ WIT_VERSION = "0.1.0"
 HANDLER_EXPORT = f"{WIT_PACKAGE}/handler@{WIT_VERSION}"
 
 RecordReader = Callable[[str, str], list[str]]
+PseudonymSource = Callable[[str], str]
+DirectorySearch = Callable[[DirectoryQuery, int], list[dict[str, str | None]]]
+DIRECTORY_LIMIT = 20
 
 
 def create_engine() -> Engine:
@@ -128,6 +132,8 @@ class _CallContext:
     scope: Scope
     read: RecordReader
     log: _Bounded
+    pseudonym: PseudonymSource | None = None
+    directory: DirectorySearch | None = None
 
 
 # Host imports run synchronously on the thread that called into the instance, so
@@ -159,6 +165,39 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
         return Variant("unavailable", "the record store is unavailable")
 
 
+def _records_pseudonym(_store: object, patient_id: str) -> str | Variant:
+    context: _CallContext | None = getattr(_current, "context", None)
+    if context is None or context.pseudonym is None:
+        return Variant("denied", "no pseudonyms in this invocation")
+    if context.scope.patient_id is None or patient_id != context.scope.patient_id:
+        return Variant("denied", "this invocation is not authorised for that patient")
+    return context.pseudonym(patient_id)
+
+
+def _directory_search(_store: object, query: Record, limit: int) -> list[Record] | Variant:
+    context: _CallContext | None = getattr(_current, "context", None)
+    if context is None or context.directory is None or not context.scope.directory:
+        return Variant("denied", "this invocation may not search the patient directory")
+    wanted = DirectoryQuery(
+        name=getattr(query, "name", None),
+        birth_date=getattr(query, "birth-date", None),
+        identifier=getattr(query, "identifier", None),
+    )
+    if not wanted.keys():
+        return Variant("denied", "a search needs a name, a birth date or an identifier")
+    try:
+        found = context.directory(wanted, max(0, min(limit, DIRECTORY_LIMIT)))
+    except StoreUnavailable:
+        return Variant("unavailable", "the record store is unavailable")
+    matches = []
+    for item in found:
+        match = Record()
+        for wit_name, key in (("id", "id"), ("name", "name"), ("birth-date", "birth_date"), ("gender", "gender")):
+            setattr(match, wit_name, item.get(key))
+        matches.append(match)
+    return matches
+
+
 def _log_write(_store: object, level: str, message: str) -> None:
     context: _CallContext | None = getattr(_current, "context", None)
     if context is not None:
@@ -184,15 +223,27 @@ class PreparedInstance:
 class Sandbox:
     """Instantiates and calls components; owns the linker shared by all of them."""
 
-    def __init__(self, engine: Engine, read: RecordReader, tick_ms: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        read: RecordReader,
+        tick_ms: int,
+        pseudonym: PseudonymSource | None = None,
+        directory: DirectorySearch | None = None,
+    ) -> None:
         self.engine = engine
         self._read = read
         self._tick_ms = tick_ms
+        self._pseudonym = pseudonym
+        self._directory = directory
         self.linker = Linker(engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
             with root.add_instance(f"{WIT_PACKAGE}/records@{WIT_VERSION}") as records:
                 records.add_func("search", _records_search)
+                records.add_func("pseudonym", _records_pseudonym)
+            with root.add_instance(f"{WIT_PACKAGE}/directory@{WIT_VERSION}") as patients:
+                patients.add_func("search", _directory_search)
             with root.add_instance(f"{WIT_PACKAGE}/log@{WIT_VERSION}") as log:
                 log.add_func("write", _log_write)
 
@@ -238,7 +289,13 @@ class Sandbox:
             ("args", json.dumps(request.args)),
         ):
             setattr(record, name, value)
-        context = _CallContext(scope=scope, read=self._read, log=_Bounded(limits.log_bytes))
+        context = _CallContext(
+            scope=scope,
+            read=self._read,
+            log=_Bounded(limits.log_bytes),
+            pseudonym=self._pseudonym,
+            directory=self._directory,
+        )
         store, handle = prepared.claim(), prepared.handle
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         store.set_epoch_deadline(ticks)

@@ -6,6 +6,7 @@ anything is returned: if it cannot be written the caller gets no data.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ class _Attempt:
     purpose: str | None = None
     decision: Decision | None = None
     function_version: str | None = None
+    query: str | None = None
 
     def event(self, outcome: str) -> AuditEvent:
         decision = self.decision
@@ -66,6 +68,7 @@ class _Attempt:
             outcome=outcome,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
             function_version=self.function_version,
+            query=self.query,
         )
 
 
@@ -127,6 +130,8 @@ class InvocationService:
             raise InvalidRequest(f"{manifest.name} needs a patient_id")
         if manifest.patient == "none" and patient_id:
             raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
+        if manifest.audit_args:
+            attempt.query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         loaded.arguments.check(args)
         assert attempt.subject is not None and attempt.purpose is not None
         consent = self._store.consent_for(patient_id, attempt.purpose) if patient_id else False
@@ -136,7 +141,7 @@ class InvocationService:
             raise PolicyDenied(list(decision.reasons), decision.id)
         if patient_id and not self._store.patient_exists(patient_id):
             raise PatientNotFound("no patient with that id")
-        scope = Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads))
+        scope = Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads), directory=manifest.directory)
         prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
         return self._sandbox.call(prepared, request, scope, loaded.limits).body

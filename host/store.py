@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from host.consent import consented
+from host.directory import DirectoryQuery, minimal_match, patient_keys
 from host.errors import InvalidRequest, StoreUnavailable
 
 BUSY_TIMEOUT_S = 10.0
@@ -32,6 +33,13 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (resource_type, id)
 );
 CREATE INDEX IF NOT EXISTS resources_by_patient ON resources (patient_id, resource_type);
+CREATE TABLE IF NOT EXISTS patient_index (
+    patient_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS patient_index_by_key ON patient_index (kind, key);
+CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id);
 """
 
 
@@ -50,6 +58,7 @@ class ResourceStore:
                 conn = self._connection()
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
+                _backfill_index(conn)
         except StoreUnavailable:
             self.close()
             raise
@@ -65,6 +74,7 @@ class ResourceStore:
                     "INSERT OR REPLACE INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?)",
                     rows,
                 )
+                _index_patients(conn, rows.patients)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -117,6 +127,26 @@ class ResourceStore:
             )
         return int(count)
 
+    def directory_search(self, query: DirectoryQuery, limit: int) -> list[dict[str, str | None]]:
+        """At most `limit` patients matching every criterion of `query`, as minimal fields only."""
+        pairs = query.keys()
+        if not pairs:
+            return []
+        clauses = " INTERSECT ".join(
+            f"SELECT patient_id FROM patient_index WHERE kind IN ({','.join('?' * len(kinds))}) AND key = ?"
+            for kinds, _ in pairs
+        )
+        params: list[Any] = [value for kinds, key in pairs for value in (*kinds, key)]
+        with self._translate("read"):
+            conn = self._connection()
+            ids = [row[0] for row in conn.execute(f"{clauses} ORDER BY 1 LIMIT ?", [*params, limit])]
+            bodies = [
+                row[0]
+                for pid in ids
+                for row in conn.execute("SELECT body FROM resources WHERE resource_type = 'Patient' AND id = ?", (pid,))
+            ]
+        return [minimal_match(json.loads(body)) for body in bodies]
+
     def healthy(self) -> bool:
         """True if the store answers a trivial query (for readiness checks); never raises."""
         try:
@@ -160,12 +190,38 @@ class ResourceStore:
             ) from exc
 
 
+def _backfill_index(conn: sqlite3.Connection) -> None:
+    """Give a database made before the search index its keys, once."""
+    if conn.execute("SELECT 1 FROM patient_index LIMIT 1").fetchone() is not None:
+        return
+    patients = [json.loads(b) for (b,) in conn.execute("SELECT body FROM resources WHERE resource_type = 'Patient'")]
+    if patients:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _index_patients(conn, patients)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _index_patients(conn: sqlite3.Connection, patients: list[dict[str, Any]]) -> None:
+    """Replace the search keys of these patients, in the caller's transaction."""
+    for patient in patients:
+        conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient["id"],))
+        conn.executemany(
+            "INSERT INTO patient_index (patient_id, kind, key) VALUES (?, ?, ?)",
+            [(patient["id"], kind, key) for kind, key in sorted(patient_keys(patient))],
+        )
+
+
 class _Rows:
     """Resources as table rows, counted as executemany consumes them (it may be a generator)."""
 
     def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
         self._resources = resources
         self.count = 0
+        self.patients: list[dict[str, Any]] = []
 
     def __iter__(self) -> Iterator[tuple[str, str, str | None, str]]:
         for resource in self._resources:
@@ -177,6 +233,8 @@ class _Rows:
                     "give every resource both before adding it"
                 )
             self.count += 1
+            if resource_type == "Patient":
+                self.patients.append(resource)
             body = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
             yield resource_type, resource_id, patient_of(resource), body
 

@@ -30,6 +30,7 @@ class Scope:
 
     patient_id: str | None
     resource_types: frozenset[str] = frozenset()
+    directory: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class AuditEvent:
     outcome: str
     latency_ms: float
     function_version: str | None = None
+    query: str | None = None
 
 
 @dataclass(frozen=True)

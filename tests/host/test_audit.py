@@ -146,7 +146,7 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> N
         "role": "authorized_medical_staff", "function": "patient_lookup", "patient_id": "p-1",
         "purpose": "TREAT", "decision_id": third.event.decision_id, "allowed": False,
         "reasons": list(third.event.reasons), "outcome": "denied",
-        "latency_ms": third.event.latency_ms, "function_version": None, "prev_hash": third.prev_hash,
+        "latency_ms": third.event.latency_ms, "function_version": None, "query": None, "prev_hash": third.prev_hash,
     }  # fmt: skip
     forged_hash = chain_hash(forged)
     execute(log.path, "UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
@@ -172,7 +172,7 @@ def test_renumbering_after_a_deletion_is_noticed(log: AuditLog) -> None:
 def test_swapping_two_records_is_noticed(log: AuditLog) -> None:
     columns = (
         "ts, request_id, subject_id, role, function, patient_id, purpose, decision_id, allowed, "
-        "reasons, outcome, latency_ms, function_version, prev_hash, hash"
+        "reasons, outcome, latency_ms, function_version, query, prev_hash, hash"
     )
     conn = sqlite3.connect(log.path)
     try:
@@ -323,5 +323,5 @@ def test_records_hold_no_token_name_or_content(log: AuditLog) -> None:
         conn.close()
     assert columns == [
         "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "prev_hash", "hash",
+        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "query", "prev_hash", "hash",
     ]  # fmt: skip

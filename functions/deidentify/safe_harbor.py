@@ -1,0 +1,163 @@
+"""HIPAA Safe Harbor de-identification (45 CFR 164.514(b)(2)) of one patient's FHIR record.
+
+Plain Python, testable under CPython. The 18 identifier kinds and what happens to each:
+
+ 1 names ................................ every HumanName dropped; Reference.display dropped
+ 2 geography below state ................ address lines, city, district dropped; ZIP cut to its
+                                          first three digits, or 000 for the restricted prefixes
+ 3 dates (except year) .................. every date, dateTime and instant cut to its year;
+   ages over 89 ......................... folded into "90+", and the birth year dropped too
+ 4-6 telephone, fax, email .............. every ContactPoint (telecom) dropped
+ 7-10 SSN, MRN, plan, account numbers ... every Identifier dropped
+ 11-13 licence, vehicle, device ids ..... Identifiers dropped; Device and serial numbers not read
+ 14-15 URLs, IP addresses ............... attachments, narrative and meta dropped; free strings
+                                          that look like a URL, an email or an IP dropped
+ 16-17 biometrics, photos ............... Patient.photo and every attachment dropped
+ 18 any other unique code ............... resource ids replaced by sequence numbers; the
+                                          patient's id replaced by the host's pseudonym
+Free text (narrative, notes, comments, valueString) is dropped whole: it can hold any of the above.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from typing import Any
+
+Resource = dict[str, Any]
+
+RESOURCE_TYPES = (
+    "Patient", "Encounter", "Condition", "AllergyIntolerance", "MedicationRequest", "Observation",
+    "Procedure", "Immunization", "DiagnosticReport", "CarePlan",
+)  # fmt: skip
+RESTRICTED_ZIP3 = {
+    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878", "879", "884",
+    "890", "893",
+}  # fmt: skip
+KEPT_EXTENSIONS = {
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex",
+}
+DROPPED_KEYS = {
+    "identifier", "telecom", "photo", "contact", "link", "meta", "note", "comment", "valueString",
+    "valueAttachment", "presentedForm", "content", "attachment", "generalPractitioner", "managingOrganization",
+    "udiCarrier", "serialNumber", "lotNumber", "implicitRules",
+    # FHIR instants must carry a full time, so they cannot be cut to a year: dropped instead.
+    "issued", "recorded", "lastUpdated",
+}  # fmt: skip
+DATE = re.compile(r"^(\d{4})(-\d{2}(-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+LOOKS_IDENTIFYING = re.compile(
+    r"(https?://|www\.|@[A-Za-z0-9-]+\.|\b\d{1,3}(\.\d{1,3}){3}\b|\b\d{3}-\d{2}-\d{4}\b|\(\d{3}\)|\b\d{3}[-.]\d{3}[-.]\d{4}\b)"
+)
+# Keys whose string values are code-system or profile URIs, not about the individual.
+URI_KEYS = {"system", "url", "profile"}
+
+Pseudonymize = Callable[[str], str]
+
+
+def deidentify(
+    patient_id: str, resources: dict[str, list[Resource]], pseudonym: str, today: datetime.date
+) -> dict[str, Any]:
+    """The record with Safe Harbor applied: resources, the patient's pseudonym and age band."""
+    patients = resources.get("Patient") or []
+    if not patients:
+        raise LookupError("no Patient resource")
+    age = _age(patients[0].get("birthDate"), today)
+    over_89 = age is not None and age > 89
+    local_ids: dict[str, str] = {f"Patient/{patient_id}": f"Patient/{pseudonym}"}
+    counter = 0
+    for resource_type in RESOURCE_TYPES:
+        for resource in resources.get(resource_type, []):
+            if resource_type != "Patient":
+                counter += 1
+                local_ids[f"{resource_type}/{resource.get('id')}"] = f"{resource_type}/{counter}"
+    out: list[Resource] = []
+    for resource_type in RESOURCE_TYPES:
+        for resource in resources.get(resource_type, []):
+            clean = _clean(resource, local_ids)
+            clean["id"] = local_ids[f"{resource_type}/{resource.get('id')}"].split("/", 1)[1]
+            if resource_type == "Patient":
+                clean.pop("name", None)
+                if over_89:
+                    clean.pop("birthDate", None)
+                    clean.pop("deceasedDateTime", None)
+                if "address" in resource:
+                    clean["address"] = [_address(a) for a in resource.get("address") or []]
+            out.append(clean)
+    return {
+        "pseudonym": pseudonym,
+        "age": "90+" if over_89 else age,
+        "method": "HIPAA Safe Harbor, 45 CFR 164.514(b)(2)",
+        "resources": out,
+    }
+
+
+def _age(birth_date: Any, today: datetime.date) -> int | None:
+    if not isinstance(birth_date, str) or not DATE.match(birth_date) or len(birth_date) < 10:
+        return None
+    born = datetime.date.fromisoformat(birth_date[:10])
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def _address(address: Resource) -> Resource:
+    kept: Resource = {}
+    for key in ("state", "country"):
+        if address.get(key):
+            kept[key] = address[key]
+    postal = re.sub(r"\D", "", str(address.get("postalCode") or ""))
+    if len(postal) >= 3:
+        kept["postalCode"] = "000" if postal[:3] in RESTRICTED_ZIP3 else postal[:3]
+    return kept
+
+
+def _clean(node: Any, local_ids: dict[str, str], key: str = "") -> Any:
+    if isinstance(node, dict):
+        if "div" in node and key == "text":
+            return None  # narrative
+        if "family" in node or "given" in node:
+            return None  # a HumanName
+        if "reference" in node:
+            return _reference(node, local_ids)
+        cleaned: Resource = {}
+        for child_key, value in node.items():
+            if child_key in DROPPED_KEYS or child_key == "address":
+                continue
+            if child_key == "display" and "code" not in node:
+                continue  # a Reference's display names a person or place; a Coding's names a concept
+            if child_key == "extension":
+                value = [e for e in value if isinstance(e, dict) and e.get("url") in KEPT_EXTENSIONS]
+                if not value:
+                    continue
+            result = _clean(value, local_ids, child_key)
+            if result is not None and result != [] and result != {}:
+                cleaned[child_key] = result
+        return cleaned
+    if isinstance(node, list):
+        items = [_clean(item, local_ids, key) for item in node]
+        return [item for item in items if item is not None and item != {}]
+    if isinstance(node, str):
+        return _string(node, key)
+    return node
+
+
+def _reference(node: Resource, local_ids: dict[str, str]) -> Resource | None:
+    target = local_ids.get(str(node.get("reference")))
+    if target is None:
+        return None  # points outside the de-identified record (a practitioner, an organisation)
+    kept: Resource = {"reference": target}
+    if node.get("type"):
+        kept["type"] = node["type"]
+    return kept
+
+
+def _string(value: str, key: str) -> str | None:
+    match = DATE.match(value)
+    if match and key not in URI_KEYS:
+        return match.group(1)
+    if key in URI_KEYS:
+        return value
+    if LOOKS_IDENTIFYING.search(value):
+        return None
+    return value
