@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from wasmtime.component import Component
 
 from host.artifacts import Artifact, ArtifactCache
-from host.build import cache_key
+from host.build import cache_key, compile_component
 from host.config import Settings
 from host.errors import ConfigurationError, FunctionNotFound
 from host.manifest import FunctionSource, Manifest, discover_functions
-from host.runtime import InstancePool, Sandbox, SandboxLimits
+from host.metrics import Metrics
+from host.oci import LAYOUT_FILE, VerifiedPackage, load_public_key, read_layout
+from host.runtime import InstancePool, Sandbox, SandboxLimits, engine_fingerprint
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -47,15 +51,27 @@ def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
 class Registry:
     """Loads every discovered function from the artifact cache; refuses any that is not built."""
 
-    def __init__(self, settings: Settings, sandbox: Sandbox, pool: InstancePool) -> None:
+    def __init__(
+        self, settings: Settings, sandbox: Sandbox, pool: InstancePool, metrics: Metrics | None = None
+    ) -> None:
         self._settings = settings
         self._sandbox = sandbox
         self._pool = pool
+        self._metrics = metrics if metrics is not None else Metrics()
         self._functions: dict[str, LoadedFunction] = {}
 
     def load_all(self, cache: ArtifactCache) -> None:
         for source in discover_functions(self._settings.functions_dirs):
             self._load(source, cache)
+
+    def load_packages(self, cache: ArtifactCache) -> None:
+        """Load every signed OCI layout in WARDFN_PACKAGES_DIRS, compiling each component here."""
+        if not self._settings.packages_dirs:
+            return
+        assert self._settings.package_public_key_file is not None  # the settings validator insists
+        public_key = load_public_key(self._settings.package_public_key_file)
+        for layout in _layouts(self._settings.packages_dirs):
+            self._load_package(read_layout(layout, public_key), cache)
 
     def _load(self, source: FunctionSource, cache: ArtifactCache) -> None:
         key = cache_key(source, self._settings.wit_dir)
@@ -64,14 +80,29 @@ class Registry:
             raise ConfigurationError(
                 f"function {source.name!r} is not built for its current sources: run `wardfn build {source.name}`"
             )
+        self._register(source.manifest, artifact)
+
+    def _load_package(self, package: VerifiedPackage, cache: ArtifactCache) -> None:
+        name = package.manifest.name
+        if name in self._functions:
+            raise ConfigurationError(f"function {name!r} is both a source function and a package; keep one")
+        # The key covers the verified component and this engine: a .cwasm never travels in a package.
+        key = hashlib.sha256(f"oci-1;{engine_fingerprint()};{package.wasm_digest}".encode()).hexdigest()
+        artifact = cache.lookup(name, key)
+        if artifact is None:
+            cwasm = compile_component(self._sandbox.engine, package.wasm, name)
+            artifact = cache.store(name, package.manifest.version, key, package.wasm, cwasm)
+        self._register(package.manifest, artifact)
+
+    def _register(self, manifest: Manifest, artifact: Artifact) -> None:
+        started = time.perf_counter()
+        component = self._sandbox.load(Path(artifact.cwasm_path))
+        self._metrics.component_load_seconds.labels(manifest.name).observe(time.perf_counter() - started)
         loaded = LoadedFunction(
-            manifest=source.manifest,
-            artifact=artifact,
-            component=self._sandbox.load(Path(artifact.cwasm_path)),
-            limits=limits_for(source.manifest, self._settings),
+            manifest=manifest, artifact=artifact, component=component, limits=limits_for(manifest, self._settings)
         )
-        self._pool.register(loaded.pool_key, loaded.component, loaded.limits)
-        self._functions[source.name] = loaded
+        self._pool.register(loaded.pool_key, loaded.component, loaded.limits, manifest.name)
+        self._functions[manifest.name] = loaded
 
     def get(self, name: str) -> LoadedFunction:
         try:
@@ -79,5 +110,21 @@ class Registry:
         except KeyError:
             raise FunctionNotFound(f"no function named {name!r}; GET /v1/functions lists them") from None
 
+    def names(self) -> frozenset[str]:
+        return frozenset(self._functions)
+
     def all(self) -> list[LoadedFunction]:
         return sorted(self._functions.values(), key=lambda f: f.name)
+
+
+def _layouts(directories: list[Path]) -> list[Path]:
+    """Each entry is an OCI layout, or a directory whose subdirectories are layouts."""
+    found: list[Path] = []
+    for directory in directories:
+        if (directory / LAYOUT_FILE).is_file():
+            found.append(directory)
+        elif directory.is_dir():
+            found.extend(sorted(p for p in directory.iterdir() if (p / LAYOUT_FILE).is_file()))
+        else:
+            raise ConfigurationError(f"packages directory {directory} does not exist (WARDFN_PACKAGES_DIRS)")
+    return found
