@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
 
+    # Seconds the host waits for in-flight calls after SIGTERM before it stops (Kubernetes drain).
+    shutdown_grace_s: int = Field(default=15, ge=0)
+    # Where `make tools` installs kustomize, gator and promtool for `wardfn deploy`.
+    tools_dir: Path = PROJECT_ROOT / ".wardfn" / "tools" / "bin"
+
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
 
