@@ -69,7 +69,10 @@ def test_prod_deployment_carries_the_seed_numbers(rendered: dict[str, Path]) -> 
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     host = next(c for c in pod["containers"] if c["name"] == "host")
-    assert host["resources"] == {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}
+    assert host["resources"] == {
+        "requests": {"cpu": "200m", "memory": "256Mi"},
+        "limits": {"cpu": "1000m", "memory": "1Gi"},
+    }
     assert host["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert host["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert host["securityContext"]["readOnlyRootFilesystem"] is True
