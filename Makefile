@@ -9,6 +9,7 @@ TOOLS := .wardfn/tools
 TOOLS_BIN := $(TOOLS)/bin
 KUSTOMIZE_VERSION := v5.5.0
 GATEKEEPER_VERSION := v3.15.1
+ORAS_VERSION := v1.2.0
 
 .PHONY: install serve test lint clean tools
 
@@ -26,7 +27,12 @@ serve: install
 test: lint tools
 	$(BIN)/python -m pytest
 
-tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool
+tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
+
+# oras reads and copies the layouts `wardfn package` writes, as a registry push would.
+$(TOOLS_BIN)/oras:
+	@command -v go >/dev/null || { echo "make tools: oras needs Go to install (https://go.dev/dl/)" >&2; exit 1; }
+	GOBIN=$(abspath $(TOOLS_BIN)) go install oras.land/oras/cmd/oras@$(ORAS_VERSION)
 
 $(TOOLS_BIN)/kustomize:
 	@command -v go >/dev/null || { echo "make tools: kustomize needs Go to install (https://go.dev/dl/)" >&2; exit 1; }

@@ -170,7 +170,10 @@ def schema_problems(objects: list[tuple[Path, dict[str, Any]]]) -> list[Problem]
             where = ".".join(str(p) for p in exc.path) or "(top)"
             problems.append(Problem("schema", _label(obj), f"{where}: {exc.message} ({path.name})"))
         except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
-            problems.append(Problem("schema", _label(obj), f"no Kubernetes {KUBERNETES_VERSION} schema: {exc}"))
+            kind = f"{obj.get('apiVersion')} {obj.get('kind')}"
+            problems.append(
+                Problem("schema", _label(obj), f"no Kubernetes {KUBERNETES_VERSION} schema for {kind} {exc}")
+            )
     return problems
 
 

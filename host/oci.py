@@ -183,6 +183,19 @@ class _Reader:
             raise self.refuse("a manifest or config blob is not a JSON object")
         return document
 
+    def signature_blobs(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted((self.root / "blobs" / "sha256").iterdir()):
+            if path.stat().st_size > MAX_JSON_BLOB:
+                continue
+            try:
+                document = json.loads(path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(document, dict) and document.get("artifactType") == SIGNATURE_ARTIFACT_TYPE:
+                found.append(document)
+        return found
+
     def every_blob_matches_its_name(self) -> None:
         for path in sorted((self.root / "blobs" / "sha256").iterdir()):
             if not path.is_file() or f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" != f"sha256:{path.name}":
@@ -219,6 +232,9 @@ def read_layout(root: Path, public_key: Ed25519PublicKey) -> VerifiedPackage:
     descriptor, function_manifest = functions[0]
     manifest_digest = str(descriptor["digest"])
 
+    # Tools that copy referrers into a layout (oras cp -r) may leave them out of index.json:
+    # any blob that is a signature manifest counts too (every blob's digest is verified above).
+    signatures.extend(reader.signature_blobs())
     signer = _verify_signature(reader, signatures, manifest_digest, public_key)
     config = reader.json(function_manifest["config"])
     layers = function_manifest.get("layers")

@@ -129,15 +129,22 @@ def test_good_and_unlabelled_pods_pass(tmp_path: Path) -> None:
     assert validate(tmp_path, TOOLS) == []
 
 
-def test_schema_errors_are_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda pod: pod["spec"]["containers"][0].update(resourcez={}), "'resourcez' was unexpected"),
+        (lambda pod: pod["spec"].update(runtimeClassName=7), "7 is not of type 'string'"),
+        (lambda pod: pod.update(kind="Bogus"), "no Kubernetes 1.31.0 schema for v1 Bogus"),
+    ],
+    ids=["unknown-field", "wrong-type", "unknown-kind"],
+)
+def test_schema_errors_are_named(change: Any, expected: str, tmp_path: Path) -> None:
     pod = yaml.safe_load((BAD / "good-pod.yaml").read_text())
-    pod["spec"]["containers"][0]["resourcez"] = {}  # unknown field: strict schemas refuse it
-    pod["spec"]["runtimeClassName"] = 7
+    change(pod)
     (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
     problems = [p for p in validate(tmp_path, TOOLS) if p.check == "schema"]
-    assert problems and all(p.obj == "Pod/wardfn/fn-good" for p in problems)
-    text = " ".join(p.message for p in problems)
-    assert "resourcez" in text or "runtimeClassName" in text
+    assert len(problems) == 1, problems
+    assert problems[0].obj.endswith("/wardfn/fn-good") and expected in problems[0].message
 
 
 def test_gator_verify_suite_passes() -> None:

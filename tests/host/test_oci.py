@@ -169,3 +169,50 @@ def test_a_layout_signed_by_another_key_is_refused(layout: Path, tmp_path: Path)
 def test_packages_without_a_pinned_key_are_refused(tmp_path: Path, layout: Path) -> None:
     with pytest.raises(ValueError, match="WARDFN_PACKAGE_PUBLIC_KEY_FILE"):
         settings_for(tmp_path / "wardfn.db", functions_dirs=[], packages_dirs=[layout.parent])
+
+
+def _drop_signature_from_index(copy: Path) -> str:
+    index = json.loads((copy / "index.json").read_text())
+    (signature,) = [d for d in index["manifests"] if d.get("artifactType") == SIGNATURE_ARTIFACT_TYPE]
+    index["manifests"].remove(signature)
+    (copy / "index.json").write_text(json.dumps(index))
+    return str(signature["digest"])
+
+
+def test_a_signature_only_among_the_blobs_still_counts(layout: Path, tmp_path: Path) -> None:
+    # As `oras cp -r --to-oci-layout` may leave it: the referrer stored, not indexed.
+    copy = _copy(layout, tmp_path)
+    _drop_signature_from_index(copy)
+    assert read_layout(copy, load_public_key(PUBLIC_KEY)).manifest.name == "patient_lookup"
+
+
+def test_a_layout_without_its_signature_is_refused(layout: Path, tmp_path: Path) -> None:
+    copy = _copy(layout, tmp_path)
+    _blob(copy, _drop_signature_from_index(copy)).unlink()
+    with pytest.raises(ArtifactRejected, match="no signature by the pinned key"):
+        read_layout(copy, load_public_key(PUBLIC_KEY))
+
+
+def test_oras_reads_the_layout_and_a_copy_still_verifies(layout: Path, tmp_path: Path) -> None:
+    """A standard OCI tool sees the function and its signature, and what it copies the host accepts."""
+    oras = str(load_settings().tools_dir / "oras")
+    reference = f"{layout}:0.1.0"
+    fetched = subprocess.run(
+        [oras, "manifest", "fetch", "--oci-layout", reference], capture_output=True, text=True, timeout=60
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout)["layers"][0]["mediaType"] == WASM_LAYER_MEDIA_TYPE
+    discovered = subprocess.run(
+        [oras, "discover", "--oci-layout", "--format", "json", reference], capture_output=True, text=True, timeout=60
+    )
+    assert discovered.returncode == 0, discovered.stderr
+    assert SIGNATURE_ARTIFACT_TYPE in discovered.stdout
+    target = tmp_path / "copied" / "patient_lookup"
+    copied = subprocess.run(
+        [oras, "cp", "-r", "--from-oci-layout", reference, "--to-oci-layout", f"{target}:0.1.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert copied.returncode == 0, copied.stderr
+    assert read_layout(target, load_public_key(PUBLIC_KEY)).manifest.version == "0.1.0"
