@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from host.audit import AuditLog
 from host.store import ResourceStore
@@ -20,8 +21,23 @@ pytestmark = pytest.mark.components
 CALLS = 6
 
 
+def _wait_until_running(server: ServerProcess, calls: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "wardfn_instantiate_duration_seconds":
+                started = sum(s.value for s in family.samples if s.name.endswith("_count"))
+                if started >= calls:
+                    return
+        time.sleep(0.002)
+    raise AssertionError(f"{calls} calls did not start within {timeout} s")
+
+
 def test_sigterm_drains_in_flight_calls(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> None:
-    server = ServerProcess(tmp_path_factory.mktemp("drain"), patients=10)
+    # No prepared instances: each call instantiates when it starts, which /metrics counts, so the
+    # test knows when every call is inside its sandbox before it sends the signal.
+    server = ServerProcess(tmp_path_factory.mktemp("drain"), patients=10, WARDFN_PREPARED_INSTANCES="0")
     try:
         store = ResourceStore(server.database)
         try:
@@ -48,7 +64,7 @@ def test_sigterm_drains_in_flight_calls(built_functions: list[str], tmp_path_fac
         with ThreadPoolExecutor(max_workers=CALLS) as pool:
             futures = [pool.submit(call, i) for i in range(CALLS)]
             ready.wait()
-            time.sleep(0.1)  # the calls are running their 200 ms endless loops
+            _wait_until_running(server, CALLS)  # each call is now in its 200 ms endless loop
             server.process.terminate()
             outcomes = [f.result() for f in futures]
         # uvicorn re-raises the SIGTERM it caught once it has shut down: the exit status says "terminated".
