@@ -4,7 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint clean
+# Tools the deploy and observability tests run, installed into the project only when missing.
+TOOLS := .wardfn/tools
+TOOLS_BIN := $(TOOLS)/bin
+KUSTOMIZE_VERSION := v5.5.0
+GATEKEEPER_VERSION := v3.15.1
+ORAS_VERSION := v1.2.0
+
+.PHONY: install serve test lint clean tools
 
 install: $(STAMP)
 
@@ -17,8 +24,41 @@ $(STAMP): pyproject.toml
 serve: install
 	$(BIN)/wardfn serve
 
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest
+
+tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
+
+# oras reads and copies the layouts `wardfn package` writes, as a registry push would.
+$(TOOLS_BIN)/oras:
+	@command -v go >/dev/null || { echo "make tools: oras needs Go to install (https://go.dev/dl/)" >&2; exit 1; }
+	GOBIN=$(abspath $(TOOLS_BIN)) go install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+
+$(TOOLS_BIN)/kustomize:
+	@command -v go >/dev/null || { echo "make tools: kustomize needs Go to install (https://go.dev/dl/)" >&2; exit 1; }
+	GOBIN=$(abspath $(TOOLS_BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# Gatekeeper's gator, built from the Gatekeeper module. `go install ...@v3.15.1` refuses it (its
+# go.mod replaces controller-runtime with a copy under third_party/ that the module zip does not
+# ship), so this builds the released source with that one replace dropped: gator then links
+# upstream controller-runtime v0.15.0, the version the fork was taken from. The policy engine
+# (OPA v0.60.0 inside frameworks/constraint) is exactly the release's.
+$(TOOLS_BIN)/gator:
+	@command -v go >/dev/null || { echo "make tools: gator needs Go to build (https://go.dev/dl/)" >&2; exit 1; }
+	@mkdir -p $(TOOLS)/src $(TOOLS_BIN)
+	rm -rf $(TOOLS)/src/gatekeeper
+	cp -r "$$(go mod download -json github.com/open-policy-agent/gatekeeper/v3@$(GATEKEEPER_VERSION) | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" $(TOOLS)/src/gatekeeper
+	chmod -R u+w $(TOOLS)/src/gatekeeper
+	cd $(TOOLS)/src/gatekeeper && go mod edit -dropreplace sigs.k8s.io/controller-runtime \
+		&& go build -mod=mod -o $(abspath $(TOOLS_BIN))/gator ./cmd/gator
+
+# promtool from Debian's prometheus package, unpacked into the project (no system install).
+$(TOOLS_BIN)/promtool:
+	@command -v apt-get >/dev/null || { echo "make tools: promtool comes from Debian's prometheus package; apt-get is missing" >&2; exit 1; }
+	@mkdir -p $(TOOLS)/deb $(TOOLS_BIN)
+	cd $(TOOLS)/deb && rm -f prometheus_*.deb && { apt-get download prometheus || { apt-get update && apt-get download prometheus; }; } \
+		&& dpkg-deb -x prometheus_*.deb root
+	cp $(TOOLS)/deb/root/usr/bin/promtool $(TOOLS_BIN)/promtool
 
 lint: install
 	$(BIN)/ruff check host tests functions

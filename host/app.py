@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +43,7 @@ from host.http_schemas import (
     InvokeResponse,
     Purpose,
 )
+from host.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from host.types import Subject
 
 SUMMARY_FUNCTION = "patient_lookup"
@@ -84,6 +85,7 @@ def _error(request: Request, status: int, code: str, message: str, **extra: Any)
 
 async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WardfnError)
+    request.state.outcome = exc.code
     if isinstance(exc, FunctionReturnedError):
         status, message = _FUNCTION_ERRORS.get(exc.kind, _FUNCTION_ERRORS["internal"])
         return _error(request, status, exc.code, message)
@@ -166,17 +168,21 @@ class RequestContext:
 
             await self.app(scope, capped_receive, guarded_send)
         route = scope.get("route")
-        log.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": scope.get("method"),
-                    "route": getattr(route, "path", "unmatched"),
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-            )
-        )
+        state = scope["state"]
+        line = {
+            "request_id": request_id,
+            "method": scope.get("method"),
+            "route": getattr(route, "path", "unmatched"),
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        # Set by the invocation routes: a registered function's name (never the requested
+        # name, which is caller input) and the outcome code. Nothing else about the call.
+        if "function" in state:
+            line["function"] = state["function"]
+        if "outcome" in state:
+            line["outcome"] = state["outcome"]
+        log.info(json.dumps(line))
 
     async def _too_large(self, request_id: str, send: Callable[[Message], Awaitable[None]]) -> None:
         body = {
@@ -251,11 +257,14 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         purpose: Purpose,
         args: dict[str, Any],
     ) -> InvokeResponse:
+        if name in host.registry.names():
+            request.state.function = name
         # Wasm runs in a worker thread: the event loop keeps serving, and each
         # store stays on the one thread that runs its invocation.
         result = await run_in_threadpool(
             host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args
         )
+        request.state.outcome = "ok"
         return InvokeResponse(
             request_id=result.request_id,
             function=result.function,
@@ -303,6 +312,11 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics(host: HostDep) -> Response:
+        """Prometheus metrics (no patient data: labels are function names, outcome codes and results)."""
+        return Response(host.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(host: HostDep) -> JSONResponse:

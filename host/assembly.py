@@ -10,6 +10,7 @@ from host.artifacts import ArtifactCache
 from host.audit import AuditLog
 from host.auth import TokenVerifier
 from host.config import Settings
+from host.metrics import Metrics
 from host.policy import PolicyEngine, RegoPolicyEngine
 from host.pseudonyms import Pseudonymizer
 from host.registry import Registry, ReloadReport
@@ -31,6 +32,7 @@ class Host:
     policy: PolicyEngine
     verifier: TokenVerifier
     service: InvocationService
+    metrics: Metrics
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
@@ -49,19 +51,23 @@ def open_host(settings: Settings) -> Host:
     policy = RegoPolicyEngine.from_directory(settings.policy_dir, settings.policy_timeout_ms / 1000)
     store = ResourceStore(settings.database_path)
     audit = AuditLog(settings.database_path)
+    metrics = Metrics()
+    metrics.watch_policy(policy.healthy)
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
     sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
-    pool = InstancePool(sandbox, settings.prepared_instances)
-    registry = Registry(settings, sandbox, pool)
+    pool = InstancePool(sandbox, settings.prepared_instances, metrics)
+    registry = Registry(settings, sandbox, pool, metrics)
     try:
-        registry.load_all(ArtifactCache(settings.artifact_dir, settings.key_dir))
+        cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
+        registry.load_all(cache)
+        registry.load_packages(cache)
     except Exception:
         audit.close()
         store.close()
         raise
     ticker.start()
     pool.start()
-    service = InvocationService(registry, sandbox, pool, store, policy, audit)
-    return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service)
+    service = InvocationService(registry, sandbox, pool, store, policy, audit, metrics)
+    return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics)

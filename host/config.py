@@ -29,6 +29,10 @@ class Settings(BaseSettings):
 
     functions_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "functions"])
     wit_dir: Path = PROJECT_ROOT / "wit"
+    # Signed OCI layouts written by `wardfn package` (each entry a layout, or a directory of
+    # layouts), loaded only if signed by the pinned key in package_public_key_file.
+    packages_dirs: list[Path] = Field(default_factory=list)
+    package_public_key_file: Path | None = None
     policy_dir: Path = PROJECT_ROOT / "policies"
 
     host: str = "127.0.0.1"
@@ -52,6 +56,10 @@ class Settings(BaseSettings):
     policy_timeout_ms: int = Field(default=1000, gt=0)
 
     import_max_bytes: int = Field(default=32 * MIB, gt=0)
+    # Seconds the host waits for in-flight calls after SIGTERM before it stops (Kubernetes drain).
+    shutdown_grace_s: int = Field(default=15, ge=0)
+    # Where `make tools` installs kustomize, gator and promtool for `wardfn deploy`.
+    tools_dir: Path = PROJECT_ROOT / ".wardfn" / "tools" / "bin"
 
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
@@ -71,6 +79,20 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def package_signing_key(self) -> Path:
+        """The development signing key `wardfn package` uses when given no --key."""
+        return self.key_dir / "package-signing.pem"
+
+    @model_validator(mode="after")
+    def _packages_need_a_pinned_key(self) -> Settings:
+        if self.packages_dirs and self.package_public_key_file is None:
+            raise ValueError(
+                "WARDFN_PACKAGES_DIRS is set but WARDFN_PACKAGE_PUBLIC_KEY_FILE is not: "
+                "packaged functions load only when signed by a pinned public key"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

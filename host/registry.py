@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,11 +12,13 @@ from wasmtime.component import Component
 
 from host.arguments import ANY_OBJECT, ArgumentsSchema
 from host.artifacts import Artifact, ArtifactCache
-from host.build import cache_key
+from host.build import cache_key, compile_component
 from host.config import Settings
 from host.errors import ConfigurationError, FunctionNotFound, WardfnError
 from host.manifest import FunctionSource, Manifest, discover_functions
-from host.runtime import InstancePool, Sandbox, SandboxLimits
+from host.metrics import Metrics
+from host.oci import LAYOUT_FILE, VerifiedPackage, load_public_key, read_layout
+from host.runtime import InstancePool, Sandbox, SandboxLimits, engine_fingerprint
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -66,12 +70,16 @@ class ReloadReport:
 class Registry:
     """Loads every discovered function from the artifact cache; refuses any that is not built."""
 
-    def __init__(self, settings: Settings, sandbox: Sandbox, pool: InstancePool) -> None:
+    def __init__(
+        self, settings: Settings, sandbox: Sandbox, pool: InstancePool, metrics: Metrics | None = None
+    ) -> None:
         self._settings = settings
         self._sandbox = sandbox
         self._pool = pool
+        self._metrics = metrics if metrics is not None else Metrics()
         self._functions: dict[str, LoadedFunction] = {}
         self._reload_lock = threading.Lock()
+        self._packaged: set[str] = set()
 
     def load_all(self, cache: ArtifactCache) -> None:
         """Load every function at start-up; any that is not built or not valid stops the host."""
@@ -82,7 +90,8 @@ class Registry:
 
     def reload(self, cache: ArtifactCache) -> ReloadReport:
         """Swap in every function whose sources were rebuilt; a function that fails to load keeps its running
-        version. In-flight calls finish on the version they started with; the swap is one assignment."""
+        version. In-flight calls finish on the version they started with; the swap is one assignment.
+        Packaged functions (WARDFN_PACKAGES_DIRS) are kept as they are: they change by redeployment."""
         with self._reload_lock:
             current = self._functions
             report = ReloadReport()
@@ -91,7 +100,9 @@ class Registry:
             except WardfnError as exc:
                 report.problems.append(str(exc))
                 return report
-            updated: dict[str, LoadedFunction] = {}
+            updated: dict[str, LoadedFunction] = {
+                name: loaded for name, loaded in current.items() if name in self._packaged
+            }
             for source in sources:
                 running = current.get(source.name)
                 try:
@@ -112,6 +123,17 @@ class Registry:
             report.removed = sorted(set(current) - set(updated))
             return report
 
+    def load_packages(self, cache: ArtifactCache) -> None:
+        """Load every signed OCI layout in WARDFN_PACKAGES_DIRS, compiling each component here."""
+        if not self._settings.packages_dirs:
+            return
+        assert self._settings.package_public_key_file is not None  # the settings validator insists
+        public_key = load_public_key(self._settings.package_public_key_file)
+        for layout in _layouts(self._settings.packages_dirs):
+            loaded = self._load_package(read_layout(layout, public_key), cache)
+            self._functions = {**self._functions, loaded.name: loaded}
+            self._packaged.add(loaded.name)
+
     def _prepare(self, source: FunctionSource, cache: ArtifactCache) -> LoadedFunction:
         key = cache_key(source, self._settings.wit_dir)
         artifact = cache.lookup(source.name, key)
@@ -119,14 +141,33 @@ class Registry:
             raise ConfigurationError(
                 f"function {source.name!r} is not built for its current sources: run `wardfn build {source.name}`"
             )
+        return self._register(source.manifest, artifact, _arguments_schema(source))
+
+    def _load_package(self, package: VerifiedPackage, cache: ArtifactCache) -> LoadedFunction:
+        name = package.manifest.name
+        if name in self._functions:
+            raise ConfigurationError(f"function {name!r} is both a source function and a package; keep one")
+        # The key covers the verified component and this engine: a .cwasm never travels in a package.
+        key = hashlib.sha256(f"oci-1;{engine_fingerprint()};{package.wasm_digest}".encode()).hexdigest()
+        artifact = cache.lookup(name, key)
+        if artifact is None:
+            cwasm = compile_component(self._sandbox.engine, package.wasm, name)
+            artifact = cache.store(name, package.manifest.version, key, package.wasm, cwasm)
+        schema = package.args_schema if package.args_schema is not None else ANY_OBJECT
+        return self._register(package.manifest, artifact, ArgumentsSchema(schema, f"package {name}"))
+
+    def _register(self, manifest: Manifest, artifact: Artifact, arguments: ArgumentsSchema) -> LoadedFunction:
+        started = time.perf_counter()
+        component = self._sandbox.load(Path(artifact.cwasm_path))
+        self._metrics.component_load_seconds.labels(manifest.name).observe(time.perf_counter() - started)
         loaded = LoadedFunction(
-            manifest=source.manifest,
+            manifest=manifest,
             artifact=artifact,
-            component=self._sandbox.load(Path(artifact.cwasm_path)),
-            limits=limits_for(source.manifest, self._settings),
-            arguments=_arguments_schema(source),
+            component=component,
+            limits=limits_for(manifest, self._settings),
+            arguments=arguments,
         )
-        self._pool.register(loaded.pool_key, loaded.component, loaded.limits)
+        self._pool.register(loaded.pool_key, loaded.component, loaded.limits, manifest.name)
         return loaded
 
     def get(self, name: str) -> LoadedFunction:
@@ -135,5 +176,21 @@ class Registry:
         except KeyError:
             raise FunctionNotFound(f"no function named {name!r}; GET /v1/functions lists them") from None
 
+    def names(self) -> frozenset[str]:
+        return frozenset(self._functions)
+
     def all(self) -> list[LoadedFunction]:
         return sorted(self._functions.values(), key=lambda f: f.name)
+
+
+def _layouts(directories: list[Path]) -> list[Path]:
+    """Each entry is an OCI layout, or a directory whose subdirectories are layouts."""
+    found: list[Path] = []
+    for directory in directories:
+        if (directory / LAYOUT_FILE).is_file():
+            found.append(directory)
+        elif directory.is_dir():
+            found.extend(sorted(p for p in directory.iterdir() if (p / LAYOUT_FILE).is_file()))
+        else:
+            raise ConfigurationError(f"packages directory {directory} does not exist (WARDFN_PACKAGES_DIRS)")
+    return found

@@ -36,6 +36,7 @@ from host.errors import (
     FunctionTrapped,
     StoreUnavailable,
 )
+from host.metrics import Metrics
 from host.types import Scope
 
 WIT_PACKAGE = "wardfn:patient"
@@ -344,37 +345,58 @@ class InstancePool:
     patient can survive into the next call.
     """
 
-    def __init__(self, sandbox: Sandbox, size: int) -> None:
+    def __init__(self, sandbox: Sandbox, size: int, metrics: Metrics | None = None) -> None:
         self._sandbox = sandbox
         self._size = size
+        self._metrics = metrics if metrics is not None else Metrics()
         self._queues: dict[str, tuple[Component, SandboxLimits, queue.Queue[PreparedInstance]]] = {}
+        self._labels: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, name="wardfn-prepare", daemon=True)
 
-    def register(self, key: str, component: Component, limits: SandboxLimits) -> None:
+    def register(self, key: str, component: Component, limits: SandboxLimits, function: str | None = None) -> None:
+        """Keep instances of `component` ready under `key`; `function` names it in metrics."""
+        label = function or key.split("@")[0]
         with self._lock:
             self._queues[key] = (component, limits, queue.Queue(maxsize=max(self._size, 1)))
+            self._labels[key] = label
+        self._metrics.pool_target.labels(label).set(self._size)
+        self._metrics.pool_ready.labels(label).set(0)
         self._wake.set()
 
     def unregister(self, key: str) -> None:
         with self._lock:
             self._queues.pop(key, None)
+            self._labels.pop(key, None)
 
     def take(self, key: str, component: Component, limits: SandboxLimits) -> PreparedInstance:
-        """A prepared instance if one is ready, else one made now (also for a key no longer registered,
-        so a call that looked its function up just before a reload still runs on that version)."""
+        """A prepared instance if one is ready, else one made now: a cold start, and measured as one. A key
+        no longer registered still gets an instance, so a call that looked its function up just before a
+        reload runs on that version."""
         with self._lock:
             entry = self._queues.get(key)
+            label = self._labels.get(key, key.split("@")[0])
         prepared = None
         if entry is not None:
             try:
                 prepared = entry[2].get_nowait()
             except queue.Empty:
                 pass
+            self._metrics.pool_ready.labels(label).set(entry[2].qsize())
+        if prepared is None:
+            started = time.perf_counter()
+            prepared = self._prepare(component, limits, label)
+            self._metrics.cold_start_seconds.labels(label).observe(time.perf_counter() - started)
         self._wake.set()
-        return prepared if prepared is not None else self._sandbox.prepare(component, limits)
+        return prepared
+
+    def _prepare(self, component: Component, limits: SandboxLimits, label: str) -> PreparedInstance:
+        started = time.perf_counter()
+        prepared = self._sandbox.prepare(component, limits)
+        self._metrics.instantiate_seconds.labels(label).observe(time.perf_counter() - started)
+        return prepared
 
     def start(self) -> None:
         if self._size > 0:
@@ -391,10 +413,11 @@ class InstancePool:
             self._wake.wait(timeout=1)
             self._wake.clear()
             with self._lock:
-                pools = list(self._queues.values())
-            for component, limits, ready in pools:
+                pools = [(self._labels[key], *entry) for key, entry in self._queues.items()]
+            for label, component, limits, ready in pools:
                 while ready.qsize() < self._size and not self._stop.is_set():
                     try:
-                        ready.put_nowait(self._sandbox.prepare(component, limits))
+                        ready.put_nowait(self._prepare(component, limits, label))
                     except (queue.Full, FunctionTrapped, ArtifactRejected):
                         break
+                self._metrics.pool_ready.labels(label).set(ready.qsize())

@@ -20,6 +20,7 @@ from host.errors import (
     PolicyUnavailable,
     WardfnError,
 )
+from host.metrics import UNKNOWN_FUNCTION, Metrics
 from host.policy import PolicyEngine, build_input
 from host.registry import LoadedFunction, Registry
 from host.runtime import FunctionRequest, InstancePool, Sandbox
@@ -83,7 +84,9 @@ class InvocationService:
         store: ResourceStore,
         policy: PolicyEngine,
         audit: AuditLog,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
         self._registry = registry
         self._sandbox = sandbox
         self._pool = pool
@@ -101,14 +104,25 @@ class InvocationService:
         args: dict[str, Any],
     ) -> InvocationResult:
         attempt = _Attempt(request_id, time.perf_counter(), subject, function, patient_id, purpose)
+        # Only a registered name becomes a metric label: the requested name is caller input.
+        label = UNKNOWN_FUNCTION
+        outcome = OK
         try:
-            loaded = self._registry.get(function)
-            attempt.function_version = loaded.manifest.version
-            body = self._authorise_and_run(attempt, loaded, args)
+            try:
+                loaded = self._registry.get(function)
+                label = loaded.name
+                attempt.function_version = loaded.manifest.version
+                body = self._authorise_and_run(attempt, loaded, args)
+            except WardfnError as exc:
+                outcome = exc.code
+                self._append(attempt.event(exc.code))  # an audit failure replaces the original error
+                raise
+            record = self._append(attempt.event(OK))
         except WardfnError as exc:
-            self._append(attempt.event(exc.code))  # an audit failure replaces the original error
+            outcome = exc.code
             raise
-        record = self._append(attempt.event(OK))
+        finally:
+            self.metrics.invocation_seconds.labels(label, outcome).observe(time.perf_counter() - attempt.started)
         assert attempt.decision is not None
         return InvocationResult(
             request_id=request_id,
@@ -147,20 +161,28 @@ class InvocationService:
         return self._sandbox.call(prepared, request, scope, loaded.limits).body
 
     def _decide(self, policy_input: dict[str, Any]) -> Decision:
+        started = time.perf_counter()
+        result = "error"
         try:
-            decision = self._policy.decide(policy_input)
-        except PolicyUnavailable:
-            raise
-        except Exception as exc:  # fail closed: an engine that cannot answer never allows
-            raise PolicyUnavailable("the policy engine could not decide") from exc
-        if not isinstance(decision, Decision) or not isinstance(decision.allow, bool):
-            raise PolicyUnavailable("the policy engine gave no usable decision")
-        return decision
+            try:
+                decision = self._policy.decide(policy_input)
+            except PolicyUnavailable:
+                raise
+            except Exception as exc:  # fail closed: an engine that cannot answer never allows
+                raise PolicyUnavailable("the policy engine could not decide") from exc
+            if not isinstance(decision, Decision) or not isinstance(decision.allow, bool):
+                raise PolicyUnavailable("the policy engine gave no usable decision")
+            result = "allow" if decision.allow else "deny"
+            return decision
+        finally:
+            self.metrics.policy_seconds.labels(result).observe(time.perf_counter() - started)
+            self.metrics.policy_decisions.labels(result).inc()
 
     def _append(self, event: AuditEvent) -> Any:
-        try:
-            return self._audit.append(event)
-        except AuditUnavailable:
-            raise
-        except Exception as exc:  # any failure to make the record durable means no answer
-            raise AuditUnavailable("the audit record could not be written") from exc
+        with self.metrics.audit_write():
+            try:
+                return self._audit.append(event)
+            except AuditUnavailable:
+                raise
+            except Exception as exc:  # any failure to make the record durable means no answer
+                raise AuditUnavailable("the audit record could not be written") from exc

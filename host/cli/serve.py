@@ -43,7 +43,15 @@ def serve(bind_host: str | None, port: int | None) -> None:
             store.close()
     configure_logging()
     _print_how_to_call(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="warning",
+        # On SIGTERM uvicorn stops accepting and lets in-flight calls finish, for at most this long.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
 
 
 FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"

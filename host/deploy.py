@@ -1,0 +1,207 @@
+"""Kubernetes manifests: render the kustomize overlays for the registry's functions, and validate them offline.
+
+Rendering runs the real kustomize (v5, from the Go module proxy). Validation is two passes, as a
+cluster would judge: every object against the Kubernetes 1.31 OpenAPI schemas (kubernetes-validate,
+strict: unknown fields are errors), then every Gatekeeper ConstraintTemplate and Constraint against
+every object with Gatekeeper's own `gator test` (built from the Gatekeeper v3.15 module), which
+evaluates the templates' Rego on the same review input the admission webhook builds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from host.config import PROJECT_ROOT
+from host.errors import ConfigurationError
+from host.manifest import FunctionSource
+
+KUBERNETES_VERSION = "1.31.0"
+DEPLOY_DIR = PROJECT_ROOT / "runtimeclass"
+GATEKEEPER_DIR = DEPLOY_DIR / "gatekeeper"
+OVERLAYS = ("dev", "prod")
+APP_FILE = "wardfn.yaml"
+GATEKEEPER_FILE = "gatekeeper.yaml"
+GATEKEEPER_GROUPS = ("templates.gatekeeper.sh", "constraints.gatekeeper.sh")
+PACKAGES_MOUNT = "/var/lib/wardfn-packages"
+DEFAULT_REGISTRY = "registry.example.com/wardfn"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One schema error or Gatekeeper violation, naming the object and the rule."""
+
+    check: str  # "schema" or the constraint kind
+    obj: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.obj}: {self.message}"
+
+
+def tool(tools_dir: Path, name: str) -> Path:
+    """A tool the Makefile installs into the project's tools directory; a clear error when it is missing."""
+    path = tools_dir / name
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ConfigurationError(f"{name} is not installed in {tools_dir}: run `make tools` (it needs Go)")
+    return path
+
+
+def _run(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConfigurationError(f"{Path(command[0]).name} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    return done.stdout
+
+
+def render(
+    out: Path,
+    overlay: str,
+    functions: list[FunctionSource],
+    public_key_file: Path,
+    tools_dir: Path,
+    registry: str = DEFAULT_REGISTRY,
+    packages_tag: str = "latest",
+) -> list[Path]:
+    """Render `overlay` for `functions` into `out` (wardfn.yaml, gatekeeper.yaml); return the files."""
+    if overlay not in OVERLAYS:
+        raise ConfigurationError(f"unknown overlay {overlay!r}: choose one of {', '.join(OVERLAYS)}")
+    if not functions:
+        raise ConfigurationError("no functions to deploy: WARDFN_FUNCTIONS_DIRS holds none")
+    kustomize = tool(tools_dir, "kustomize")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wardfn-render-") as tmp:
+        work = Path(tmp)
+        shutil.copyfile(public_key_file, work / "package-signing.pub.pem")
+        (work / "kustomization.yaml").write_text(
+            yaml.safe_dump(_functions_kustomization(work, overlay, functions, registry, packages_tag), sort_keys=False)
+        )
+        rendered = _run([str(kustomize), "build", "--load-restrictor", "LoadRestrictionsNone", str(work)])
+    gatekeeper = _run([str(kustomize), "build", str(GATEKEEPER_DIR)])
+    files = [out / APP_FILE, out / GATEKEEPER_FILE]
+    files[0].write_text(rendered)
+    files[1].write_text(gatekeeper)
+    return files
+
+
+def _functions_kustomization(
+    work: Path, overlay: str, functions: list[FunctionSource], registry: str, packages_tag: str
+) -> dict[str, Any]:
+    """The overlay plus what depends on the registry: the functions' packages and the pinned key."""
+    names = [f"{f.name}@{f.manifest.version}" for f in sorted(functions, key=lambda f: f.name)]
+    hardened = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # The kubelet pulls the packages image (no egress from the pod); the init container copies the
+    # signed layouts into the pod, and the host verifies each against the pinned key before use.
+    fetch = {
+        "name": "function-packages",
+        "image": f"{registry}/function-packages:{packages_tag}",
+        "command": ["cp", "-R", *(f"/packages/{f.name}" for f in functions), f"{PACKAGES_MOUNT}/"],
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "securityContext": hardened,
+        "volumeMounts": [{"name": "packages", "mountPath": PACKAGES_MOUNT}],
+    }
+    patch = [
+        {"op": "add", "path": "/spec/template/spec/initContainers", "value": [fetch]},
+        {"op": "add", "path": "/spec/template/metadata/annotations/wardfn.io~1functions", "value": ",".join(names)},
+    ]
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        # kustomize takes only relative paths to other kustomizations.
+        "resources": [os.path.relpath(DEPLOY_DIR / "overlays" / overlay, work)],
+        "configMapGenerator": [
+            {"name": "wardfn-package-key", "behavior": "replace", "files": ["package-signing.pub.pem"]}
+        ],
+        "patches": [{"target": {"kind": "Deployment", "name": "wardfn"}, "patch": yaml.safe_dump(patch)}],
+    }
+
+
+def load_objects(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every YAML document under `directory`, with the file it came from."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    paths = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not paths:
+        raise ConfigurationError(f"{directory} holds no .yaml files: run `wardfn deploy render --out {directory}`")
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
+        found.extend((path, d) for d in documents if d is not None)
+    return found
+
+
+def _label(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    namespace = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
+    return f"{obj.get('kind', '?')}/{namespace}{metadata.get('name', '?')}"
+
+
+def _is_gatekeeper(obj: dict[str, Any]) -> bool:
+    return str(obj.get("apiVersion", "")).split("/")[0] in GATEKEEPER_GROUPS
+
+
+def schema_problems(objects: list[tuple[Path, dict[str, Any]]]) -> list[Problem]:
+    """Every Kubernetes object against the 1.31 schemas, strictly (unknown fields are errors)."""
+    import kubernetes_validate  # imported here: loading its schema index takes a moment
+
+    problems = []
+    for path, obj in objects:
+        if _is_gatekeeper(obj):
+            continue  # Gatekeeper's own CRDs: gator parses and checks these
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path) or "(top)"
+            problems.append(Problem("schema", _label(obj), f"{where}: {exc.message} ({path.name})"))
+        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
+            kind = f"{obj.get('apiVersion')} {obj.get('kind')}"
+            problems.append(
+                Problem("schema", _label(obj), f"no Kubernetes {KUBERNETES_VERSION} schema for {kind} {exc}")
+            )
+    return problems
+
+
+def gatekeeper_problems(directory: Path, objects: list[tuple[Path, dict[str, Any]]], tools_dir: Path) -> list[Problem]:
+    """Every ConstraintTemplate and Constraint against every object, by Gatekeeper's own gator."""
+    gator = tool(tools_dir, "gator")
+    sources = ["-f", str(directory)]
+    if not any(obj.get("kind") == "ConstraintTemplate" for _, obj in objects):
+        sources += ["-f", str(GATEKEEPER_DIR / "templates"), "-f", str(GATEKEEPER_DIR / "constraints")]
+    done = subprocess.run([str(gator), "test", *sources, "-o", "json"], capture_output=True, text=True, check=False)
+    # gator exits 1 when there are violations and prints them; anything else unparsable is an error.
+    try:
+        # `null` is gator's answer when nothing is violated.
+        results = json.loads(done.stdout or "null") or []
+        parsed = isinstance(results, list)
+    except json.JSONDecodeError:
+        parsed = False
+    if not parsed or (done.returncode != 0 and not results):
+        detail = (done.stderr or done.stdout).strip()[-2000:]
+        raise ConfigurationError(f"gator could not evaluate {directory}: {detail}")
+    return [
+        Problem(r["constraint"]["kind"], _label(r.get("violatingObject") or {}), r["msg"])
+        for r in results
+        if r.get("enforcementAction", "deny") == "deny"
+    ]
+
+
+def validate(directory: Path, tools_dir: Path) -> list[Problem]:
+    """Schema errors and Gatekeeper violations for everything under `directory`; empty when all pass."""
+    objects = load_objects(directory)
+    return schema_problems(objects) + gatekeeper_problems(directory, objects, tools_dir)
