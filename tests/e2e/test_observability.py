@@ -78,9 +78,10 @@ def test_histograms_move_and_logs_hold_no_patient_data(cold_server: ServerProces
         # Patient data in places a careless host would log: the function name and the arguments.
         family = names[0]
         assert client.post(f"/v1/functions/{family}/invoke", json={"patient_id": consenting[0]}).status_code == 404
+        # patient_lookup's schema takes no arguments: refused (422), and the refusal names no value.
         body = {"patient_id": consenting[0], "purpose": "TREAT", "args": {"note": " ".join(names[:5])}}
-        assert client.post("/v1/functions/patient_lookup/invoke", json=body).status_code == 200
-        ok += 1
+        refused = client.post("/v1/functions/patient_lookup/invoke", json=body)
+        assert refused.status_code == 422 and names[0] not in refused.text
     after = _samples(cold_server)
 
     def moved(name: str, **labels: str) -> float:
@@ -98,7 +99,8 @@ def test_histograms_move_and_logs_hold_no_patient_data(cold_server: ServerProces
     assert moved("wardfn_policy_decisions_total", result="allow") == ok
     assert moved("wardfn_policy_decisions_total", result="deny") == 3 * len(refusing)
     assert moved("wardfn_policy_decision_duration_seconds_count", result="allow") == ok
-    assert moved("wardfn_audit_write_duration_seconds_count") == ok + 3 * len(refusing) + 1
+    # Every attempt is audited: the allowed, the denied, the unknown function and the refused arguments.
+    assert moved("wardfn_audit_write_duration_seconds_count") == ok + 3 * len(refusing) + 2
     assert _value(after, "wardfn_audit_backlog") == 0
     assert _value(after, "wardfn_policy_engine_up") == 1
     assert _value(after, "wardfn_instance_pool_target", function="patient_lookup") == 0
