@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
 
+    # Which engine decides: "embedded" (regopy, in-process) or "opa" (a sidecar at opa_url).
+    policy: Literal["embedded", "opa"] = "embedded"
+    opa_url: str | None = None
+    opa_health_interval_ms: int = Field(default=250, gt=0)
+    # Decisions remembered, keyed by the whole input; 0 turns the cache off.
+    decision_cache_size: int = Field(default=10_000, ge=0)
+    # Per-subject budgets: break-glass accesses and searches allowed in a sliding window.
+    break_glass_budget: int = Field(default=5, ge=0)
+    break_glass_window_s: int = Field(default=3600, gt=0)
+    search_budget: int = Field(default=60, ge=0)
+    search_window_s: int = Field(default=60, gt=0)
+
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
 
@@ -68,6 +80,16 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.home / "keys"
+
+    @model_validator(mode="after")
+    def _need_opa_url(self) -> Settings:
+        if self.policy == "opa":
+            url = self.opa_url or ""
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "WARDFN_POLICY=opa needs WARDFN_OPA_URL, the sidecar's http(s) URL (e.g. http://127.0.0.1:8181)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -1,13 +1,16 @@
-"""Policy decisions: the engine interface, the embedded Rego engine (regopy) and the input document.
+"""Policy decisions: the engine interface, the embedded Rego engine (regopy), the input document,
+and the decision cache.
 
-The host asks one question, `data.healthcare.his`, and reads three rules from the answer:
-`allow`, `deny` and `reasons`. Deny wins. Every failure to answer fails closed: it raises
-`PolicyUnavailable`, never returns an allow.
+The host asks one question, `data.healthcare.his`, and reads five rules from the answer:
+`allow`, `deny`, `reasons`, `obligations` and `break_glass`. Deny wins. Every failure to answer
+fails closed: it raises `PolicyUnavailable`, never returns an allow. The OPA sidecar engine is
+in `host.opa`; both read the answer with `read_document`, so they cannot differ in how.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -21,7 +24,8 @@ import regopy
 from regopy.rego_shared import rego_node_value
 
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.types import Decision, Subject
+from host.obligations import parse_selector
+from host.types import Decision, Obligations, Subject
 
 PACKAGE = "healthcare.his"
 QUERY = f"data.{PACKAGE}"
@@ -46,18 +50,44 @@ class PolicyEngine(Protocol):
         """Whether the engine can answer right now."""
         ...
 
+    def close(self) -> None:
+        """Release the engine's threads and connections."""
+        ...
 
-def build_input(subject: Subject, action: str, patient_id: str | None, consent: bool, purpose: str) -> dict[str, Any]:
-    """The input document in the seed case's shape."""
-    return {
+
+def build_input(
+    subject: Subject,
+    action: str,
+    purpose: str,
+    patient: dict[str, Any] | None,
+    break_glass_reason: str | None = None,
+) -> dict[str, Any]:
+    """The input document in the host's shape (see policies/his.rego).
+
+    `patient` is None for an action on no single patient, else `{"id", "care_team",
+    "consent_directives"}` as the store holds them.
+    """
+    document: dict[str, Any] = {
+        "subject": {"id": subject.id, "roles": list(subject.all_roles)},
         "action": action,
-        "user": {"id": subject.id, "role": subject.role},
-        "patient": {"id": patient_id, "consent": consent},
         "purpose": purpose,
+        "patient": patient,
         # Always true: the host writes the audit record before any function runs, and
         # refuses the request (AuditUnavailable) when it cannot.
         "audit": {"enabled": True},
     }
+    if break_glass_reason is not None:
+        document["break_glass"] = {"reason": break_glass_reason}
+    return document
+
+
+def input_hash(input: dict[str, Any]) -> str:
+    """sha256 of the input's canonical JSON: what the decision log keeps to replay a decision."""
+    return hashlib.sha256(canonical_json(input).encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class RegoPolicyEngine:
@@ -112,23 +142,7 @@ class RegoPolicyEngine:
     @classmethod
     def from_directory(cls, policy_dir: Path, timeout_s: float) -> RegoPolicyEngine:
         """Load every `*.rego` in `policy_dir` except `*_test.rego`, and compile them once."""
-        if not policy_dir.is_dir():
-            raise ConfigurationError(
-                f"policy directory {policy_dir} does not exist: set WARDFN_POLICY_DIR to the "
-                "directory holding the .rego files"
-            )
-        paths = sorted(p for p in policy_dir.glob("*.rego") if not p.name.endswith("_test.rego"))
-        if not paths:
-            raise ConfigurationError(
-                f"no .rego policy in {policy_dir} (test files *_test.rego are not loaded): "
-                "set WARDFN_POLICY_DIR to the directory holding his.rego"
-            )
-        sources: dict[str, str] = {}
-        for path in paths:
-            try:
-                sources[path.name] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigurationError(f"cannot read policy file {path}: {exc}") from exc
+        sources = load_sources(policy_dir)
         return cls(sources, timeout_s)
 
     @property
@@ -138,8 +152,7 @@ class RegoPolicyEngine:
     def decide(self, input: dict[str, Any]) -> Decision:
         """Decide one request: allow only if `allow` is true and `deny` is not."""
         document = self._run(lambda: self._evaluate(input))
-        allow, reasons = _read_document(document)
-        return Decision(id=uuid.uuid4().hex, allow=allow, reasons=reasons, engine=self.engine_name)
+        return read_document(document, engine=self.engine_name, revision=self._revision, input=input)
 
     def healthy(self) -> bool:
         """Open, and not stuck in an evaluation older than the timeout. Never blocks."""
@@ -226,8 +239,28 @@ class RegoPolicyEngine:
         return expressions[0]
 
 
-def _read_document(document: Any) -> tuple[bool, tuple[str, ...]]:
-    """(allow, reasons) from the package document; undefined rules count as not true."""
+def read_document(document: Any, *, engine: str, revision: str, input: dict[str, Any]) -> Decision:
+    """The decision in the package document; undefined rules count as not true (deny)."""
+    allow, reasons = _read_allow(document)
+    obligations, break_glass = Obligations(), False
+    if allow:
+        assert isinstance(document, dict)
+        obligations = _read_obligations(document.get("obligations"))
+        break_glass = _boolean(document, "break_glass")
+    return Decision(
+        id=uuid.uuid4().hex,
+        allow=allow,
+        reasons=reasons,
+        engine=engine,
+        obligations=obligations,
+        break_glass=break_glass,
+        revision=revision,
+        input_hash=input_hash(input),
+    )
+
+
+def _read_allow(document: Any) -> tuple[bool, tuple[str, ...]]:
+    """(allow, reasons) from the package document."""
     if document is None:
         return False, (DEFAULT_REASON,)
     if not isinstance(document, dict):
@@ -244,6 +277,26 @@ def _read_document(document: Any) -> tuple[bool, tuple[str, ...]]:
     return False, reasons
 
 
+def _read_obligations(raw: Any) -> Obligations:
+    """Missing obligations bind to nothing readable (fail closed); malformed ones are an engine error."""
+    if raw is None:
+        return Obligations()
+    if not isinstance(raw, dict):
+        raise PolicyUnavailable(f"data.{PACKAGE}.obligations is not an object")
+    parts: dict[str, frozenset[str]] = {}
+    for key in ("resource_types", "mask", "drop"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise PolicyUnavailable(f"data.{PACKAGE}.obligations.{key} is not a set of strings")
+        parts[key] = frozenset(value)
+    for selector in parts["mask"] | parts["drop"]:
+        try:
+            parse_selector(selector)
+        except ValueError as exc:
+            raise PolicyUnavailable(f"data.{PACKAGE}.obligations names a field the host cannot apply: {exc}") from exc
+    return Obligations(resource_types=parts["resource_types"], mask=parts["mask"], drop=parts["drop"])
+
+
 def _boolean(document: dict[str, Any], rule: str) -> bool:
     if rule not in document:
         return False  # undefined: the rule did not match
@@ -251,6 +304,33 @@ def _boolean(document: dict[str, Any], rule: str) -> bool:
     if not isinstance(value, bool):
         raise PolicyUnavailable(f"data.{PACKAGE}.{rule} is {type(value).__name__}, not a boolean")
     return value
+
+
+def load_sources(policy_dir: Path) -> dict[str, str]:
+    """{file name: text} of every `*.rego` in `policy_dir` except `*_test.rego`."""
+    if not policy_dir.is_dir():
+        raise ConfigurationError(
+            f"policy directory {policy_dir} does not exist: set WARDFN_POLICY_DIR to the "
+            "directory holding the .rego files"
+        )
+    paths = sorted(p for p in policy_dir.glob("*.rego") if not p.name.endswith("_test.rego"))
+    if not paths:
+        raise ConfigurationError(
+            f"no .rego policy in {policy_dir} (test files *_test.rego are not loaded): "
+            "set WARDFN_POLICY_DIR to the directory holding his.rego"
+        )
+    sources: dict[str, str] = {}
+    for path in paths:
+        try:
+            sources[path.name] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read policy file {path}: {exc}") from exc
+    return sources
+
+
+def revision_of(sources: dict[str, str]) -> str:
+    """The policy revision: sha256 over the sources' names and texts (the bundle carries the same)."""
+    return _revision(sources)
 
 
 def _revision(sources: dict[str, str]) -> str:

@@ -4,9 +4,10 @@ from host.cli.audit import audit
 from host.cli.calls import invoke, token
 from host.cli.common import main
 from host.cli.data import data
+from host.cli.policy import policy
 from host.cli.serve import build, serve
 
-for command in (build, serve, token, invoke, data, audit):
+for command in (build, serve, token, invoke, data, audit, policy):
     main.add_command(command)
 
 __all__ = ["main"]

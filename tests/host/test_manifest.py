@@ -65,19 +65,19 @@ def test_a_minimal_manifest_takes_the_defaults(tmp_path: Path) -> None:
 INVALID = [
     pytest.param("fn", "", True, "no function.toml", id="missing-file"),
     pytest.param("fn", 'name = "fn"\nversion = \n', True, "not valid TOML", id="bad-toml"),
-    pytest.param("fn", valid_with('action = "', 'colour = "red"\naction = "'), True, "colour: Extra inputs", id="unknown-key"),
-    pytest.param("fn", valid_with("[limits]\n", "[limits]\ncpu = 2\n"), True, "limits.cpu: Extra inputs", id="unknown-limit"),
+    pytest.param("fn", valid_with('action = "', 'colour = "red"\naction = "'), True, "colour: Extra inputs", id="unknown-key"),  # noqa: E501
+    pytest.param("fn", valid_with("[limits]\n", "[limits]\ncpu = 2\n"), True, "limits.cpu: Extra inputs", id="unknown-limit"),  # noqa: E501
     pytest.param("Fn", valid_with('"Fn"', '"Fn"', name="Fn"), True, "name: String should match pattern", id="bad-name"),
-    pytest.param("fn", valid_with('name = "fn"', 'name = "other"'), True, "name 'other' must match its directory 'fn'", id="name-not-directory"),
+    pytest.param("fn", valid_with('name = "fn"', 'name = "other"'), True, "name 'other' must match its directory 'fn'", id="name-not-directory"),  # noqa: E501
     pytest.param("fn", valid_with('"1.0.0"', '"1.0"'), True, "version: String should match pattern", id="bad-version"),
-    pytest.param("fn", valid_with('description = "A test function."\n', ""), True, "description: Field required", id="no-description"),
-    pytest.param("fn", valid_with('"access_patient_data"', '"Access Data"'), True, "action: String should match pattern", id="bad-action"),
-    pytest.param("fn", valid_with('patient = "required"', 'patient = "optional"'), True, "patient: Input should be 'required' or 'none'", id="bad-patient"),
-    pytest.param("fn", valid_with('"Patient", ', '"patient", '), True, "'patient' is not a FHIR resource type name", id="reads-lowercase"),
-    pytest.param("fn", valid_with('"Patient", ', '"../x", '), True, "'../x' is not a FHIR resource type name", id="reads-path"),
-    pytest.param("fn", valid_with('"Patient", ', '"Patient/1", '), True, "'Patient/1' is not a FHIR resource type name", id="reads-reference"),
-    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 0"), True, "limits.deadline_ms: Input should be greater than 0", id="deadline-zero"),
-    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 600000"), True, "limits.deadline_ms: Input should be less than or equal to 60000", id="deadline-huge"),
+    pytest.param("fn", valid_with('description = "A test function."\n', ""), True, "description: Field required", id="no-description"),  # noqa: E501
+    pytest.param("fn", valid_with('"access_patient_data"', '"Access Data"'), True, "action: String should match pattern", id="bad-action"),  # noqa: E501
+    pytest.param("fn", valid_with('patient = "required"', 'patient = "optional"'), True, "patient: Input should be 'required' or 'none'", id="bad-patient"),  # noqa: E501
+    pytest.param("fn", valid_with('"Patient", ', '"patient", '), True, "'patient' is not a FHIR resource type name", id="reads-lowercase"),  # noqa: E501
+    pytest.param("fn", valid_with('"Patient", ', '"../x", '), True, "'../x' is not a FHIR resource type name", id="reads-path"),  # noqa: E501
+    pytest.param("fn", valid_with('"Patient", ', '"Patient/1", '), True, "'Patient/1' is not a FHIR resource type name", id="reads-reference"),  # noqa: E501
+    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 0"), True, "limits.deadline_ms: Input should be greater than 0", id="deadline-zero"),  # noqa: E501
+    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 600000"), True, "limits.deadline_ms: Input should be less than or equal to 60000", id="deadline-huge"),  # noqa: E501
     pytest.param("fn", None, False, "no app.py", id="no-app"),
 ]  # fmt: skip
 
@@ -123,7 +123,7 @@ def test_discovery_reads_every_directory(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.parametrize(("manifest", "app"), [("", True), (None, False)], ids=["app-without-manifest", "manifest-without-app"])
+@pytest.mark.parametrize(("manifest", "app"), [("", True), (None, False)], ids=["app-without-manifest", "manifest-without-app"])  # noqa: E501
 def test_discovery_refuses_a_half_made_function(tmp_path: Path, manifest: str | None, app: bool) -> None:
     write_function(tmp_path, "fn", manifest, app)
 
