@@ -31,7 +31,9 @@ def opa_binary() -> Path:
 class OpaServer:
     """`opa run --server` with `bundle` (or no policy at all when None) on a free loopback port."""
 
-    def __init__(self, workdir: Path, bundle: Path | None, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, bundle: Path | None, port: int | None = None, config: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.bundle = bundle
@@ -40,8 +42,11 @@ class OpaServer:
         command = [str(opa_binary()), "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--log-level", "error"]
         if bundle is not None:
             command += ["--bundle", str(bundle)]
+        if config is not None:
+            command += ["--config-file", str(config)]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_healthy()
+        # With a bundle service configured, OPA answers but is not healthy until it has the bundle.
+        self._wait_healthy("/health" if config is not None else "/health?bundles=true")
 
     @classmethod
     def with_policy(cls, workdir: Path, policy_dir: Path = PROJECT_ROOT / "policies") -> OpaServer:
@@ -49,13 +54,13 @@ class OpaServer:
         write_bundle(policy_dir, bundle)
         return cls(workdir, bundle)
 
-    def _wait_healthy(self, timeout: float = 30) -> None:
+    def _wait_healthy(self, path: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"opa exited with {self.process.returncode}: {self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.url}/health?bundles=true", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
