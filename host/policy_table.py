@@ -29,7 +29,7 @@ def load_table(path: Path) -> list[dict[str, Any]]:
         raise ConfigurationError(f"the decision table {path} is not JSON: {exc}") from exc
     cases = document.get("cases") if isinstance(document, dict) else None
     if not isinstance(cases, list) or not cases:
-        raise ConfigurationError(f"the decision table {path} has no \"cases\" list")
+        raise ConfigurationError(f'the decision table {path} has no "cases" list')
     for index, case in enumerate(cases):
         if not isinstance(case, dict) or not {"name", "input", "allow"} <= set(case):
             raise ConfigurationError(f"case {index} of {path} needs at least name, input and allow")

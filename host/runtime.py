@@ -166,8 +166,7 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
     # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
     try:
         return [
-            json.dumps(apply_obligations(json.loads(body), scope.mask, scope.drop, context.withheld))
-            for body in bodies
+            json.dumps(apply_obligations(json.loads(body), scope.mask, scope.drop, context.withheld)) for body in bodies
         ]
     except (ValueError, TypeError):
         return Variant("unavailable", "a stored record could not be filtered")

@@ -31,9 +31,7 @@ def opa_binary() -> Path:
 class OpaServer:
     """`opa run --server` with `bundle` (or no policy at all when None) on a free loopback port."""
 
-    def __init__(
-        self, workdir: Path, bundle: Path | None, port: int | None = None, config: Path | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, bundle: Path | None, port: int | None = None, config: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.bundle = bundle

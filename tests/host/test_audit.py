@@ -119,7 +119,9 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
         fields["reasons"] = json.loads(row["reasons"])
         # The decision log's columns enter the hash only when set (flags as true), so that
         # records written before they existed still verify.
-        fields.update({k: row[k] for k in ("policy_revision", "input_hash", "break_glass_reason") if row[k] is not None})
+        fields.update(
+            {k: row[k] for k in ("policy_revision", "input_hash", "break_glass_reason") if row[k] is not None}
+        )
         fields.update({k: True for k in ("break_glass", "review") if row[k]})
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256((row["prev_hash"] + canonical).encode()).hexdigest() == row["hash"]

@@ -106,7 +106,9 @@ def test_bundle_writes_a_bundle_opa_serves(tmp_path: Path) -> None:
     server = OpaServer(tmp_path, out)
     try:
         path = write(tmp_path, "in.json", SEED_INPUT)
-        decision = json.loads(wardfn("policy", "eval", "--input", str(path), "--policy", "opa", "--opa-url", server.url).stdout)
+        decision = json.loads(
+            wardfn("policy", "eval", "--input", str(path), "--policy", "opa", "--opa-url", server.url).stdout
+        )
         assert decision["allow"] is True
     finally:
         server.stop()

@@ -55,7 +55,9 @@ def test_the_same_resource_masks_the_same_way_twice() -> None:
     assert apply(once, NATIONAL, frozenset({"*.note"}), set()) == once
 
 
-@pytest.mark.parametrize("text", ["identifier", "Patient.", "patient.name", "Patient.name(SS", "*.*", "Patient.name.family"])
+@pytest.mark.parametrize(
+    "text", ["identifier", "Patient.", "patient.name", "Patient.name(SS", "*.*", "Patient.name.family"]
+)
 def test_selectors_that_are_not_understood_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_selector(text)
