@@ -239,3 +239,26 @@ def test_policy_status_shows_the_revision_and_the_cache(server: ServerProcess, c
     status = httpx.get(f"{server.url}/v1/policy", headers=server.headers()).json()
     assert status["engine"] == "embedded" and status["healthy"] is True and len(status["revision"]) == 64
     assert status["decision_cache"]["hits"] >= 1 and 0 < status["decision_cache"]["hit_rate"] <= 1
+
+
+def test_search_reads_no_patient_and_has_a_per_subject_budget(server: ServerProcess, chart: Chart) -> None:
+    def search(sub: str) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/functions/finder/invoke",
+            json={"purpose": "TREAT", "args": {"target": chart.patient_id}},
+            headers=server.headers(sub, "nurse"),
+            timeout=30,
+        )
+
+    first = search("rn-searcher")
+    assert first.status_code == 200, first.text
+    assert first.json()["result"]["read"] == {"succeeded": False, "error": "AccessError_Denied"}
+    statuses = [search("rn-searcher").status_code for _ in range(server.settings.search_budget)]
+    assert statuses[:-1] == [200] * (server.settings.search_budget - 1) and statuses[-1] == 403
+    assert search("rn-other-searcher").status_code == 200
+    refused = search("rn-searcher")
+    assert any("search budget" in r for r in refused.json()["error"]["reasons"])
+    billing = httpx.post(
+        f"{server.url}/v1/functions/finder/invoke", json={"purpose": "HPAYMT"}, headers=server.headers("b", "billing")
+    )
+    assert billing.status_code == 403
