@@ -2,8 +2,9 @@
 opa-python-client's async client, on an event loop of its own.
 
 Fail closed, always: OPA unreachable, slower than the timeout, not healthy (`/health?bundles`)
-or answering an error is `PolicyUnavailable` (503), never an allow. OPA answers `{}` (no
-`result`) when the package is undefined or no policy is loaded: that is an ordinary deny.
+or answering an error is `PolicyUnavailable` (503), never an allow. The question is the
+embedded engine's (`DECISION_QUERY`, through `POST /v1/query`); a rule that is undefined, or no
+policy loaded at all, is an ordinary deny, never an error to retry.
 
 A monitor asks `/health?bundles` every `health_interval_s`. The engine counts as healthy only
 while the last probe succeeded, is recent, and no decision has failed since; while unhealthy,
@@ -24,10 +25,13 @@ from urllib.parse import urlsplit
 from opa_client.opa_async import AsyncOpaClient
 
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.policy import PACKAGE, read_document
+from host.policy import DECISION_QUERY, document_from_bindings, read_document
 from host.types import Decision
 
 UNKNOWN_REVISION = "unknown"
+# The embedded engine's question, plus the revision of the bundle that answers it (OPA keeps
+# each bundle's manifest under data.system.bundles), in one round trip.
+OPA_QUERY = f"{DECISION_QUERY}; revision := [r | some name; r := data.system.bundles[name].manifest.revision]"
 
 
 class OpaPolicyEngine:
@@ -114,10 +118,18 @@ class OpaPolicyEngine:
             self._healthy = False
 
     async def _query(self, input: dict[str, Any]) -> tuple[Any, str]:
-        answer = await self._client.query_rule(input, PACKAGE, query_params={"provenance": "true"})
+        # POST /v1/query. The client leaves out an empty input, which Rego reads the same way.
+        answer = await self._client.ad_hoc_query(OPA_QUERY, input)
         if not isinstance(answer, dict):
             raise PolicyUnavailable("OPA answered something that is not a JSON object")
-        return answer.get("result"), _revision(answer.get("provenance"))
+        results = answer.get("result")
+        if not results:
+            return None, UNKNOWN_REVISION  # undefined: a deny
+        if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+            raise PolicyUnavailable("OPA gave an answer the host cannot read")
+        revisions = results[0].get("revision")
+        revision = revisions[0] if isinstance(revisions, list) and len(revisions) == 1 else UNKNOWN_REVISION
+        return document_from_bindings(results[0]), revision if isinstance(revision, str) else UNKNOWN_REVISION
 
     async def _probe(self) -> None:
         ok = bool(await self._client.check_health(query={"bundles": "true"}))
@@ -134,13 +146,3 @@ class OpaPolicyEngine:
             except Exception:  # the probe itself failing is an unhealthy sidecar, nothing more
                 self._mark_unhealthy()
 
-
-def _revision(provenance: Any) -> str:
-    """The revision of the bundle that answered, from OPA's provenance; the first if several."""
-    bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
-    if isinstance(bundles, dict):
-        for name in sorted(bundles):
-            revision = bundles[name].get("revision") if isinstance(bundles[name], dict) else None
-            if isinstance(revision, str) and revision:
-                return revision
-    return UNKNOWN_REVISION

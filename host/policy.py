@@ -1,8 +1,8 @@
 """Policy decisions: the engine interface, the embedded Rego engine (regopy), the input document,
 and the decision cache.
 
-The host asks one question, `data.healthcare.his`, and reads five rules from the answer:
-`allow`, `deny`, `reasons`, `obligations` and `break_glass`. Deny wins. Every failure to answer
+The host asks one question of package `healthcare.his`: the values of five rules, `allow`,
+`deny`, `reasons`, `obligations` and `break_glass` (`DECISION_QUERY`). Deny wins. Every failure to answer
 fails closed: it raises `PolicyUnavailable`, never returns an allow. The OPA sidecar engine is
 in `host.opa`; both read the answer with `read_document`, so they cannot differ in how.
 """
@@ -29,6 +29,12 @@ from host.types import Decision, Obligations, Subject
 
 PACKAGE = "healthcare.his"
 QUERY = f"data.{PACKAGE}"
+# The rules the host reads. Each is asked for by name, as a comprehension so that an undefined
+# rule is an empty list rather than an undefined query: rego-cpp evaluates only these (and what
+# they depend on), about 1 ms, where the whole package document costs several. Both engines
+# are asked exactly this question.
+RULES = ("allow", "deny", "reasons", "obligations", "break_glass")
+DECISION_QUERY = "; ".join(f"{rule} := [x | x := data.{PACKAGE}.{rule}]" for rule in RULES)
 DEFAULT_REASON = "denied by policy"
 
 _T = TypeVar("_T")
@@ -120,10 +126,12 @@ class RegoPolicyEngine:
         self._busy_since: float | None = None
         self._interpreter: regopy.Interpreter | None = None
         self._bundle: regopy.Bundle | None = None
+        self._package_bundle: regopy.Bundle | None = None
         try:
             # Compilation is not under the decision timeout: it happens once, at start-up.
             self._executor.submit(self._compile, sources).result()
-            probe = self._run(lambda: self._evaluate({}))
+            # Once, the whole package: it must exist and evaluate for an empty request.
+            probe = self._run(lambda: self._evaluate({}, whole_package=True))
         except PolicyUnavailable as exc:
             self.close()
             raise ConfigurationError(
@@ -201,26 +209,29 @@ class RegoPolicyEngine:
         try:
             for name, text in sources.items():
                 interpreter.add_module(name, text)
-            bundle = interpreter.build(QUERY)
+            bundle = interpreter.build(DECISION_QUERY)
+            package_bundle = interpreter.build(QUERY)
         except regopy.RegoError as exc:
             raise ConfigurationError(
                 f"the Rego policy does not compile: {_error_summary(str(exc))}; "
                 "fix the .rego files in WARDFN_POLICY_DIR"
             ) from exc
-        if not bundle.ok():
+        if not bundle.ok() or not package_bundle.ok():
             raise ConfigurationError("the Rego policy does not compile: fix the .rego files")
         self._interpreter = interpreter
         self._bundle = bundle
+        self._package_bundle = package_bundle
 
-    def _evaluate(self, input: dict[str, Any]) -> Any:
-        """Runs on the worker thread. The package document, or None when it is undefined."""
-        assert self._interpreter is not None and self._bundle is not None
+    def _evaluate(self, input: dict[str, Any], whole_package: bool = False) -> Any:
+        """Runs on the worker thread. The rules the host reads as a document (the whole package
+        document with `whole_package`), or None when the package is undefined."""
+        assert self._interpreter is not None and self._bundle is not None and self._package_bundle is not None
         # Build the input first: if it is not JSON-like this raises before the interpreter
         # is touched, so the previous request's input is never queried by mistake.
         value = regopy.Input(input)
         self._interpreter.set_input(value)
         try:
-            output = self._interpreter.query_bundle(self._bundle)
+            output = self._interpreter.query_bundle(self._package_bundle if whole_package else self._bundle)
         except ValueError as exc:
             # regopy's Output() parses the answer as JSON. Some rego-cpp errors (a call to an
             # unknown function) come back marked ok but as an error tree, and that parse fails.
@@ -231,12 +242,28 @@ class RegoPolicyEngine:
             raise PolicyUnavailable(f"the policy could not be evaluated: {_output_errors(output)}")
         if len(output.results) != 1:
             raise PolicyUnavailable("the policy gave an answer the host cannot read")
+        if not whole_package:
+            return document_from_bindings(output.results[0].bindings)
         expressions = output.results[0].expressions
         if not expressions:
             return None  # the whole package is undefined
         if len(expressions) != 1:
             raise PolicyUnavailable("the policy gave an answer the host cannot read")
         return expressions[0]
+
+
+def document_from_bindings(bindings: Any) -> dict[str, Any]:
+    """The answer to DECISION_QUERY as a package document holding only the rules that are defined."""
+    if not isinstance(bindings, dict):
+        raise PolicyUnavailable("the policy gave an answer the host cannot read")
+    document: dict[str, Any] = {}
+    for rule in RULES:
+        values = bindings.get(rule)
+        if not isinstance(values, list) or len(values) > 1:
+            raise PolicyUnavailable(f"the policy's answer for {rule} cannot be read")
+        if values:
+            document[rule] = values[0]
+    return document
 
 
 def read_document(document: Any, *, engine: str, revision: str, input: dict[str, Any]) -> Decision:
