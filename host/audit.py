@@ -154,6 +154,17 @@ class AuditLog:
                 raise self._unavailable("read", exc) from exc
         return [_record(row) for row in rows]
 
+    def flagged(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._unavailable("read", exc) from exc
+        return [_record(row) for row in rows]
+
     def close(self) -> None:
         """Close the connection. Appending afterwards raises AuditUnavailable."""
         with self._lock:

@@ -4,6 +4,7 @@ role-limited reads, masked identifiers, budgets, and a hostile function that rea
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from host.policy import RegoPolicyEngine, build_input, input_hash
 from host.store import ResourceStore
 from host.types import AuditRecord, Subject
 from tests.e2e.conftest import Patients
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import WARDFN, ServerProcess
 
 pytestmark = pytest.mark.components
 
@@ -130,6 +131,12 @@ def test_the_same_nurse_breaks_the_glass_and_is_flagged_for_review(
         assert log.verify().ok
     finally:
         log.close()
+    listed = subprocess.run(
+        [str(WARDFN), "audit", "review", "--json"], env=server.env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    flagged = [r for r in json.loads(listed.stdout) if r["seq"] == record.seq]
+    assert flagged and flagged[0]["reason"] == reason and flagged[0]["patient_id"] == chart.patient_id
 
 
 def test_break_the_glass_overrides_a_consent_refusing_treatment(server: ServerProcess, patients: Patients) -> None:

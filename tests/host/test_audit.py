@@ -372,3 +372,10 @@ def test_a_trail_from_before_the_decision_log_gains_its_columns_and_still_verifi
         assert [r.event.break_glass for r in reopened.records()] == [False, True]
     finally:
         reopened.close()
+
+
+def test_flagged_lists_only_the_records_for_review(log: AuditLog) -> None:
+    flagged = log.flagged()
+    assert [r.seq for r in flagged] == [5]
+    assert flagged[0].event.break_glass and flagged[0].event.break_glass_reason
+    assert log.flagged(after_seq=5) == []
