@@ -31,7 +31,8 @@ from host.types import Decision
 UNKNOWN_REVISION = "unknown"
 # The embedded engine's question, plus the revision of the bundle that answers it (OPA keeps
 # each bundle's manifest under data.system.bundles), in one round trip.
-OPA_QUERY = f"{DECISION_QUERY}; revision := [r | some name; r := data.system.bundles[name].manifest.revision]"
+REVISION_QUERY = "revision := [r | some name; r := data.system.bundles[name].manifest.revision]"
+OPA_QUERY = f"{DECISION_QUERY}; {REVISION_QUERY}"
 
 
 class OpaPolicyEngine:
@@ -127,12 +128,18 @@ class OpaPolicyEngine:
             return None, UNKNOWN_REVISION  # undefined: a deny
         if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
             raise PolicyUnavailable("OPA gave an answer the host cannot read")
-        revisions = results[0].get("revision")
-        revision = revisions[0] if isinstance(revisions, list) and len(revisions) == 1 else UNKNOWN_REVISION
-        return document_from_bindings(results[0]), revision if isinstance(revision, str) else UNKNOWN_REVISION
+        return document_from_bindings(results[0]), _revision(answer)
 
     async def _probe(self) -> None:
         ok = bool(await self._client.check_health(query={"bundles": "true"}))
+        if ok:
+            # The revision too, so that a bundle replaced under a cache full of hits is noticed
+            # (the cache empties when the revision changes) within one interval.
+            try:
+                answer = await self._client.ad_hoc_query(REVISION_QUERY)
+                self._revision = _revision(answer)
+            except Exception:
+                ok = False
         with self._lock:
             self._healthy = ok
             if ok:
@@ -146,3 +153,13 @@ class OpaPolicyEngine:
             except Exception:  # the probe itself failing is an unhealthy sidecar, nothing more
                 self._mark_unhealthy()
 
+
+def _revision(answer: Any) -> str:
+    """The one loaded bundle's revision from an answer to REVISION_QUERY, else UNKNOWN_REVISION."""
+    results = answer.get("result") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+        return UNKNOWN_REVISION
+    revisions = results[0].get("revision")
+    if isinstance(revisions, list) and len(revisions) == 1 and isinstance(revisions[0], str):
+        return revisions[0]
+    return UNKNOWN_REVISION

@@ -31,7 +31,14 @@ def opa_binary() -> Path:
 class OpaServer:
     """`opa run --server` with `bundle` (or no policy at all when None) on a free loopback port."""
 
-    def __init__(self, workdir: Path, bundle: Path | None, port: int | None = None, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bundle: Path | None,
+        port: int | None = None,
+        config: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.bundle = bundle
@@ -42,6 +49,7 @@ class OpaServer:
             command += ["--bundle", str(bundle)]
         if config is not None:
             command += ["--config-file", str(config)]
+        command += list(extra_args)
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         # With a bundle service configured, OPA answers but is not healthy until it has the bundle.
         self._wait_healthy("/health" if config is not None else "/health?bundles=true")

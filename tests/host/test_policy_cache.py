@@ -4,11 +4,14 @@ changes, and never consulted while the engine is unhealthy."""
 from __future__ import annotations
 
 import copy
+import shutil
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
+from host.bundle import write_bundle
 from host.config import PROJECT_ROOT
 from host.errors import PolicyUnavailable
 from host.opa import OpaPolicyEngine
@@ -122,6 +125,47 @@ def test_never_consulted_while_the_engine_is_unhealthy(tmp_path: Path) -> None:
             with pytest.raises(PolicyUnavailable):
                 cache.decide(ALLOWED)
         assert cache.stats.bypassed == 10 and len(cache) == 0
+    finally:
+        cache.close()
+        server.stop()
+
+
+def _bundle_dir(policy_dir: Path, into: Path) -> str:
+    """The bundle of `policy_dir` unpacked into the directory `into`, file by file in place (so that
+    `opa run --watch` sees the files change); its revision."""
+    archive = into.with_suffix(".tar.gz")
+    revision = write_bundle(policy_dir, archive)
+    unpacked = into.with_suffix(".new")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(unpacked, filter="data")
+    for path in sorted(p for p in unpacked.rglob("*") if p.is_file()):
+        target = into / path.relative_to(unpacked)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    return revision
+
+
+def test_a_new_bundle_in_the_sidecar_empties_the_cache_even_on_hits(tmp_path: Path) -> None:
+    stricter = tmp_path / "stricter"
+    stricter.mkdir()
+    text = (PROJECT_ROOT / "policies" / "his.rego").read_text(encoding="utf-8")
+    (stricter / "his.rego").write_text(text + '\ndenials contains "closed for maintenance" if true\n', "utf-8")
+    served = tmp_path / "served"
+    first = _bundle_dir(PROJECT_ROOT / "policies", served)
+    server = OpaServer(tmp_path, served, extra_args=("--watch",))
+    cache = CachingPolicyEngine(OpaPolicyEngine(server.url, timeout_s=1.0, health_interval_s=0.1), max_entries=100)
+    try:
+        assert cache.decide(ALLOWED).allow is True
+        assert cache.decide(ALLOWED).cached is True and cache.revision == first
+        second = _bundle_dir(stricter, served)  # OPA --watch loads it
+        deadline = time.monotonic() + 10
+        while cache.revision != second and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.revision == second, "the monitor reports the new bundle's revision"
+        decision = cache.decide(ALLOWED)
+        assert decision.cached is False and decision.allow is False
+        assert "closed for maintenance" in decision.reasons and decision.revision == second
     finally:
         cache.close()
         server.stop()
