@@ -240,6 +240,19 @@ def test_a_hostile_function_gets_nothing_beyond_its_grant(
     assert forbidden["own"] == {"succeeded": True, "value": 1}, "the granted read still works"
 
 
+def test_an_answer_that_breaks_the_obligations_is_refused(server: ServerProcess, chart: Chart) -> None:
+    rid = _rid("forged")
+    response = httpx.post(
+        f"{server.url}/v1/functions/hostile/invoke",
+        json={"patient_id": chart.patient_id, "args": {"mode": "forged_resource"}},
+        headers={**server.headers(chart.care_team[0], "physician"), "X-Request-ID": rid},
+        timeout=30,
+    )
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "function_output_rejected" and "smuggled" not in response.text
+    assert _record(server, rid).event.outcome == "function_output_rejected"
+
+
 def test_policy_status_shows_the_revision_and_the_cache(server: ServerProcess, chart: Chart) -> None:
     for _ in range(2):
         _summary(server, chart.patient_id, chart.care_team[0], "physician")
