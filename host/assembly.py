@@ -50,7 +50,9 @@ def open_policy_engine(settings: Settings) -> PolicyEngine:
         return OpaPolicyEngine(
             settings.opa_url, settings.policy_timeout_ms / 1000, settings.opa_health_interval_ms / 1000
         )
-    return RegoPolicyEngine.from_directory(settings.policy_dir, settings.policy_timeout_ms / 1000)
+    return RegoPolicyEngine.from_directory(
+        settings.policy_dir, settings.policy_timeout_ms / 1000, settings.policy_workers
+    )
 
 
 def open_host(settings: Settings) -> Host:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
 
     # Which engine decides: "embedded" (regopy, in-process) or "opa" (a sidecar at opa_url).
     policy: Literal["embedded", "opa"] = "embedded"
+    # Embedded engine: interpreters deciding in parallel (regopy releases the GIL while it evaluates).
+    policy_workers: int = Field(default=2, ge=1, le=64)
     opa_url: str | None = None
     opa_health_interval_ms: int = Field(default=250, gt=0)
     # Decisions remembered, keyed by the whole input; 0 turns the cache off.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -99,37 +100,43 @@ def canonical_json(value: Any) -> str:
 class RegoPolicyEngine:
     """The embedded engine: Rego compiled once by regopy (rego-cpp), queried per decision.
 
-    All regopy objects live on one dedicated worker thread and are touched by no other:
-    the rego-cpp interpreter keeps mutable state (the input is set on the interpreter, then
-    the bundle is queried) and regopy documents no thread safety. Confinement to one
-    thread serialises decisions; one query of the HIS policy takes about 0.1 ms.
+    Each worker thread (`workers` of them) compiles its own interpreter, and its regopy
+    objects are touched by no other thread: the rego-cpp interpreter keeps mutable state (the
+    input is set on the interpreter, then the bundle is queried) and regopy documents no
+    thread safety. regopy releases the GIL while it evaluates, so workers decide in parallel;
+    one decision of the HIS policy takes about 1 ms.
 
-    Timeout: `decide` waits at most `timeout_s` for the worker (queueing included) and then
+    Timeout: `decide` waits at most `timeout_s` for a worker (queueing included) and then
     raises `PolicyUnavailable`. It cannot stop the evaluation already running in native code:
-    that runs to its end and holds the worker, so later decisions queue behind it and time out
-    too until it finishes. That is fail-closed, and `healthy()` reports it meanwhile.
+    that runs to its end and holds its worker. Until it finishes the engine is unhealthy and
+    refuses every decision: fail closed, and `healthy()` reports it meanwhile.
     """
 
     engine_name = f"regopy {regopy.__version__}"
 
-    def __init__(self, sources: dict[str, str], timeout_s: float) -> None:
-        """Compile `sources` ({file name: Rego text}); prefer `from_directory`."""
+    def __init__(self, sources: dict[str, str], timeout_s: float, workers: int = 1) -> None:
+        """Compile `sources` ({file name: Rego text}) on each worker; prefer `from_directory`."""
         if timeout_s <= 0:
             raise ConfigurationError("WARDFN_POLICY_TIMEOUT_MS must be positive")
+        if workers < 1:
+            raise ConfigurationError("WARDFN_POLICY_WORKERS must be at least 1")
         if not sources:
             raise ConfigurationError("no Rego policy given: put a .rego file in WARDFN_POLICY_DIR")
         self._timeout_s = timeout_s
         self._revision = _revision(sources)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wardfn-policy")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wardfn-policy")
         self._closed = False
-        # When the evaluation now running began (time.monotonic), read by healthy().
-        self._busy_since: float | None = None
-        self._interpreter: regopy.Interpreter | None = None
-        self._bundle: regopy.Bundle | None = None
-        self._package_bundle: regopy.Bundle | None = None
+        # When each evaluation now running began (time.monotonic), by worker thread; read by healthy().
+        self._busy_since: dict[int, float] = {}
+        # Each worker thread's interpreter and bundles.
+        self._local = threading.local()
         try:
-            # Compilation is not under the decision timeout: it happens once, at start-up.
-            self._executor.submit(self._compile, sources).result()
+            # Compilation is not under the decision timeout: it happens once per worker, at start-up.
+            # The barrier holds each worker until all have one task, so every thread compiles.
+            barrier = threading.Barrier(workers)
+            compiled = [self._executor.submit(self._compile, sources, barrier) for _ in range(workers)]
+            for future in compiled:
+                future.result()
             # Once, the whole package: it must exist and evaluate for an empty request.
             probe = self._run(lambda: self._evaluate({}, whole_package=True))
         except PolicyUnavailable as exc:
@@ -148,10 +155,10 @@ class RegoPolicyEngine:
             )
 
     @classmethod
-    def from_directory(cls, policy_dir: Path, timeout_s: float) -> RegoPolicyEngine:
-        """Load every `*.rego` in `policy_dir` except `*_test.rego`, and compile them once."""
+    def from_directory(cls, policy_dir: Path, timeout_s: float, workers: int = 1) -> RegoPolicyEngine:
+        """Load every `*.rego` in `policy_dir` except `*_test.rego`, and compile them once a worker."""
         sources = load_sources(policy_dir)
-        return cls(sources, timeout_s)
+        return cls(sources, timeout_s, workers)
 
     @property
     def revision(self) -> str:
@@ -159,6 +166,10 @@ class RegoPolicyEngine:
 
     def decide(self, input: dict[str, Any]) -> Decision:
         """Decide one request: allow only if `allow` is true and `deny` is not."""
+        if not self._closed and not self.healthy():
+            raise PolicyUnavailable(
+                "an earlier policy evaluation is still running past WARDFN_POLICY_TIMEOUT_MS: no decision until it ends"
+            )
         document = self._run(lambda: self._evaluate(input))
         return read_document(document, engine=self.engine_name, revision=self._revision, input=input)
 
@@ -166,8 +177,8 @@ class RegoPolicyEngine:
         """Open, and not stuck in an evaluation older than the timeout. Never blocks."""
         if self._closed:
             return False
-        started = self._busy_since
-        return started is None or time.monotonic() - started < self._timeout_s
+        now = time.monotonic()
+        return all(now - started < self._timeout_s for started in list(self._busy_since.values()))
 
     def close(self) -> None:
         """Stop the worker thread; a running evaluation is left to finish on its own."""
@@ -176,11 +187,12 @@ class RegoPolicyEngine:
 
     def _run(self, call: Callable[[], _T]) -> _T:
         def timed() -> _T:
-            self._busy_since = time.monotonic()
+            worker = threading.get_ident()
+            self._busy_since[worker] = time.monotonic()
             try:
                 return call()
             finally:
-                self._busy_since = None
+                self._busy_since.pop(worker, None)
 
         try:
             future = self._executor.submit(timed)
@@ -198,8 +210,19 @@ class RegoPolicyEngine:
         except Exception as exc:
             raise PolicyUnavailable(f"the policy engine failed: {type(exc).__name__}") from exc
 
-    def _compile(self, sources: dict[str, str]) -> None:
-        """Runs on the worker thread."""
+    def _compile(self, sources: dict[str, str], barrier: threading.Barrier) -> None:
+        """Runs on a worker thread: that thread's interpreter. Then waits for the other workers."""
+        try:
+            self._compile_here(sources)
+        except BaseException:
+            barrier.abort()  # the others stop waiting; the first error is the one reported
+            raise
+        try:
+            barrier.wait(timeout=60)
+        except threading.BrokenBarrierError as exc:
+            raise ConfigurationError("the policy could not be compiled on every worker") from exc
+
+    def _compile_here(self, sources: dict[str, str]) -> None:
         interpreter = regopy.Interpreter()
         # Without this, a built-in that errors (or that rego-cpp lacks) answers undefined,
         # which a rule could read as "no objection".
@@ -218,20 +241,20 @@ class RegoPolicyEngine:
             ) from exc
         if not bundle.ok() or not package_bundle.ok():
             raise ConfigurationError("the Rego policy does not compile: fix the .rego files")
-        self._interpreter = interpreter
-        self._bundle = bundle
-        self._package_bundle = package_bundle
+        self._local.interpreter = interpreter
+        self._local.bundle = bundle
+        self._local.package_bundle = package_bundle
 
     def _evaluate(self, input: dict[str, Any], whole_package: bool = False) -> Any:
         """Runs on the worker thread. The rules the host reads as a document (the whole package
         document with `whole_package`), or None when the package is undefined."""
-        assert self._interpreter is not None and self._bundle is not None and self._package_bundle is not None
+        interpreter: regopy.Interpreter = self._local.interpreter
         # Build the input first: if it is not JSON-like this raises before the interpreter
         # is touched, so the previous request's input is never queried by mistake.
         value = regopy.Input(input)
-        self._interpreter.set_input(value)
+        interpreter.set_input(value)
         try:
-            output = self._interpreter.query_bundle(self._package_bundle if whole_package else self._bundle)
+            output = interpreter.query_bundle(self._local.package_bundle if whole_package else self._local.bundle)
         except ValueError as exc:
             # regopy's Output() parses the answer as JSON. Some rego-cpp errors (a call to an
             # unknown function) come back marked ok but as an error tree, and that parse fails.

@@ -175,6 +175,7 @@ def test_opa_with_a_url_loads(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WARDFN_BREAK_GLASS_WINDOW_S", "0"),
         ("WARDFN_SEARCH_WINDOW_S", "0"),
         ("WARDFN_OPA_HEALTH_INTERVAL_MS", "0"),
+        ("WARDFN_POLICY_WORKERS", "0"),
     ],
 )
 def test_nonsense_policy_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

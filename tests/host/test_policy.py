@@ -28,9 +28,9 @@ def engine() -> Iterator[RegoPolicyEngine]:
     built.close()
 
 
-def make_engine(tmp_path: Path, rego: str, timeout_s: float = 5.0) -> RegoPolicyEngine:
+def make_engine(tmp_path: Path, rego: str, timeout_s: float = 5.0, workers: int = 1) -> RegoPolicyEngine:
     (tmp_path / "policy.rego").write_text(HEADER + rego, encoding="utf-8")
-    return RegoPolicyEngine.from_directory(tmp_path, timeout_s=timeout_s)
+    return RegoPolicyEngine.from_directory(tmp_path, timeout_s=timeout_s, workers=workers)
 
 
 def test_build_input_has_the_host_shape(engine: RegoPolicyEngine) -> None:
@@ -188,8 +188,9 @@ BROKEN_DIRECTORIES = {
 }
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("name", list(BROKEN_DIRECTORIES))
-def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str) -> None:
+def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str, workers: int) -> None:
     for file_name, content in BROKEN_DIRECTORIES[name].items():
         path = tmp_path / file_name
         if isinstance(content, bytes):
@@ -197,7 +198,7 @@ def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str) -
         else:
             path.write_text(content, encoding="utf-8")
     with pytest.raises((ConfigurationError, PolicyUnavailable)):
-        RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+        RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0, workers=workers)
 
 
 def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
@@ -205,9 +206,16 @@ def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
         RegoPolicyEngine.from_directory(tmp_path / "nowhere", timeout_s=5.0)
 
 
-def test_slow_decision_times_out_and_fails_closed(tmp_path: Path) -> None:
-    # About half a second of evaluation in rego-cpp; the timeout is a tenth of that.
-    built = make_engine(tmp_path, "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n", timeout_s=0.05)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_slow_decision_times_out_and_fails_closed(tmp_path: Path, workers: int) -> None:
+    # About half a second of evaluation in rego-cpp; the timeout is a tenth of that. With a
+    # second worker free, the engine still refuses until the runaway evaluation ends.
+    built = make_engine(
+        tmp_path,
+        "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n",
+        timeout_s=0.05,
+        workers=workers,
+    )
     try:
         started = time.monotonic()
         with pytest.raises(PolicyUnavailable, match="took longer"):
@@ -235,20 +243,23 @@ def test_closed_engine_fails_closed(tmp_path: Path) -> None:
     assert built.healthy() is False
 
 
-def test_concurrent_decisions_are_each_answered_correctly(engine: RegoPolicyEngine) -> None:
-    allowed = next(c["input"] for c in SEED_CASES if c["allow"])
-    refused = next(c["input"] for c in SEED_CASES if not c["allow"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_concurrent_decisions_are_each_answered_correctly(workers: int) -> None:
+    engine = RegoPolicyEngine.from_directory(POLICY_DIR, timeout_s=5.0, workers=workers)
     failures: list[str] = []
 
     def worker(index: int) -> None:
-        for _ in range(50):
-            expect = index % 2 == 0
-            if engine.decide(allowed if expect else refused).allow is not expect:
-                failures.append(f"thread {index}")
+        # Each thread walks the whole table from its own starting point.
+        for case in CASES[index:] + CASES[:index]:
+            if engine.decide(case["input"]).allow is not case["allow"]:
+                failures.append(f"thread {index}: {case['name']}")
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.close()
     assert failures == []
