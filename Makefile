@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-
-# Tools the deploy and observability tests run, installed into the project only when missing.
+# Tools the tests run, installed into the project (.wardfn/tools/bin) only when missing.
 TOOLS := .wardfn/tools
 TOOLS_BIN := $(TOOLS)/bin
+# The real OPA, the referee for the policy: built from source, found by the tests here (or at
+# $WARDFN_OPA_BIN).
+OPA_VERSION := v1.22.3
+OPA := $(CURDIR)/$(TOOLS_BIN)/opa
 KUSTOMIZE_VERSION := v5.5.0
 GATEKEEPER_VERSION := v3.15.1
 ORAS_VERSION := v1.2.0
 
-.PHONY: install serve test lint clean tools
+.PHONY: install serve test lint policy-check opa clean tools
 
 install: $(STAMP)
 
@@ -21,11 +24,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+opa: $(OPA)
+
+$(OPA):
+	@command -v go >/dev/null 2>&1 || { echo "error: building OPA $(OPA_VERSION) needs Go (https://go.dev/dl/); install it or put an opa $(OPA_VERSION) binary at $(OPA)" >&2; exit 1; }
+	@mkdir -p $(TOOLS_BIN)
+	@echo "building OPA $(OPA_VERSION) into $(TOOLS_BIN) (once; a few minutes)"
+	GOBIN=$(CURDIR)/$(TOOLS_BIN) go install github.com/open-policy-agent/opa@$(OPA_VERSION) || { echo "error: could not build OPA $(OPA_VERSION): check that the Go module proxy is reachable" >&2; exit 1; }
+	@$(OPA) version | grep -q "Version: $(patsubst v%,%,$(OPA_VERSION))" || { echo "error: $(OPA) is not OPA $(OPA_VERSION)" >&2; exit 1; }
+
 serve: install
 	$(BIN)/wardfn serve
 
-test: lint tools
-	$(BIN)/python -m pytest
+# The policy's own checks, by the real OPA: strict compilation and the Rego unit tests.
+policy-check: $(OPA)
+	$(OPA) check --strict policies
+	$(OPA) test policies
+
+test: lint tools policy-check
+	WARDFN_OPA_BIN=$(OPA) $(BIN)/python -m pytest
 
 tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
 

@@ -48,6 +48,7 @@ from host.types import Subject
 
 SUMMARY_FUNCTION = "patient_lookup"
 REQUEST_ID_HEADER = "X-Request-ID"
+BREAK_GLASS_HEADER = "X-Break-Glass-Reason"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 log = logging.getLogger("wardfn.http")
@@ -256,13 +257,15 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         patient_id: str | None,
         purpose: Purpose,
         args: dict[str, Any],
+        break_glass_reason: str | None = None,
     ) -> InvokeResponse:
         if name in host.registry.names():
             request.state.function = name
         # Wasm runs in a worker thread: the event loop keeps serving, and each
         # store stays on the one thread that runs its invocation.
+        reason = break_glass_reason if break_glass_reason is not None else request.headers.get(BREAK_GLASS_HEADER)
         result = await run_in_threadpool(
-            host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args
+            host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args, reason
         )
         request.state.outcome = "ok"
         return InvokeResponse(
@@ -279,7 +282,9 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         request: Request, name: str, body: InvokeBody, host: HostDep, subject: SubjectDep
     ) -> InvokeResponse:
         """Invoke a function for one patient (or none), for a purpose of use."""
-        return await run(request, host, subject, name, body.patient_id, body.purpose, body.args)
+        return await run(
+            request, host, subject, name, body.patient_id, body.purpose, body.args, body.break_glass_reason
+        )
 
     @app.get("/v1/patients/{patient_id}/summary", response_model=InvokeResponse, tags=["patients"])
     async def summary(
@@ -289,7 +294,8 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         patient_id: Annotated[str, Path(pattern=PATIENT_ID_PATTERN)],
         purpose: Annotated[Purpose, Query()] = Purpose.TREAT,
     ) -> InvokeResponse:
-        """The patient's clinical summary (runs patient_lookup)."""
+        """The patient's clinical summary (runs patient_lookup). Break-the-glass: purpose=ETREAT and an
+        `X-Break-Glass-Reason` header."""
         return await run(request, host, subject, SUMMARY_FUNCTION, patient_id, purpose, {})
 
     @app.get("/v1/functions", response_model=list[FunctionInfo], tags=["functions"])
@@ -324,6 +330,17 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         checks = {"policy": host.policy.healthy(), "store": await run_in_threadpool(host.store.healthy)}
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/v1/policy", tags=["operations"])
+    async def policy_status(host: HostDep, _subject: SubjectDep) -> dict[str, Any]:
+        """The policy engine: its revision, health and decision-cache counters (no patient data)."""
+        cache = getattr(host.policy, "stats", None)
+        return {
+            "engine": host.settings.policy,
+            "revision": host.policy.revision,
+            "healthy": host.policy.healthy(),
+            "decision_cache": cache.as_json() if cache is not None else None,
+        }
 
     return app
 

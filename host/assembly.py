@@ -12,7 +12,9 @@ from host.auth import TokenVerifier
 from host.config import Settings
 from host.metrics import Metrics
 from host.policy import PolicyEngine, RegoPolicyEngine
+from host.policy_cache import CachingPolicyEngine
 from host.pseudonyms import Pseudonymizer
+from host.ratelimit import Budget
 from host.registry import Registry, ReloadReport
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
@@ -29,7 +31,7 @@ class Host:
     registry: Registry
     store: ResourceStore
     audit: AuditLog
-    policy: PolicyEngine
+    policy: CachingPolicyEngine
     verifier: TokenVerifier
     service: InvocationService
     metrics: Metrics
@@ -43,12 +45,27 @@ class Host:
         self.ticker.stop()
         self.audit.close()
         self.store.close()
+        self.policy.close()
+
+
+def open_policy_engine(settings: Settings) -> PolicyEngine:
+    """The engine the settings name: the embedded regopy engine or the OPA sidecar."""
+    if settings.policy == "opa":
+        from host.opa import OpaPolicyEngine
+
+        assert settings.opa_url is not None  # Settings validation guarantees it
+        return OpaPolicyEngine(
+            settings.opa_url, settings.policy_timeout_ms / 1000, settings.opa_health_interval_ms / 1000
+        )
+    return RegoPolicyEngine.from_directory(
+        settings.policy_dir, settings.policy_timeout_ms / 1000, settings.policy_workers
+    )
 
 
 def open_host(settings: Settings) -> Host:
     """Everything expensive, built once per process. Fails with a ConfigurationError naming what to fix."""
     verifier = TokenVerifier.from_settings(settings)
-    policy = RegoPolicyEngine.from_directory(settings.policy_dir, settings.policy_timeout_ms / 1000)
+    policy = CachingPolicyEngine(open_policy_engine(settings), settings.decision_cache_size)
     store = ResourceStore(settings.database_path)
     audit = AuditLog(settings.database_path)
     metrics = Metrics()
@@ -66,8 +83,19 @@ def open_host(settings: Settings) -> Host:
     except Exception:
         audit.close()
         store.close()
+        policy.close()
         raise
     ticker.start()
     pool.start()
-    service = InvocationService(registry, sandbox, pool, store, policy, audit, metrics)
+    service = InvocationService(
+        registry,
+        sandbox,
+        pool,
+        store,
+        policy,
+        audit,
+        metrics=metrics,
+        break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
+        search_budget=Budget(settings.search_budget, settings.search_window_s),
+    )
     return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics)

@@ -48,16 +48,35 @@ CREATE TABLE IF NOT EXISTS audit (
     reasons TEXT NOT NULL,
     outcome TEXT NOT NULL,
     latency_ms REAL NOT NULL,
-    function_version TEXT,
-    query TEXT,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    policy_revision TEXT,
+    input_hash TEXT,
+    break_glass INTEGER NOT NULL DEFAULT 0,
+    review INTEGER NOT NULL DEFAULT 0,
+    break_glass_reason TEXT
 )
 """
 
+# The decision log's columns, added in issue 3. A trail made before them gains them (NULL / 0),
+# and they enter a record's hash only when set, so older records still verify.
+DECISION_COLUMNS = {
+    "policy_revision": "TEXT",
+    "input_hash": "TEXT",
+    "break_glass": "INTEGER NOT NULL DEFAULT 0",
+    "review": "INTEGER NOT NULL DEFAULT 0",
+    "break_glass_reason": "TEXT",
+    # The function version that served the call, and a search's query (functions with audit_args).
+    "function_version": "TEXT",
+    "query": "TEXT",
+}
+
 COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "query", "prev_hash", "hash",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms",
+    "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
+    "function_version", "query",
+    "prev_hash", "hash",
 )  # fmt: skip
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 
@@ -77,6 +96,7 @@ class AuditLog:
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(SCHEMA)
+            self._add_decision_columns()
         except sqlite3.Error as exc:
             self._conn.close()
             raise self._unavailable("open", exc) from exc
@@ -93,7 +113,16 @@ class AuditLog:
                     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                     fields = _fields(seq, ts, event, prev_hash)
                     digest = chain_hash(fields)
-                    row = {**fields, "allowed": _to_int(event.allowed), "reasons": _json(list(event.reasons))}
+                    row = {
+                        **fields,
+                        "allowed": _to_int(event.allowed),
+                        "reasons": _json(list(event.reasons)),
+                        "policy_revision": event.policy_revision,
+                        "input_hash": event.input_hash,
+                        "break_glass": int(event.break_glass),
+                        "review": int(event.review),
+                        "break_glass_reason": event.break_glass_reason,
+                    }
                     conn.execute(
                         f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                         [*(row[c] for c in COLUMNS[:-1]), digest],
@@ -129,10 +158,27 @@ class AuditLog:
                 raise self._unavailable("read", exc) from exc
         return [_record(row) for row in rows]
 
+    def flagged(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._unavailable("read", exc) from exc
+        return [_record(row) for row in rows]
+
     def close(self) -> None:
         """Close the connection. Appending afterwards raises AuditUnavailable."""
         with self._lock:
             self._conn.close()
+
+    def _add_decision_columns(self) -> None:
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(audit)")}
+        for name, kind in DECISION_COLUMNS.items():
+            if name not in present:
+                self._conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are begun explicitly, as BEGIN IMMEDIATE where it matters.
@@ -174,10 +220,29 @@ def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, A
         "outcome": event.outcome,
         # Normalised to what the columns give back, so that a stored record hashes the same.
         "latency_ms": float(event.latency_ms),
-        "function_version": event.function_version,
-        "query": event.query,
         "prev_hash": prev_hash,
+        **_decision_fields(event),
     }
+
+
+def _decision_fields(event: AuditEvent) -> dict[str, Any]:
+    """The decision log's fields, hashed only when set: records from before them hash as they did."""
+    fields: dict[str, Any] = {}
+    if event.policy_revision is not None:
+        fields["policy_revision"] = event.policy_revision
+    if event.input_hash is not None:
+        fields["input_hash"] = event.input_hash
+    if event.break_glass:
+        fields["break_glass"] = True
+    if event.review:
+        fields["review"] = True
+    if event.break_glass_reason is not None:
+        fields["break_glass_reason"] = event.break_glass_reason
+    if event.function_version is not None:
+        fields["function_version"] = event.function_version
+    if event.query is not None:
+        fields["query"] = event.query
+    return fields
 
 
 def _check(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
@@ -235,6 +300,11 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
         reasons=tuple(reasons),
         outcome=values["outcome"],
         latency_ms=values["latency_ms"],
+        policy_revision=values["policy_revision"],
+        input_hash=values["input_hash"],
+        break_glass=_flag(values["break_glass"]),
+        review=_flag(values["review"]),
+        break_glass_reason=values["break_glass_reason"],
         function_version=values["function_version"],
         query=values["query"],
     )
@@ -245,6 +315,12 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
         prev_hash=values["prev_hash"],
         hash=values["hash"],
     )
+
+
+def _flag(value: Any) -> bool:
+    if value not in (0, 1):
+        raise ValueError("a flag column is not 0 or 1")
+    return bool(value)
 
 
 def _to_int(flag: bool | None) -> int | None:

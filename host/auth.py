@@ -150,7 +150,11 @@ class TokenVerifier:
             raise AuthenticationError("token subject (sub) is not a non-empty string")
         if not isinstance(role, str) or not role:
             raise AuthenticationError("token role is not a non-empty string")
-        return Subject(id=subject_id, role=role)
+        # Optional: more roles than the one in `role`, as a list of strings.
+        extra = claims.get("roles", [])
+        if not isinstance(extra, list) or not all(isinstance(r, str) and r for r in extra):
+            raise AuthenticationError("token roles is not a list of non-empty strings")
+        return Subject(id=subject_id, role=role, roles=tuple(extra))
 
 
 def ensure_dev_keypair(key_dir: Path) -> tuple[Path, Path]:

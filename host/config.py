@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: int = Field(default=15, ge=0)
     # Where `make tools` installs kustomize, gator and promtool for `wardfn deploy`.
     tools_dir: Path = PROJECT_ROOT / ".wardfn" / "tools" / "bin"
+    # Which engine decides: "embedded" (regopy, in-process) or "opa" (a sidecar at opa_url).
+    policy: Literal["embedded", "opa"] = "embedded"
+    # Embedded engine: interpreters deciding in parallel (regopy releases the GIL while it evaluates).
+    policy_workers: int = Field(default=2, ge=1, le=64)
+    opa_url: str | None = None
+    opa_health_interval_ms: int = Field(default=250, gt=0)
+    # Decisions remembered, keyed by the whole input; 0 turns the cache off.
+    decision_cache_size: int = Field(default=10_000, ge=0)
+    # Per-subject budgets: break-glass accesses and searches allowed in a sliding window.
+    break_glass_budget: int = Field(default=5, ge=0)
+    break_glass_window_s: int = Field(default=3600, gt=0)
+    search_budget: int = Field(default=60, ge=0)
+    search_window_s: int = Field(default=60, gt=0)
 
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
@@ -92,6 +105,16 @@ class Settings(BaseSettings):
                 "WARDFN_PACKAGES_DIRS is set but WARDFN_PACKAGE_PUBLIC_KEY_FILE is not: "
                 "packaged functions load only when signed by a pinned public key"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _need_opa_url(self) -> Settings:
+        if self.policy == "opa":
+            url = self.opa_url or ""
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "WARDFN_POLICY=opa needs WARDFN_OPA_URL, the sidecar's http(s) URL (e.g. http://127.0.0.1:8181)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -49,6 +49,27 @@ def consented(consents: list[dict[str, Any]], purpose: str) -> bool:
     return permitted
 
 
+def directives(consents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The patient's consent directives as the policy reads them: `{"decision", "purposes"}` each.
+
+    The same reading as `consented`: only active Consents, every provision at any depth; a deny
+    that names no purpose has `purposes: []`, which the policy reads as every purpose. A permit
+    that names no purpose permits nothing in particular and is left out.
+    """
+    found: list[dict[str, Any]] = []
+    for consent in consents:
+        if consent.get("resourceType", "Consent") != "Consent" or consent.get("status") != "active":
+            continue
+        for provision in _provisions(consent.get("provision")):
+            kind = provision.get("type")
+            purposes = _purpose_codes(provision)
+            if kind == "deny":
+                found.append({"decision": "deny", "purposes": sorted(purposes or ())})
+            elif kind == "permit" and purposes:
+                found.append({"decision": "permit", "purposes": sorted(purposes)})
+    return found
+
+
 def _provisions(node: Any) -> Iterator[dict[str, Any]]:
     """Every provision in the tree, depth first. R4 nests a list under a single root."""
     if isinstance(node, list):

@@ -28,6 +28,8 @@ class InvokeBody(BaseModel):
     patient_id: str | None = Field(default=None, pattern=PATIENT_ID_PATTERN)
     purpose: Purpose = Purpose.TREAT
     args: dict[str, Any] = Field(default_factory=dict)
+    # Break-the-glass: with purpose ETREAT, why the usual rules are being overridden.
+    break_glass_reason: str | None = Field(default=None, max_length=1000)
 
 
 class InvokeResponse(BaseModel):

@@ -37,6 +37,7 @@ from host.errors import (
     StoreUnavailable,
 )
 from host.metrics import Metrics
+from host.obligations import apply as apply_obligations
 from host.types import Scope
 
 WIT_PACKAGE = "wardfn:patient"
@@ -108,6 +109,8 @@ class CallResult:
     call_ms: float
     log: list[str] = field(default_factory=list)
     stdio_bytes: int = 0
+    # The strings the obligations kept from the function: its answer must not hold them.
+    withheld: set[str] = field(default_factory=set)
 
 
 class _Bounded:
@@ -135,6 +138,7 @@ class _CallContext:
     log: _Bounded
     pseudonym: PseudonymSource | None = None
     directory: DirectorySearch | None = None
+    withheld: set[str] = field(default_factory=set)
 
 
 # Host imports run synchronously on the thread that called into the instance, so
@@ -161,9 +165,18 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
     if resource_type not in scope.resource_types:
         return Variant("denied", f"this invocation may not read {resource_type}")
     try:
-        return context.read(patient_id, resource_type)
+        bodies = context.read(patient_id, resource_type)
     except StoreUnavailable:
         return Variant("unavailable", "the record store is unavailable")
+    if not scope.mask and not scope.drop:
+        return bodies
+    # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
+    try:
+        return [
+            json.dumps(apply_obligations(json.loads(body), scope.mask, scope.drop, context.withheld)) for body in bodies
+        ]
+    except (ValueError, TypeError):
+        return Variant("unavailable", "a stored record could not be filtered")
 
 
 def _records_pseudonym(_store: object, patient_id: str) -> str | Variant:
@@ -316,7 +329,13 @@ class Sandbox:
             store.close()
         call_ms = (time.perf_counter() - started) * 1000
         body = _parse_body(_unwrap(result), limits.output_bytes)
-        return CallResult(body=body, call_ms=call_ms, log=context.log.lines, stdio_bytes=prepared.stdio.used)
+        return CallResult(
+            body=body,
+            call_ms=call_ms,
+            log=context.log.lines,
+            stdio_bytes=prepared.stdio.used,
+            withheld=context.withheld,
+        )
 
 
 def _unwrap(result: object) -> str:

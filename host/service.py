@@ -6,6 +6,7 @@ anything is returned: if it cannot be written the caller gets no data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -21,13 +22,16 @@ from host.errors import (
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION, Metrics
-from host.policy import PolicyEngine, build_input
+from host.obligations import check_output
+from host.policy import PolicyEngine, build_input, input_hash
+from host.ratelimit import Budget
 from host.registry import LoadedFunction, Registry
 from host.runtime import FunctionRequest, InstancePool, Sandbox
 from host.store import ResourceStore
-from host.types import AuditEvent, Decision, Scope, Subject
+from host.types import AuditEvent, Decision, Obligations, Scope, Subject
 
 OK = "ok"
+SEARCH_ACTION = "search"
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,14 @@ class _Attempt:
     patient_id: str | None = None
     purpose: str | None = None
     decision: Decision | None = None
+    input_hash: str | None = None
+    break_glass_reason: str | None = None
     function_version: str | None = None
     query: str | None = None
 
     def event(self, outcome: str) -> AuditEvent:
         decision = self.decision
+        break_glass = bool(decision and decision.break_glass)
         return AuditEvent(
             request_id=self.request_id,
             subject_id=self.subject.id if self.subject else None,
@@ -68,9 +75,23 @@ class _Attempt:
             reasons=decision.reasons if decision else (),
             outcome=outcome,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            policy_revision=decision.revision if decision else None,
+            input_hash=decision.input_hash if decision else self.input_hash,
+            break_glass=break_glass,
+            # Every break-the-glass attempt, allowed or refused, is for a person to review.
+            review=break_glass,
+            break_glass_reason=self.break_glass_reason if break_glass else None,
             function_version=self.function_version,
             query=self.query,
         )
+
+
+class _BudgetExceeded(Exception):
+    """Internal: an allow turned into a deny by a spent budget; carries the deny for the audit record."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("budget exceeded")
+        self.decision = decision
 
 
 class InvocationService:
@@ -84,7 +105,10 @@ class InvocationService:
         store: ResourceStore,
         policy: PolicyEngine,
         audit: AuditLog,
+        *,
         metrics: Metrics | None = None,
+        break_glass_budget: Budget | None = None,
+        search_budget: Budget | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else Metrics()
         self._registry = registry
@@ -93,6 +117,10 @@ class InvocationService:
         self._store = store
         self._policy = policy
         self._audit = audit
+        self._budgets = {
+            "break-the-glass": break_glass_budget or Budget(5, 3600),
+            "search": search_budget or Budget(60, 60),
+        }
 
     def invoke(
         self,
@@ -102,8 +130,10 @@ class InvocationService:
         patient_id: str | None,
         purpose: str,
         args: dict[str, Any],
+        break_glass_reason: str | None = None,
     ) -> InvocationResult:
         attempt = _Attempt(request_id, time.perf_counter(), subject, function, patient_id, purpose)
+        attempt.break_glass_reason = break_glass_reason
         # Only a registered name becomes a metric label: the requested name is caller input.
         label = UNKNOWN_FUNCTION
         outcome = OK
@@ -113,8 +143,11 @@ class InvocationService:
                 label = loaded.name
                 attempt.function_version = loaded.manifest.version
                 body = self._authorise_and_run(attempt, loaded, args)
+            except _BudgetExceeded as exc:
+                attempt.decision = exc.decision
+                self._append(attempt.event(PolicyDenied.code))
+                raise PolicyDenied(list(exc.decision.reasons), exc.decision.id) from None
             except WardfnError as exc:
-                outcome = exc.code
                 self._append(attempt.event(exc.code))  # an audit failure replaces the original error
                 raise
             record = self._append(attempt.event(OK))
@@ -148,17 +181,56 @@ class InvocationService:
             attempt.query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         loaded.arguments.check(args)
         assert attempt.subject is not None and attempt.purpose is not None
-        consent = self._store.consent_for(patient_id, attempt.purpose) if patient_id else False
-        decision = self._decide(build_input(attempt.subject, manifest.action, patient_id, consent, attempt.purpose))
+        patient = self._patient_facts(patient_id) if patient_id else None
+        policy_input = build_input(
+            attempt.subject, manifest.action, attempt.purpose, patient, attempt.break_glass_reason
+        )
+        attempt.input_hash = input_hash(policy_input)
+        decision = self._decide(policy_input)
         attempt.decision = decision
         if not decision.allow:
             raise PolicyDenied(list(decision.reasons), decision.id)
+        decision = attempt.decision = self._within_budget(attempt.subject, manifest.action, decision)
         if patient_id and not self._store.patient_exists(patient_id):
             raise PatientNotFound("no patient with that id")
-        scope = Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads), directory=manifest.directory)
+        # The decision's resource types, narrowed to what the function declared it reads.
+        obligations = decision.obligations
+        scope = Scope(
+            patient_id=patient_id,
+            resource_types=obligations.resource_types & frozenset(manifest.reads),
+            mask=obligations.mask,
+            drop=obligations.drop,
+            directory=manifest.directory,
+        )
         prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
-        return self._sandbox.call(prepared, request, scope, loaded.limits).body
+        result = self._sandbox.call(prepared, request, scope, loaded.limits)
+        # Again on the way out: nothing withheld, masked or dropped may be in the answer.
+        check_output(result.body, scope.resource_types, scope.mask, scope.drop, result.withheld)
+        return result.body
+
+    def _patient_facts(self, patient_id: str) -> dict[str, Any]:
+        """What the policy needs to know about the patient, from the store."""
+        return {
+            "id": patient_id,
+            "care_team": self._store.care_team(patient_id),
+            "consent_directives": self._store.consent_directives(patient_id),
+        }
+
+    def _within_budget(self, subject: Subject, action: str, decision: Decision) -> Decision:
+        """Spend from the subject's break-glass or search budget; past it, the allow becomes a deny."""
+        kind = "break-the-glass" if decision.break_glass else "search" if action == SEARCH_ACTION else None
+        if kind is None:
+            return decision
+        budget = self._budgets[kind]
+        if budget.spend(subject.id):
+            return decision
+        reason = (
+            f"the subject has used up their {kind} budget ({budget.limit} in {budget.window_s:g} s); "
+            "ask a supervisor or wait"
+        )
+        denied = dataclasses.replace(decision, allow=False, reasons=(reason,), obligations=Obligations())
+        raise _BudgetExceeded(denied)
 
     def _decide(self, policy_input: dict[str, Any]) -> Decision:
         started = time.perf_counter()

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from host.consent import consented
+from host.consent import consented, directives
 from host.directory import DirectoryQuery, minimal_match, patient_keys
 from host.errors import InvalidRequest, StoreUnavailable
 
@@ -105,6 +105,24 @@ class ResourceStore:
         """True if the patient's Consent resources allow `purpose` (see host.consent)."""
         consents = [json.loads(body) for body in self.search(patient_id, "Consent")]
         return consented(consents, purpose)
+
+    def consent_directives(self, patient_id: str) -> list[dict[str, Any]]:
+        """The patient's consent directives for the policy input (see host.consent.directives)."""
+        return directives([json.loads(body) for body in self.search(patient_id, "Consent")])
+
+    def care_team(self, patient_id: str) -> list[str]:
+        """The practitioner ids on the patient's active CareTeams, sorted, without repeats."""
+        members: set[str] = set()
+        for body in self.search(patient_id, "CareTeam"):
+            team = json.loads(body)
+            if team.get("status") != "active":
+                continue
+            for participant in team.get("participant") or []:
+                member = participant.get("member") if isinstance(participant, dict) else None
+                reference = member.get("reference") if isinstance(member, dict) else None
+                if isinstance(reference, str) and reference.startswith("Practitioner/"):
+                    members.add(reference.removeprefix("Practitioner/"))
+        return sorted(members)
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id. For development only."""

@@ -8,10 +8,36 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Subject:
-    """Who is calling, as the verified token says."""
+    """Who is calling, as the verified token says: `role` is the token's `role` claim, `roles` any more."""
 
     id: str
     role: str
+    roles: tuple[str, ...] = ()
+
+    @property
+    def all_roles(self) -> tuple[str, ...]:
+        """Every role the subject holds, `role` first, without repeats."""
+        return tuple(dict.fromkeys(r for r in (self.role, *self.roles) if r))
+
+
+@dataclass(frozen=True)
+class Obligations:
+    """What an allow binds the function to: the resource types it may read, fields masked, fields dropped.
+
+    Field selectors are `Type.element` or `*.element` (any type); `Type.element(CODE)` narrows a
+    list of identifiers to those whose v2-0203 type code is CODE (e.g. `Patient.identifier(SS)`).
+    """
+
+    resource_types: frozenset[str] = frozenset()
+    mask: frozenset[str] = frozenset()
+    drop: frozenset[str] = frozenset()
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {
+            "resource_types": sorted(self.resource_types),
+            "mask": sorted(self.mask),
+            "drop": sorted(self.drop),
+        }
 
 
 @dataclass(frozen=True)
@@ -22,6 +48,24 @@ class Decision:
     allow: bool
     reasons: tuple[str, ...] = ()
     engine: str = ""
+    obligations: Obligations = Obligations()
+    break_glass: bool = False
+    revision: str = ""
+    input_hash: str = ""
+    cached: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The decision as `wardfn policy eval` prints it."""
+        return {
+            "allow": self.allow,
+            "reasons": list(self.reasons),
+            "obligations": self.obligations.as_json(),
+            "break_glass": self.break_glass,
+            "decision_id": self.id,
+            "engine": self.engine,
+            "policy_revision": self.revision,
+            "input_hash": self.input_hash,
+        }
 
 
 @dataclass(frozen=True)
@@ -31,6 +75,8 @@ class Scope:
     patient_id: str | None
     resource_types: frozenset[str] = frozenset()
     directory: bool = False
+    mask: frozenset[str] = frozenset()
+    drop: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -50,6 +96,13 @@ class AuditEvent:
     latency_ms: float
     function_version: str | None = None
     query: str | None = None
+    # The decision log: enough to replay and explain the answer later. Break-glass access is
+    # flagged for review. None/False for records made before issue 3 (and for 401s).
+    policy_revision: str | None = None
+    input_hash: str | None = None
+    break_glass: bool = False
+    review: bool = False
+    break_glass_reason: str | None = None
 
 
 @dataclass(frozen=True)

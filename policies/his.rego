@@ -1,16 +1,36 @@
 # Access to patient data in the hospital information system (HIS).
 #
-# `allow` and `deny` are the seed case's rules, unchanged in meaning. The host decides
-# allow AND NOT deny (deny wins). `reasons` says, in words for a compliance officer, why a
-# request is refused; it is empty exactly when every condition of `allow` holds.
+# The host asks for the whole package and reads `allow`, `deny`, `reasons`, `obligations` and
+# `break_glass`. It decides allow AND NOT deny (deny wins), and binds what the function may read
+# to `obligations`: the resource types it may read, the fields masked and the fields dropped.
+#
+# Two input shapes are answered:
+#
+# - the host's (it has `subject`): subject {id, roles}, action (read-summary, search,
+#   export-deidentified, export-record, calculate), purpose (an HL7 PurposeOfUse code), patient
+#   {id, care_team: [practitioner ids], consent_directives: [{decision, purposes}]} or null,
+#   break_glass {reason} (optional), audit {enabled};
+# - the seed case's (no `subject`): action "access_patient_data", user {id, role},
+#   patient {consent: bool}, audit {enabled}. Its rules are kept, unchanged in meaning.
+#
+# `reasons` says, in words for a compliance officer, why a request is refused; it is empty
+# exactly when the request is allowed.
 package healthcare.his
 
 import rego.v1
 
-# Deny by default: a request is allowed only when every condition below holds.
+# Deny by default: a request is allowed only when a grant matches and no denial does.
 default allow := false
 
+default break_glass := false
+
+# ---------------------------------------------------------------------------------------------
+# The seed case's rule, for its own input shape.
+
+seed_shape if not input.subject
+
 allow if {
+	seed_shape
 	input.action == "access_patient_data"
 	input.user.role == "authorized_medical_staff"
 	input.patient.consent == true
@@ -18,23 +38,381 @@ allow if {
 }
 
 deny if {
+	seed_shape
 	input.user.role != "authorized_medical_staff"
 }
 
 # The reasons use `not x == y` rather than `x != y` so that a missing field also
 # produces a reason (`!=` on an undefined field is undefined, which would stay silent).
 reasons contains "the user's role is not authorised to access patient data" if {
+	seed_shape
 	not input.user.role == "authorized_medical_staff"
 }
 
 reasons contains "the patient has not consented to the use of their data for this purpose" if {
+	seed_shape
 	not input.patient.consent == true
 }
 
 reasons contains "audit logging is not enabled for this request" if {
+	seed_shape
 	not input.audit.enabled == true
 }
 
 reasons contains "the requested action is not permitted by the patient data policy" if {
+	seed_shape
 	not input.action == "access_patient_data"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The clinical access policy, for the host's input shape.
+
+host_shape if input.subject
+
+allow if {
+	host_shape
+	count(grants) > 0
+	count(denials) == 0
+}
+
+deny if {
+	host_shape
+	count(denials) > 0
+}
+
+deny if {
+	host_shape
+	count(grants) == 0
+}
+
+reasons contains reason if {
+	host_shape
+	some reason in denials
+}
+
+reasons contains reason if {
+	host_shape
+	count(grants) == 0
+	some reason in missing_grant
+}
+
+# Emergency access: allowed through the break-the-glass grant. The audit record is flagged for review.
+break_glass if {
+	host_shape
+	allow
+	"break-glass" in grants
+}
+
+# A field stays masked (or dropped) only if every matching grant masks (or drops) it.
+obligations := {"resource_types": readable_types, "mask": masked_fields, "drop": dropped_fields} if {
+	host_shape
+	allow
+}
+
+readable_types contains resource_type if {
+	some g in grants
+	some resource_type in grant_types(g)
+}
+
+masked_fields contains field if {
+	some g in grants
+	some field in grant_masks(g)
+	not unmasked_by_some_grant(field)
+}
+
+dropped_fields contains field if {
+	some g in grants
+	some field in grant_drops(g)
+	not kept_by_some_grant(field)
+}
+
+unmasked_by_some_grant(field) if {
+	some g in grants
+	not field in grant_masks(g)
+}
+
+kept_by_some_grant(field) if {
+	some g in grants
+	not field in grant_drops(g)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary.
+
+purposes_of_use := {"TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT"}
+
+patient_actions := {"read-summary", "export-deidentified", "export-record"}
+
+no_patient_actions := {"search", "calculate"}
+
+clinicians := {"physician", "nurse"}
+
+clinical_types := {"Patient", "Encounter", "Condition", "AllergyIntolerance", "MedicationRequest", "Observation", "CareTeam"}
+
+# The national identifier (US SSN): an identifier whose type is v2-0203 "SS".
+national_identifier := "Patient.identifier(SS)"
+
+direct_identifiers := {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.birthDate", "Patient.photo", "Patient.contact"}
+
+# What each grant lets the function read. Functions rather than one object: the engines then
+# evaluate only the grants that matched (a whole-object constant cost regopy about 1 ms a decision).
+grant_types("care-team") := clinical_types
+
+grant_types("break-glass") := clinical_types
+
+grant_types("medical-staff") := clinical_types
+
+grant_types("registration") := {"Patient"}
+
+grant_types("billing") := billing_types
+
+grant_types("own-record") := own_record_types
+
+grant_types("research") := research_types
+
+grant_types("search") := {"Patient"}
+
+grant_types("registration-search") := {"Patient"}
+
+grant_types("calculate") := set()
+
+# Only registration sees the national identifier unmasked (and a calculator reads no record).
+unmasked_grants := {"registration", "registration-search", "calculate"}
+
+grant_masks(g) := {national_identifier} if not g in unmasked_grants
+
+grant_masks(g) := set() if g in unmasked_grants
+
+grant_drops("billing") := clinical_notes
+
+grant_drops("research") := research_drops
+
+grant_drops(g) := set() if not g in {"billing", "research"}
+
+billing_types := {"Patient", "Encounter", "Condition", "MedicationRequest", "Coverage", "Claim"}
+
+research_types := {"Patient", "Encounter", "Condition", "AllergyIntolerance", "MedicationRequest", "Observation"}
+
+own_record_types := clinical_types | {"Consent"}
+
+research_drops := direct_identifiers | clinical_notes
+
+# Free-text notes and narrative, on any resource type.
+clinical_notes := {"*.note", "*.text"}
+
+roles contains role if {
+	some role in input.subject.roles
+	is_string(role)
+}
+
+has_role(wanted) if {
+	some role in roles
+	role in wanted
+}
+
+patient_id := input.patient.id if {
+	is_string(input.patient.id)
+	input.patient.id != ""
+}
+
+has_patient if patient_id
+
+on_care_team if {
+	is_string(input.subject.id)
+	some member in input.patient.care_team
+	member == input.subject.id
+}
+
+break_glass_reason_given if {
+	is_string(input.break_glass.reason)
+	trim_space(input.break_glass.reason) != ""
+}
+
+# ---------------------------------------------------------------------------------------------
+# Consent. A directive {decision: "deny", purposes: [...]} denies the purposes it names; one that
+# names none denies every purpose. Emergency treatment is treatment: a request for ETREAT is
+# checked against both. Research needs no permit for a de-identified export, but a denial wins.
+
+checked_purposes := {"TREAT", "ETREAT"} if input.purpose == "ETREAT"
+
+checked_purposes := {input.purpose} if input.purpose != "ETREAT"
+
+consent_denies(purpose) if {
+	some directive in input.patient.consent_directives
+	not directive.decision == "permit"
+	covers(directive, purpose)
+}
+
+covers(directive, _) if not directive.purposes
+
+covers(directive, _) if count(directive.purposes) == 0
+
+covers(directive, purpose) if purpose in directive.purposes
+
+# Break-the-glass overrides a denial of treatment, never of anything else (research above all).
+overridable := {"TREAT", "ETREAT"}
+
+consent_denied if {
+	has_patient
+	some purpose in checked_purposes
+	consent_denies(purpose)
+	not overridden(purpose)
+}
+
+overridden(purpose) if {
+	purpose in overridable
+	"break-glass" in grants
+}
+
+# ---------------------------------------------------------------------------------------------
+# Denials: any one of them refuses the request, whatever the grants.
+
+denials contains "audit logging is not enabled for this request" if not input.audit.enabled == true
+
+denials contains "the purpose of use is not an HL7 PurposeOfUse code this policy knows" if {
+	not input.purpose in purposes_of_use
+}
+
+denials contains "the requested action is not permitted by the patient data policy" if {
+	not input.action in patient_actions
+	not input.action in no_patient_actions
+}
+
+denials contains "this action needs a patient" if {
+	input.action in patient_actions
+	not has_patient
+}
+
+denials contains "this action works on no single patient: it must name none" if {
+	input.action in no_patient_actions
+	has_patient
+}
+
+denials contains "the patient's consent denies this purpose of use" if consent_denied
+
+denials contains "a patient may read only their own record" if {
+	has_role({"patient"})
+	has_patient
+	not input.subject.id == patient_id
+}
+
+denials contains "research (HRESCH) gets only de-identified exports" if {
+	input.purpose == "HRESCH"
+	input.action != "export-deidentified"
+}
+
+denials contains "emergency access (ETREAT) needs a break-the-glass reason" if {
+	input.purpose == "ETREAT"
+	not break_glass_reason_given
+}
+
+# ---------------------------------------------------------------------------------------------
+# Grants: what each role may do, and for which purpose of use.
+
+# Clinicians on the patient's care team, for treatment. Only physicians export the whole record.
+grants contains "care-team" if {
+	has_role(clinicians)
+	input.purpose == "TREAT"
+	input.action == "read-summary"
+	has_patient
+	on_care_team
+}
+
+grants contains "care-team" if {
+	has_role({"physician"})
+	input.purpose == "TREAT"
+	input.action == "export-record"
+	has_patient
+	on_care_team
+}
+
+# Break-the-glass: a clinician, on the care team or not, for emergency treatment with a reason.
+grants contains "break-glass" if {
+	has_role(clinicians)
+	input.purpose == "ETREAT"
+	input.action == "read-summary"
+	has_patient
+	break_glass_reason_given
+}
+
+# The seed case's broad grant: any patient whose consent allows treatment.
+grants contains "medical-staff" if {
+	has_role({"authorized_medical_staff"})
+	input.purpose == "TREAT"
+	input.action == "read-summary"
+	has_patient
+}
+
+# Registration staff: demographics only, for treatment or operations (admission, scheduling).
+grants contains "registration" if {
+	has_role({"registration"})
+	input.purpose in {"TREAT", "HOPERAT"}
+	input.action == "read-summary"
+	has_patient
+}
+
+# Billing: payment and operations, no clinical notes.
+grants contains "billing" if {
+	has_role({"billing"})
+	input.purpose in {"HPAYMT", "HOPERAT"}
+	input.action == "read-summary"
+	has_patient
+}
+
+# A patient's own record, at their own request.
+grants contains "own-record" if {
+	has_role({"patient"})
+	input.purpose == "PATRQT"
+	input.action in {"read-summary", "export-record"}
+	input.subject.id == patient_id
+}
+
+# Research: de-identified exports only.
+grants contains "research" if {
+	has_role({"researcher"})
+	input.purpose == "HRESCH"
+	input.action == "export-deidentified"
+	has_patient
+}
+
+# Searching for a patient (no single patient yet): clinicians and medical staff for treatment.
+grants contains "search" if {
+	has_role(clinicians | {"authorized_medical_staff"})
+	input.purpose in {"TREAT", "ETREAT"}
+	input.action == "search"
+	not has_patient
+}
+
+grants contains "registration-search" if {
+	has_role({"registration"})
+	input.purpose in {"TREAT", "HOPERAT"}
+	input.action == "search"
+	not has_patient
+}
+
+# A calculator reads no patient data at all.
+grants contains "calculate" if {
+	has_role(clinicians | {"authorized_medical_staff"})
+	input.purpose in {"TREAT", "ETREAT"}
+	input.action == "calculate"
+	not has_patient
+}
+
+# ---------------------------------------------------------------------------------------------
+# Why no grant matched, when none did.
+
+specific_missing contains "the subject has no role" if count(roles) == 0
+
+specific_missing contains "the clinician is not on the patient's care team" if {
+	has_role(clinicians)
+	input.purpose == "TREAT"
+	input.action in patient_actions
+	has_patient
+	not on_care_team
+}
+
+missing_grant := specific_missing if count(specific_missing) > 0
+
+missing_grant := {"no role of the subject permits this action for this purpose of use"} if {
+	count(specific_missing) == 0
 }

@@ -116,3 +116,115 @@ test_missing_role_is_refused_but_not_denied if {
 	not his.deny with input as no_role
 	his.reasons == {role_reason} with input as no_role
 }
+
+# ---------------------------------------------------------------------------------------------
+# The clinical access policy (the host's input shape).
+
+patient := {"id": "p-1", "care_team": ["dr-a", "rn-b"], "consent_directives": []}
+
+request(subject_id, roles, action, purpose) := {
+	"subject": {"id": subject_id, "roles": roles},
+	"action": action,
+	"purpose": purpose,
+	"patient": patient,
+	"audit": {"enabled": true},
+}
+
+on_team := request("rn-b", ["nurse"], "read-summary", "TREAT")
+
+off_team := request("rn-z", ["nurse"], "read-summary", "TREAT")
+
+glass := object.union(request("rn-z", ["nurse"], "read-summary", "ETREAT"), {"break_glass": {"reason": "arrest"}})
+
+refusing := {"id": "p-1", "care_team": ["dr-a", "rn-b"], "consent_directives": [{"decision": "deny", "purposes": ["TREAT"]}]}
+
+no_research := {"id": "p-1", "care_team": [], "consent_directives": [{"decision": "deny", "purposes": ["HRESCH"]}]}
+
+national := "Patient.identifier(SS)"
+
+test_care_team_nurse_reads_for_treatment if {
+	his.allow with input as on_team
+	not his.deny with input as on_team
+	national in his.obligations.mask with input as on_team
+	"AllergyIntolerance" in his.obligations.resource_types with input as on_team
+}
+
+test_nurse_off_the_care_team_is_denied if {
+	his.deny with input as off_team
+	his.reasons == {"the clinician is not on the patient's care team"} with input as off_team
+}
+
+test_break_the_glass_lets_the_nurse_in_and_says_so if {
+	his.allow with input as glass
+	his.break_glass with input as glass
+}
+
+test_break_the_glass_needs_a_reason if {
+	bare := request("rn-z", ["nurse"], "read-summary", "ETREAT")
+	his.deny with input as bare
+	"emergency access (ETREAT) needs a break-the-glass reason" in his.reasons with input as bare
+	his.break_glass == false with input as bare
+}
+
+test_consent_denying_treatment_wins_over_the_care_team if {
+	denied := object.union(on_team, {"patient": refusing})
+	his.deny with input as denied
+	his.reasons == {"the patient's consent denies this purpose of use"} with input as denied
+}
+
+test_break_the_glass_overrides_a_treatment_denial if {
+	overridden := object.union(glass, {"patient": refusing})
+	his.allow with input as overridden
+	his.break_glass with input as overridden
+}
+
+test_break_the_glass_never_overrides_a_research_denial if {
+	export := object.union(request("res-1", ["researcher"], "export-deidentified", "HRESCH"), {"patient": no_research, "break_glass": {"reason": "grant deadline"}})
+	his.deny with input as export
+	his.reasons == {"the patient's consent denies this purpose of use"} with input as export
+}
+
+test_research_gets_only_de_identified_exports if {
+	export := request("res-1", ["researcher"], "export-deidentified", "HRESCH")
+	his.allow with input as export
+	"Patient.name" in his.obligations.drop with input as export
+	summary := request("res-1", ["researcher"], "read-summary", "HRESCH")
+	"research (HRESCH) gets only de-identified exports" in his.reasons with input as summary
+}
+
+test_registration_sees_demographics_and_the_national_identifier if {
+	desk := request("reg-1", ["registration"], "read-summary", "TREAT")
+	his.obligations == {"resource_types": {"Patient"}, "mask": set(), "drop": set()} with input as desk
+}
+
+test_billing_sees_no_clinical_notes if {
+	billing := request("bill-1", ["billing"], "read-summary", "HPAYMT")
+	"*.note" in his.obligations.drop with input as billing
+	national in his.obligations.mask with input as billing
+	not "AllergyIntolerance" in his.obligations.resource_types with input as billing
+}
+
+test_a_patient_reads_only_their_own_record if {
+	his.allow with input as request("p-1", ["patient"], "read-summary", "PATRQT")
+	other := request("p-2", ["patient"], "read-summary", "PATRQT")
+	"a patient may read only their own record" in his.reasons with input as other
+}
+
+test_deny_wins_over_a_grant if {
+	both := request("dr-a", ["physician", "patient"], "read-summary", "TREAT")
+	his.grants == {"care-team"} with input as both
+	his.deny with input as both
+	his.allow == false with input as both
+}
+
+test_the_seed_grant_over_http_for_authorized_medical_staff if {
+	staff := request("dr-grey", ["authorized_medical_staff"], "read-summary", "TREAT")
+	his.allow with input as staff
+	his.deny with input as request("dr-grey", ["authorized_medical_staff"], "read-summary", "HPAYMT")
+}
+
+test_a_calculator_reads_nothing if {
+	calc := object.union(request("dr-a", ["physician"], "calculate", "TREAT"), {"patient": null})
+	his.allow with input as calc
+	his.obligations.resource_types == set() with input as calc
+}

@@ -33,3 +33,13 @@ def built_functions() -> list[str]:
         build_function(source, settings.wit_dir, cache, engine)
         names.append(source.name)
     return names
+
+
+@pytest.fixture(scope="session")
+def opa_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The real OPA serving this project's policy bundle, for the whole session."""
+    from tests.opa_server import OpaServer
+
+    server = OpaServer.with_policy(tmp_path_factory.mktemp("opa"))
+    yield server
+    server.stop()

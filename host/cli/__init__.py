@@ -6,9 +6,10 @@ from host.cli.common import main
 from host.cli.data import data
 from host.cli.deploy import deploy
 from host.cli.package import package
+from host.cli.policy import policy
 from host.cli.serve import build, serve
 
-for command in (build, serve, token, invoke, data, audit, package, deploy):
+for command in (build, serve, token, invoke, data, audit, package, deploy, policy):
     main.add_command(command)
 
 __all__ = ["main"]

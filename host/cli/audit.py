@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -30,3 +31,41 @@ def audit_verify() -> None:
         return
     click.echo(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", err=True)
     sys.exit(1)
+
+
+@audit.command("review")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def audit_review(limit: int, as_json: bool) -> None:
+    """List the records flagged for review (every break-the-glass attempt), oldest first."""
+    from host.audit import AuditLog
+
+    log = AuditLog(cli_settings().database_path)
+    try:
+        records = log.flagged(limit)
+    finally:
+        log.close()
+    rows = [
+        {
+            "seq": r.seq,
+            "ts": r.timestamp,
+            "subject_id": r.event.subject_id,
+            "role": r.event.role,
+            "patient_id": r.event.patient_id,
+            "purpose": r.event.purpose,
+            "allowed": r.event.allowed,
+            "outcome": r.event.outcome,
+            "decision_id": r.event.decision_id,
+            "reason": r.event.break_glass_reason,
+        }
+        for r in records
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['seq']}  {row['ts']}  {row['subject_id']} ({row['role']})  patient {row['patient_id']}  "
+            f"{row['outcome']}  reason: {row['reason']}"
+        )
+    click.echo(f"{len(rows)} records flagged for review", err=True)

@@ -21,7 +21,15 @@ def build(names: tuple[str, ...], force: bool) -> None:
 @click.command()
 @click.option("--host", "bind_host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
-def serve(bind_host: str | None, port: int | None) -> None:
+@click.option(
+    "--policy",
+    "engine",
+    type=click.Choice(["embedded", "opa"]),
+    default=None,
+    help="The policy engine: embedded (regopy, default) or opa (a sidecar at --opa-url).",
+)
+@click.option("--opa-url", default=None, help="The OPA sidecar's URL, e.g. http://127.0.0.1:8181.")
+def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: str | None) -> None:
     """Build missing functions, seed an empty development database, and serve HTTP."""
     import uvicorn
 
@@ -30,7 +38,7 @@ def serve(bind_host: str | None, port: int | None) -> None:
     from host.seed import seed_store
     from host.store import ResourceStore
 
-    settings = cli_settings(host=bind_host, port=port)
+    settings = cli_settings(host=bind_host, port=port, policy=engine, opa_url=opa_url)
     build_functions(settings, [], force=False, console=err)
     if not settings.production:
         store = ResourceStore(settings.database_path)

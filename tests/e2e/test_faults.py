@@ -40,6 +40,9 @@ class DownPolicyEngine:
     def healthy(self) -> bool:
         return False
 
+    def close(self) -> None:
+        pass
+
 
 class InProcessServer:
     """The real app on a loopback port, served by uvicorn in a thread, over a host the test assembled."""

@@ -77,7 +77,7 @@ def test_function_listing(server: ServerProcess) -> None:
     response = httpx.get(f"{server.url}/v1/functions", headers=server.headers())
     assert response.status_code == 200
     names = {f["name"]: f for f in response.json()}
-    assert names["patient_lookup"]["action"] == "access_patient_data"
+    assert names["patient_lookup"]["action"] == "read-summary"
     assert names["patient_lookup"]["digest"].startswith("sha256:")
 
 

@@ -36,6 +36,12 @@ def event(n: int = 0, allowed: bool | None = True, patient_id: str | None = "p-1
         reasons=() if allowed else ("the patient has not consented", "ünïcode reason"),
         outcome="ok" if allowed else "denied",
         latency_ms=1.25 + n,
+        # The decision log on some records, break-the-glass on one, none on the others (as a 401's).
+        policy_revision=f"rev-{n}" if n % 2 == 0 else None,
+        input_hash=f"{n:064x}" if n % 2 == 0 else None,
+        break_glass=n == 4,
+        review=n == 4,
+        break_glass_reason="unconscious in the emergency department" if n == 4 else None,
     )
 
 
@@ -105,10 +111,18 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
         rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
     finally:
         conn.close()
+    decision_log = ("policy_revision", "input_hash", "break_glass", "review", "break_glass_reason")
+    assert any(row["break_glass"] for row in rows) and any(row["policy_revision"] is None for row in rows)
     for row in rows:
-        fields = {key: row[key] for key in row.keys() if key != "hash"}
+        fields = {key: row[key] for key in row.keys() if key != "hash" and key not in decision_log}
         fields["allowed"] = None if row["allowed"] is None else bool(row["allowed"])
         fields["reasons"] = json.loads(row["reasons"])
+        # The decision log's columns enter the hash only when set (flags as true), so that
+        # records written before they existed still verify.
+        fields.update(
+            {k: row[k] for k in ("policy_revision", "input_hash", "break_glass_reason") if row[k] is not None}
+        )
+        fields.update({k: True for k in ("break_glass", "review") if row[k]})
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256((row["prev_hash"] + canonical).encode()).hexdigest() == row["hash"]
 
@@ -118,6 +132,10 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
     [
         ("patient_id", "p-someone-else"),
         ("subject_id", "u-999"),
+        ("break_glass", 1),
+        ("review", 1),
+        ("policy_revision", "rev-other"),
+        ("input_hash", None),
         ("outcome", "ok"),
         ("allowed", 1),
         ("allowed", 2),
@@ -139,6 +157,15 @@ def test_editing_a_field_is_named(log: AuditLog, column: str, value: Any) -> Non
     assert (report.first_bad_seq, report.problem, report.checked) == (3, "record 3 was altered", 2)
 
 
+@pytest.mark.parametrize(("column", "value"), [("break_glass", 0), ("review", 0), ("break_glass_reason", None)])
+def test_unflagging_a_break_glass_record_is_named(log: AuditLog, column: str, value: Any) -> None:
+    # Record 5 was break-the-glass, flagged for review.
+    assert log.records(limit=1, after_seq=4)[0].event.review is True
+    execute(log.path, f"UPDATE audit SET {column} = ? WHERE seq = 5", value)
+    report = log.verify()
+    assert (report.ok, report.first_bad_seq, report.problem) == (False, 5, "record 5 was altered")
+
+
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> None:
     (third,) = log.records(limit=1, after_seq=2)
     forged = {
@@ -146,7 +173,8 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> N
         "role": "authorized_medical_staff", "function": "patient_lookup", "patient_id": "p-1",
         "purpose": "TREAT", "decision_id": third.event.decision_id, "allowed": False,
         "reasons": list(third.event.reasons), "outcome": "denied",
-        "latency_ms": third.event.latency_ms, "function_version": None, "query": None, "prev_hash": third.prev_hash,
+        "latency_ms": third.event.latency_ms, "prev_hash": third.prev_hash,
+        "policy_revision": third.event.policy_revision, "input_hash": third.event.input_hash,
     }  # fmt: skip
     forged_hash = chain_hash(forged)
     execute(log.path, "UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
@@ -323,5 +351,32 @@ def test_records_hold_no_token_name_or_content(log: AuditLog) -> None:
         conn.close()
     assert columns == [
         "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "function_version", "query", "prev_hash", "hash",
+        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
+        # The decision log (issue 3). The break-the-glass reason is the clinician's own words, for review.
+        "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
+        "function_version", "query",
     ]  # fmt: skip
+
+
+def test_a_trail_from_before_the_decision_log_gains_its_columns_and_still_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = AuditLog(path)
+    old.append(event(1))
+    old.close()
+    # Make it the trail issue 2 wrote: no decision-log columns.
+    for column in ("policy_revision", "input_hash", "break_glass", "review", "break_glass_reason"):
+        execute(path, f"ALTER TABLE audit DROP COLUMN {column}")
+    reopened = AuditLog(path)
+    try:
+        reopened.append(event(4))
+        assert reopened.verify().ok and reopened.verify().checked == 2
+        assert [r.event.break_glass for r in reopened.records()] == [False, True]
+    finally:
+        reopened.close()
+
+
+def test_flagged_lists_only_the_records_for_review(log: AuditLog) -> None:
+    flagged = log.flagged()
+    assert [r.seq for r in flagged] == [5]
+    assert flagged[0].event.break_glass and flagged[0].event.break_glass_reason
+    assert log.flagged(after_seq=5) == []

@@ -140,3 +140,44 @@ def test_production_with_an_empty_jwks_url_is_refused(monkeypatch: pytest.Monkey
 
     with pytest.raises(ValidationError, match="WARDFN_JWKS_URL"):
         load_settings()
+
+
+def test_the_policy_engine_defaults_to_embedded_with_a_cache_and_budgets() -> None:
+    settings = load_settings()
+    assert (settings.policy, settings.opa_url) == ("embedded", None)
+    assert settings.decision_cache_size > 0
+    assert settings.break_glass_budget > 0 and settings.search_budget > 0
+
+
+@pytest.mark.parametrize("url", [None, "", "127.0.0.1:8181", "opa:8181"])
+def test_opa_without_an_http_url_is_refused(monkeypatch: pytest.MonkeyPatch, url: str | None) -> None:
+    monkeypatch.setenv("WARDFN_POLICY", "opa")
+    if url is not None:
+        monkeypatch.setenv("WARDFN_OPA_URL", url)
+    with pytest.raises(ValidationError, match="WARDFN_OPA_URL"):
+        load_settings()
+
+
+def test_opa_with_a_url_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARDFN_POLICY", "opa")
+    monkeypatch.setenv("WARDFN_OPA_URL", "http://127.0.0.1:8181")
+    settings = load_settings()
+    assert (settings.policy, settings.opa_url) == ("opa", "http://127.0.0.1:8181")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WARDFN_POLICY", "sidecar"),
+        ("WARDFN_DECISION_CACHE_SIZE", "-1"),
+        ("WARDFN_BREAK_GLASS_BUDGET", "-1"),
+        ("WARDFN_BREAK_GLASS_WINDOW_S", "0"),
+        ("WARDFN_SEARCH_WINDOW_S", "0"),
+        ("WARDFN_OPA_HEALTH_INTERVAL_MS", "0"),
+        ("WARDFN_POLICY_WORKERS", "0"),
+    ],
+)
+def test_nonsense_policy_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        load_settings()

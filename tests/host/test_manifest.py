@@ -47,7 +47,7 @@ def test_the_patient_lookup_manifest_loads() -> None:
     manifest = load_manifest(PROJECT_ROOT / "functions" / "patient_lookup")
 
     assert manifest.name == "patient_lookup"
-    assert manifest.action == "access_patient_data"
+    assert manifest.action == "read-summary"
     assert manifest.patient == "required"
     assert manifest.reads == ("Patient", "AllergyIntolerance", "MedicationRequest", "Observation")
     assert manifest.limits.deadline_ms == 200

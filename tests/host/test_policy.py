@@ -7,17 +7,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from host.config import PROJECT_ROOT
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.policy import DEFAULT_REASON, RegoPolicyEngine, build_input
+from host.policy import DEFAULT_REASON, RegoPolicyEngine, build_input, input_hash
 from host.types import Subject
 
 POLICY_DIR = PROJECT_ROOT / "policies"
 CASES = json.loads((Path(__file__).parent / "policy_cases.json").read_text(encoding="utf-8"))["cases"]
+SEED_CASES = [c for c in CASES if c["name"].startswith("seed shape")]
 HEADER = "package healthcare.his\n\nimport rego.v1\n\n"
 
 
@@ -28,34 +28,46 @@ def engine() -> Iterator[RegoPolicyEngine]:
     built.close()
 
 
-def make_engine(tmp_path: Path, rego: str, timeout_s: float = 5.0) -> RegoPolicyEngine:
+def make_engine(tmp_path: Path, rego: str, timeout_s: float = 5.0, workers: int = 1) -> RegoPolicyEngine:
     (tmp_path / "policy.rego").write_text(HEADER + rego, encoding="utf-8")
-    return RegoPolicyEngine.from_directory(tmp_path, timeout_s=timeout_s)
+    return RegoPolicyEngine.from_directory(tmp_path, timeout_s=timeout_s, workers=workers)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_decision_table(engine: RegoPolicyEngine, case: dict[str, Any]) -> None:
-    decision = engine.decide(case["input"])
-    assert decision.allow is case["allow"]
-    if case["allow"]:
-        assert decision.reasons == ()
-    else:
-        assert list(decision.reasons) == case["reasons"]
-
-
-def test_build_input_has_the_seed_shape(engine: RegoPolicyEngine) -> None:
-    subject = Subject(id="u-100", role="authorized_medical_staff")
-    document = build_input(subject, "access_patient_data", "p-0001", True, "treatment")
+def test_build_input_has_the_host_shape(engine: RegoPolicyEngine) -> None:
+    subject = Subject(id="rn-b", role="nurse", roles=("registration", "nurse"))
+    patient = {"id": "p-0001", "care_team": ["rn-b"], "consent_directives": []}
+    document = build_input(subject, "read-summary", "TREAT", patient)
     assert document == {
-        "action": "access_patient_data",
-        "user": {"id": "u-100", "role": "authorized_medical_staff"},
-        "patient": {"id": "p-0001", "consent": True},
-        "purpose": "treatment",
+        "subject": {"id": "rn-b", "roles": ["nurse", "registration"]},
+        "action": "read-summary",
+        "purpose": "TREAT",
+        "patient": patient,
         "audit": {"enabled": True},
     }
     assert engine.decide(document).allow is True
-    refused = build_input(subject, "access_patient_data", "p-0001", False, "research")
-    assert engine.decide(refused).allow is False
+    off_team = build_input(subject, "read-summary", "TREAT", {**patient, "care_team": []})
+    assert "registration" in subject.all_roles and engine.decide(off_team).allow is True  # as registration
+    glass = build_input(Subject("rn-z", "nurse"), "read-summary", "ETREAT", patient, "unconscious")
+    assert glass["break_glass"] == {"reason": "unconscious"}
+    decided = engine.decide(glass)
+    assert decided.allow is True and decided.break_glass is True
+
+
+def test_seed_shape_input_keeps_the_seed_answers(engine: RegoPolicyEngine) -> None:
+    seed = {
+        "action": "access_patient_data",
+        "user": {"id": "u-100", "role": "authorized_medical_staff"},
+        "patient": {"id": "p-0001", "consent": True},
+        "audit": {"enabled": True},
+    }
+    assert engine.decide(seed).allow is True
+    assert engine.decide({**seed, "patient": {"id": "p-0001", "consent": False}}).allow is False
+
+
+def test_decision_carries_revision_and_input_hash(engine: RegoPolicyEngine) -> None:
+    decision = engine.decide({"a": 1, "b": [1, 2]})
+    assert decision.revision == engine.revision
+    assert decision.input_hash == input_hash({"b": [1, 2], "a": 1}) != input_hash({"a": 1, "b": [2, 1]})
 
 
 def test_each_decision_has_a_fresh_id_and_names_the_engine(engine: RegoPolicyEngine) -> None:
@@ -176,8 +188,9 @@ BROKEN_DIRECTORIES = {
 }
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("name", list(BROKEN_DIRECTORIES))
-def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str) -> None:
+def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str, workers: int) -> None:
     for file_name, content in BROKEN_DIRECTORIES[name].items():
         path = tmp_path / file_name
         if isinstance(content, bytes):
@@ -185,7 +198,7 @@ def test_broken_policy_directory_is_refused_at_load(tmp_path: Path, name: str) -
         else:
             path.write_text(content, encoding="utf-8")
     with pytest.raises((ConfigurationError, PolicyUnavailable)):
-        RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0)
+        RegoPolicyEngine.from_directory(tmp_path, timeout_s=5.0, workers=workers)
 
 
 def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
@@ -193,9 +206,16 @@ def test_missing_policy_directory_names_the_setting(tmp_path: Path) -> None:
         RegoPolicyEngine.from_directory(tmp_path / "nowhere", timeout_s=5.0)
 
 
-def test_slow_decision_times_out_and_fails_closed(tmp_path: Path) -> None:
-    # About half a second of evaluation in rego-cpp; the timeout is a tenth of that.
-    built = make_engine(tmp_path, "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n", timeout_s=0.05)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_slow_decision_times_out_and_fails_closed(tmp_path: Path, workers: int) -> None:
+    # About half a second of evaluation in rego-cpp; the timeout is a tenth of that. With a
+    # second worker free, the engine still refuses until the runaway evaluation ends.
+    built = make_engine(
+        tmp_path,
+        "allow if count([x | some x in numbers.range(1, input.n)]) > 0\n",
+        timeout_s=0.05,
+        workers=workers,
+    )
     try:
         started = time.monotonic()
         with pytest.raises(PolicyUnavailable, match="took longer"):
@@ -223,20 +243,23 @@ def test_closed_engine_fails_closed(tmp_path: Path) -> None:
     assert built.healthy() is False
 
 
-def test_concurrent_decisions_are_each_answered_correctly(engine: RegoPolicyEngine) -> None:
-    allowed = next(c["input"] for c in CASES if c["allow"])
-    refused = next(c["input"] for c in CASES if not c["allow"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_concurrent_decisions_are_each_answered_correctly(workers: int) -> None:
+    engine = RegoPolicyEngine.from_directory(POLICY_DIR, timeout_s=5.0, workers=workers)
     failures: list[str] = []
 
     def worker(index: int) -> None:
-        for _ in range(50):
-            expect = index % 2 == 0
-            if engine.decide(allowed if expect else refused).allow is not expect:
-                failures.append(f"thread {index}")
+        # Each thread walks the whole table from its own starting point.
+        for case in CASES[index:] + CASES[:index]:
+            if engine.decide(case["input"]).allow is not case["allow"]:
+                failures.append(f"thread {index}: {case['name']}")
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.close()
     assert failures == []

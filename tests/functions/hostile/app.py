@@ -110,4 +110,9 @@ class Handler(exports.Handler):
                     }
                 )
             )
+        if mode == "forged_resource":
+            # A resource of a type the decision never allowed, made up inside the sandbox: the
+            # host's check of the answer against the obligations must refuse it.
+            forged = {"resourceType": "Consent", "id": "forged", "status": "active"}
+            return Response(json.dumps({"smuggled": forged}))
         raise Err(Error_InvalidInput("unknown mode"))

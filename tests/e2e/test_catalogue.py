@@ -1,0 +1,145 @@
+"""The function catalogue over HTTP against imported Synthea patients: what fhir_export, med_safety,
+deidentify and patient_search answer agrees with the bundle files, computed here from the files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from host.audit import AuditLog
+from host.store import ResourceStore
+from tests.e2e.server import WARDFN, ServerProcess
+from tests.host.test_fhir_import import synthea_dir
+
+pytestmark = pytest.mark.components
+
+BUNDLES = sorted(p.name for p in synthea_dir().glob("*.json"))
+EXPORTED = {
+    "Patient", "Encounter", "Condition", "AllergyIntolerance", "MedicationRequest", "Observation", "Procedure",
+    "Immunization", "DiagnosticReport", "DocumentReference", "CarePlan", "CareTeam", "Claim",
+    "ExplanationOfBenefit", "Consent",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    workdir = tmp_path_factory.mktemp("catalogue")
+    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [str(WARDFN), "data", "import", str(synthea_dir())], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    process = ServerProcess(workdir, patients=0)
+    yield process
+    process.stop()
+
+
+def _bundle(name: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in json.loads((synthea_dir() / name).read_bytes())["entry"]]
+
+
+def _patient(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(r for r in resources if r["resourceType"] == "Patient")
+
+
+def _invoke(server: ServerProcess, function: str, patient_id: str | None, headers: dict[str, str],
+            purpose: str = "TREAT", args: dict[str, Any] | None = None) -> httpx.Response:  # fmt: skip
+    return httpx.post(
+        f"{server.url}/v1/functions/{function}/invoke",
+        json={"patient_id": patient_id, "purpose": purpose, "args": args or {}},
+        headers=headers,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+def test_fhir_export_is_the_bundles_record(server: ServerProcess, bundle_name: str) -> None:
+    resources = _bundle(bundle_name)
+    patient = _patient(resources)
+    headers = server.headers(patient["id"], "patient")  # a patient exporting their own record
+    response = _invoke(server, "fhir_export", patient["id"], headers, purpose="PATRQT")
+    assert response.status_code == 200, response.text
+    exported = response.json()["result"]
+    Bundle.model_validate(exported)
+    got = Counter(e["resource"]["resourceType"] for e in exported["entry"])
+    want = Counter(r["resourceType"] for r in resources if r["resourceType"] in EXPORTED)
+    assert got == want
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+def test_med_safety_checks_what_the_bundle_holds(server: ServerProcess, bundle_name: str) -> None:
+    resources = _bundle(bundle_name)
+    patient = _patient(resources)
+    response = _invoke(server, "med_safety", patient["id"], server.headers())
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    active_meds = [r for r in resources if r["resourceType"] == "MedicationRequest" and r["status"] == "active"]
+    active_allergies = [
+        r for r in resources
+        if r["resourceType"] == "AllergyIntolerance" and r["clinicalStatus"]["coding"][0]["code"] == "active"
+    ]  # fmt: skip
+    assert result["checked"] == {"active_medications": len(active_meds), "active_allergies": len(active_allergies)}
+    for flag in result["flags"]:
+        assert flag["medication_request"] in {m["id"] for m in active_meds}
+        assert flag["reason"]
+
+
+def test_deidentify_for_research_leaves_no_identifier(server: ServerProcess) -> None:
+    resources = _bundle(BUNDLES[0])
+    patient = _patient(resources)
+    store = ResourceStore(server.database)
+    try:  # research needs the patient's explicit permission
+        store.add_resources([{
+            "resourceType": "Consent", "id": f"research-{patient['id'][:8]}", "status": "active",
+            "scope": {"coding": [{"code": "research"}]}, "category": [{"coding": [{"code": "research"}]}],
+            "patient": {"reference": f"Patient/{patient['id']}"},
+            "provision": {"type": "permit", "purpose": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]},
+        }])  # fmt: skip
+    finally:
+        store.close()
+    response = _invoke(server, "deidentify", patient["id"], server.headers("r-1", "researcher"), purpose="HRESCH")
+    assert response.status_code == 200, response.text
+    text = json.dumps(response.json()["result"])
+    words = set(re.findall(r"[\w\-]+", text))
+    identifiers = [i["value"] for i in patient["identifier"]] + [t["value"] for t in patient.get("telecom", [])]
+    for phi in [patient["id"], *patient["name"][0]["given"], patient["name"][0]["family"], *identifiers]:
+        assert (phi not in words) and (phi not in text), phi
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text)
+    assert response.json()["result"]["pseudonym"].startswith("pz-")
+
+
+def test_patient_search_finds_and_audits_its_query(server: ServerProcess) -> None:
+    patient = _patient(_bundle(BUNDLES[1]))
+    family = patient["name"][0]["family"]
+    rid = f"search-{patient['id'][:8]}"
+    response = httpx.post(
+        f"{server.url}/v1/functions/patient_search/invoke",
+        json={"purpose": "TREAT", "args": {"name": family.upper(), "birth_date": patient["birthDate"]}},
+        headers={**server.headers(), "X-Request-ID": rid},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert [m["id"] for m in result["matches"]] == [patient["id"]]
+    assert set(result["matches"][0]) == {"id", "name", "birth_date", "gender"}
+    log = AuditLog(server.database)
+    try:
+        [record] = [r for r in log.records(limit=100_000) if r.event.request_id == rid]
+    finally:
+        log.close()
+    assert json.loads(record.event.query or "{}") == {"name": family.upper(), "birth_date": patient["birthDate"]}
+    refused = httpx.post(
+        f"{server.url}/v1/functions/patient_search/invoke",
+        json={"patient_id": patient["id"], "args": {"name": family}},
+        headers=server.headers(),
+    )
+    assert refused.status_code == 422
