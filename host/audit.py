@@ -122,6 +122,8 @@ class AuditLog:
                         "break_glass": int(event.break_glass),
                         "review": int(event.review),
                         "break_glass_reason": event.break_glass_reason,
+                        "function_version": event.function_version,
+                        "query": event.query,
                     }
                     conn.execute(
                         f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",

@@ -120,6 +120,9 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+CONTAINER_TYPES = frozenset({"Bundle"})
+
+
 def check_output(
     body: Any, resource_types: frozenset[str], mask: frozenset[str], drop: frozenset[str], withheld: set[str]
 ) -> None:
@@ -129,7 +132,8 @@ def check_output(
         if isinstance(node, str) and node in suspicious:
             raise FunctionOutputRejected("the function's answer holds a field the decision withheld")
         if isinstance(node, dict) and "resourceType" in node:
-            if node["resourceType"] not in resource_types:
+            # A Bundle only wraps: what it carries is checked entry by entry.
+            if node["resourceType"] not in resource_types and node["resourceType"] not in CONTAINER_TYPES:
                 raise FunctionOutputRejected("the function's answer holds a resource type the decision did not allow")
             if apply(node, mask, drop, set()) != node:
                 raise FunctionOutputRejected("the function's answer holds a field the decision masks or drops")

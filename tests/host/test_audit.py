@@ -111,7 +111,9 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
         rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
     finally:
         conn.close()
-    decision_log = ("policy_revision", "input_hash", "break_glass", "review", "break_glass_reason")
+    decision_log = (
+        "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason", "function_version", "query",
+    )  # fmt: skip
     assert any(row["break_glass"] for row in rows) and any(row["policy_revision"] is None for row in rows)
     for row in rows:
         fields = {key: row[key] for key in row.keys() if key != "hash" and key not in decision_log}
@@ -120,7 +122,11 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
         # The decision log's columns enter the hash only when set (flags as true), so that
         # records written before they existed still verify.
         fields.update(
-            {k: row[k] for k in ("policy_revision", "input_hash", "break_glass_reason") if row[k] is not None}
+            {
+                k: row[k]
+                for k in ("policy_revision", "input_hash", "break_glass_reason", "function_version", "query")
+                if row[k] is not None
+            }
         )
         fields.update({k: True for k in ("break_glass", "review") if row[k]})
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
