@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,31 +63,49 @@ def test_a_minimal_manifest_takes_the_defaults(tmp_path: Path) -> None:
     assert (manifest.limits.deadline_ms, manifest.limits.memory_mib, manifest.limits.output_kib) == (200, 128, 1024)
 
 
-INVALID = [
-    pytest.param("fn", "", True, "no function.toml", id="missing-file"),
-    pytest.param("fn", 'name = "fn"\nversion = \n', True, "not valid TOML", id="bad-toml"),
-    pytest.param("fn", valid_with('action = "', 'colour = "red"\naction = "'), True, "colour: Extra inputs", id="unknown-key"),
-    pytest.param("fn", valid_with("[limits]\n", "[limits]\ncpu = 2\n"), True, "limits.cpu: Extra inputs", id="unknown-limit"),
-    pytest.param("Fn", valid_with('"Fn"', '"Fn"', name="Fn"), True, "name: String should match pattern", id="bad-name"),
-    pytest.param("fn", valid_with('name = "fn"', 'name = "other"'), True, "name 'other' must match its directory 'fn'", id="name-not-directory"),
-    pytest.param("fn", valid_with('"1.0.0"', '"1.0"'), True, "version: String should match pattern", id="bad-version"),
-    pytest.param("fn", valid_with('description = "A test function."\n', ""), True, "description: Field required", id="no-description"),
-    pytest.param("fn", valid_with('"access_patient_data"', '"Access Data"'), True, "action: String should match pattern", id="bad-action"),
-    pytest.param("fn", valid_with('patient = "required"', 'patient = "optional"'), True, "patient: Input should be 'required' or 'none'", id="bad-patient"),
-    pytest.param("fn", valid_with('"Patient", ', '"patient", '), True, "'patient' is not a FHIR resource type name", id="reads-lowercase"),
-    pytest.param("fn", valid_with('"Patient", ', '"../x", '), True, "'../x' is not a FHIR resource type name", id="reads-path"),
-    pytest.param("fn", valid_with('"Patient", ', '"Patient/1", '), True, "'Patient/1' is not a FHIR resource type name", id="reads-reference"),
-    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 0"), True, "limits.deadline_ms: Input should be greater than 0", id="deadline-zero"),
-    pytest.param("fn", valid_with("deadline_ms = 100", "deadline_ms = 600000"), True, "limits.deadline_ms: Input should be less than or equal to 60000", id="deadline-huge"),
-    pytest.param("fn", None, False, "no app.py", id="no-app"),
-]  # fmt: skip
+NO_APP = "no app.py"
+# id: (directory, function.toml text or "" for none, what the error must name)
+INVALID = {
+    "missing-file": ("fn", "", "no function.toml"),
+    "bad-toml": ("fn", 'name = "fn"\nversion = \n', "not valid TOML"),
+    "unknown-key": ("fn", valid_with('action = "', 'colour = "red"\naction = "'), "colour: Extra inputs"),
+    "unknown-limit": ("fn", valid_with("[limits]\n", "[limits]\ncpu = 2\n"), "limits.cpu: Extra inputs"),
+    "bad-name": ("Fn", VALID.format(name="Fn"), "name: String should match pattern"),
+    "name-not-directory": (
+        "fn",
+        valid_with('name = "fn"', 'name = "other"'),
+        "name 'other' must match its directory 'fn'",
+    ),
+    "bad-version": ("fn", valid_with('"1.0.0"', '"1.0"'), "version: String should match pattern"),
+    "no-description": ("fn", valid_with('description = "A test function."\n', ""), "description: Field required"),
+    "bad-action": ("fn", valid_with('"access_patient_data"', '"Access Data"'), "action: String should match pattern"),
+    "bad-patient": (
+        "fn",
+        valid_with('patient = "required"', 'patient = "optional"'),
+        "patient: Input should be 'required' or 'none'",
+    ),
+    "reads-lowercase": ("fn", valid_with('"Patient", ', '"patient", '), "'patient' is not a FHIR resource type name"),
+    "reads-path": ("fn", valid_with('"Patient", ', '"../x", '), "'../x' is not a FHIR resource type name"),
+    "reads-reference": ("fn", valid_with('"Patient", ', '"Patient/1", '), "'Patient/1' is not a FHIR resource type"),
+    "deadline-zero": (
+        "fn",
+        valid_with("deadline_ms = 100", "deadline_ms = 0"),
+        "limits.deadline_ms: Input should be greater than 0",
+    ),
+    "deadline-huge": (
+        "fn",
+        valid_with("deadline_ms = 100", "deadline_ms = 600000"),
+        "limits.deadline_ms: Input should be less than or equal to 60000",
+    ),
+    "no-app": ("fn", VALID.format(name="fn"), NO_APP),
+}
 
 
-@pytest.mark.parametrize(("directory", "manifest", "app", "problem"), INVALID)
+@pytest.mark.parametrize(("directory", "manifest", "problem"), INVALID.values(), ids=INVALID.keys())
 def test_an_invalid_manifest_is_refused_naming_the_problem(
-    tmp_path: Path, directory: str, manifest: str | None, app: bool, problem: str
+    tmp_path: Path, directory: str, manifest: str, problem: str
 ) -> None:
-    function_dir = write_function(tmp_path, directory, manifest, app)
+    function_dir = write_function(tmp_path, directory, manifest, app=problem != NO_APP)
 
     with pytest.raises(ConfigurationError) as refused:
         load_manifest(function_dir)
@@ -123,7 +142,9 @@ def test_discovery_reads_every_directory(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.parametrize(("manifest", "app"), [("", True), (None, False)], ids=["app-without-manifest", "manifest-without-app"])
+@pytest.mark.parametrize(
+    ("manifest", "app"), [("", True), (None, False)], ids=["app-without-manifest", "manifest-without-app"]
+)
 def test_discovery_refuses_a_half_made_function(tmp_path: Path, manifest: str | None, app: bool) -> None:
     write_function(tmp_path, "fn", manifest, app)
 
@@ -134,7 +155,9 @@ def test_discovery_refuses_a_half_made_function(tmp_path: Path, manifest: str | 
 def test_discovery_refuses_a_missing_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
 
-    with pytest.raises(ConfigurationError, match=rf"{missing} does not exist \(WARDFN_FUNCTIONS_DIRS\)"):
+    with pytest.raises(
+        ConfigurationError, match=rf"{re.escape(str(missing))} does not exist \(WARDFN_FUNCTIONS_DIRS\)"
+    ):
         discover_functions([missing])
 
 
@@ -142,5 +165,14 @@ def test_discovery_refuses_a_name_defined_twice(tmp_path: Path) -> None:
     first = write_function(tmp_path / "one", "fn")
     second = write_function(tmp_path / "two", "fn")
 
-    with pytest.raises(ConfigurationError, match=f"'fn' is defined twice: {first}, {second}"):
+    with pytest.raises(ConfigurationError, match=re.escape(f"'fn' is defined twice: {first}, {second}")):
         discover_functions([tmp_path / "one", tmp_path / "two"])
+
+
+@pytest.mark.xfail(strict=True, reason="host/manifest.py load_manifest lets UnicodeDecodeError escape")
+def test_a_manifest_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    function_dir = write_function(tmp_path, "fn", "")
+    (function_dir / "function.toml").write_bytes(b'name = "\xff"\n')
+
+    with pytest.raises(ConfigurationError, match="function.toml"):
+        load_manifest(function_dir)
