@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from host.assembly import Host, open_host
-from host.config import Settings
+from host.config import Settings, load_settings
 from host.errors import (
     AuthenticationError,
     FunctionNotFound,
@@ -308,6 +308,12 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for each worker process of a multi-process server: settings from WARDFN_* alone."""
+    configure_logging()
+    return create_app(load_settings())
 
 
 def configure_logging() -> None:

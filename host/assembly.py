@@ -47,7 +47,7 @@ def open_host(settings: Settings) -> Host:
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
-    pool = InstancePool(sandbox, settings.prepared_instances)
+    pool = InstancePool(sandbox, settings.prepared_instances, settings.reusable_instances)
     registry = Registry(settings, sandbox, pool)
     try:
         registry.load_all(ArtifactCache(settings.artifact_dir, settings.key_dir))

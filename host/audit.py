@@ -8,8 +8,14 @@ latest hash kept somewhere else.
 
 `append` is durable when it returns (synchronous=FULL), and any failure raises
 AuditUnavailable, so that a caller who cannot record an access releases no data. Several
-processes may append to the same file: each append reads the chain's head inside its own
+processes may append to the same file: each commit reads the chain's head inside its own
 `BEGIN IMMEDIATE` write transaction, so SQLite's write lock keeps one chain.
+
+Group commit: the fsync behind a durable commit costs milliseconds, and one commit per
+record made every concurrent caller queue behind every other's fsync. Threads appending at
+the same time now share one transaction: the first becomes the leader and commits every
+record queued so far in one go; the others wait for that commit, and each returns only once
+the transaction holding its record is durable. A failed commit fails every record in it.
 
 Records hold the patient id (that is what an audit trail is for) but never a token, a name
 or record content: AuditEvent has no field for them.
@@ -58,15 +64,37 @@ COLUMNS = (
     "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
 )  # fmt: skip
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
+INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class _Pending:
+    """One record waiting for the commit that makes it durable."""
+
+    __slots__ = ("event", "record", "error", "done")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        self.record: AuditRecord | None = None
+        self.error: AuditUnavailable | None = None
+        self.done = False
+
+    def result(self) -> AuditRecord:
+        if self.record is None:
+            raise self.error or AuditUnavailable("the audit record could not be written")
+        return self.record
 
 
 class AuditLog:
     """The audit table in a SQLite file, shared by every thread and process that opens it."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S, max_batch: int = 256) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
-        self._lock = threading.Lock()
+        self._max_batch = max_batch
+        self._lock = threading.Lock()  # guards the connection
+        self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
+        self._queue: list[_Pending] = []
+        self._committing = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
@@ -81,29 +109,58 @@ class AuditLog:
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Add one record at the head of the chain; it is on disk when this returns."""
+        pending = _Pending(event)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while True:
+            with self._queue_lock:
+                while not pending.done and self._committing:
+                    self._queue_lock.wait()
+                if pending.done:
+                    return pending.result()
+                # No commit is running and ours is not yet written: lead the next one.
+                self._committing = True
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            try:
+                self._commit(batch)
+            finally:
+                with self._queue_lock:
+                    for item in batch:
+                        item.done = True
+                    self._committing = False
+                    self._queue_lock.notify_all()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write `batch` in one durable transaction, or fail every record in it."""
         with self._lock:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-                    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                    fields = _fields(seq, ts, event, prev_hash)
-                    digest = chain_hash(fields)
-                    row = {**fields, "allowed": _to_int(event.allowed), "reasons": _json(list(event.reasons))}
-                    conn.execute(
-                        f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                        [*(row[c] for c in COLUMNS[:-1]), digest],
-                    )
+                    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+                    rows = []
+                    for item in batch:
+                        seq += 1
+                        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                        fields = _fields(seq, ts, item.event, prev_hash)
+                        digest = chain_hash(fields)
+                        row = {**fields, "allowed": _to_int(item.event.allowed), "reasons": _json(fields["reasons"])}
+                        rows.append([*(row[c] for c in COLUMNS[:-1]), digest])
+                        item.record = AuditRecord(
+                            seq=seq, timestamp=ts, event=item.event, prev_hash=prev_hash, hash=digest
+                        )
+                        prev_hash = digest
+                    conn.executemany(INSERT, rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
             except Exception as exc:  # the contract: recorded, or AuditUnavailable and nothing released
-                raise self._unavailable("write to", exc) from exc
-        return AuditRecord(seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest)
+                for item in batch:
+                    item.record, item.error = None, self._unavailable("write to", exc)
+                    item.error.__cause__ = exc
 
     def verify(self) -> VerifyReport:
         """Recompute the whole chain in order; report the first record that does not hold."""

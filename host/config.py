@@ -6,6 +6,7 @@ token issuer). Production (`WARDFN_ENV=production`) refuses anything unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Server processes; 0 means one per CPU core. Each has its own engine, pool and connections.
+    workers: int = Field(default=0, ge=0)
 
     jwt_issuer: str = DEV_ISSUER
     jwt_audience: str = "wardfn"
@@ -46,7 +49,8 @@ class Settings(BaseSettings):
     stdio_limit_bytes: int = Field(default=64 * 1024, ge=0)
     function_log_limit_bytes: int = Field(default=16 * 1024, ge=0)
     epoch_tick_ms: int = Field(default=5, gt=0)
-    prepared_instances: int = Field(default=2, ge=0)
+    prepared_instances: int = Field(default=8, ge=0)
+    reusable_instances: int = Field(default=16, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
 
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     @property
     def database_path(self) -> Path:

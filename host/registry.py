@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from host.build import cache_key
 from host.config import Settings
 from host.errors import ConfigurationError, FunctionNotFound
 from host.manifest import FunctionSource, Manifest, discover_functions
-from host.runtime import InstancePool, Sandbox, SandboxLimits
+from host.runtime import FunctionRequest, InstancePool, Sandbox, SandboxLimits, Warmup
+from host.types import Scope
 
 KIB, MIB = 1024, 1024 * 1024
+# A made-up patient for warm-up calls: no such id is ever generated or stored.
+WARMUP_PATIENT = "warmup-synthetic-0"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,23 @@ def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
     )
 
 
+def _synthetic_records(patient_id: str, resource_type: str) -> list[str]:
+    """What a warm-up call reads: a bare synthetic Patient, nothing else. Never the store."""
+    if resource_type == "Patient":
+        return [json.dumps({"resourceType": "Patient", "id": patient_id, "name": [{"family": "Synthetic"}]})]
+    return []
+
+
+def warmup_for(manifest: Manifest) -> Warmup:
+    """The synthetic invocation that warms this function's prepared instances."""
+    patient_id = WARMUP_PATIENT if manifest.patient == "required" else None
+    return Warmup(
+        request=FunctionRequest(patient_id=patient_id, purpose="TREAT", args=dict(manifest.warmup_args)),
+        scope=Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads) if patient_id else frozenset()),
+        read=_synthetic_records,
+    )
+
+
 class Registry:
     """Loads every discovered function from the artifact cache; refuses any that is not built."""
 
@@ -70,7 +91,13 @@ class Registry:
             component=self._sandbox.load(Path(artifact.cwasm_path)),
             limits=limits_for(source.manifest, self._settings),
         )
-        self._pool.register(loaded.pool_key, loaded.component, loaded.limits)
+        self._pool.register(
+            loaded.pool_key,
+            loaded.component,
+            loaded.limits,
+            warmup=warmup_for(source.manifest),
+            reuse=source.manifest.reuse_instances,
+        )
         self._functions[source.name] = loaded
 
     def get(self, name: str) -> LoadedFunction:

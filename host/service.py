@@ -133,9 +133,16 @@ class InvocationService:
         if patient_id and not self._store.patient_exists(patient_id):
             raise PatientNotFound("no patient with that id")
         scope = Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads))
-        prepared = self._pool.take(loaded.pool_key)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
-        return self._sandbox.call(prepared, request, scope, loaded.limits).body
+        prepared = self._pool.take(loaded.pool_key)
+        if not manifest.reuse_instances:
+            return self._sandbox.call(prepared, request, scope, loaded.limits).body
+        # Reads no records, gets no patient id (the manifest refuses reuse otherwise): the
+        # instance may serve the next call; the sandbox refuses a scope that could read.
+        try:
+            return self._sandbox.call(prepared, request, Scope(patient_id=None), loaded.limits).body
+        finally:
+            self._pool.give_back(loaded.pool_key, prepared)
 
     def _decide(self, policy_input: dict[str, Any]) -> Decision:
         try:

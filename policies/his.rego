@@ -38,3 +38,13 @@ reasons contains "audit logging is not enabled for this request" if {
 reasons contains "the requested action is not permitted by the patient data policy" if {
 	not input.action == "access_patient_data"
 }
+
+# --- Issue 6 (benchmarks), pending issue 3's policy rewrite -------------------------------
+# The smallest rule that lets authorised staff run `clinical_calc` (action "calculate"):
+# a calculation on arguments alone, with no patient, so no consent applies. Issue 3 rewrites
+# this policy and will support "calculate" properly; the merge reconciles this block with it.
+allow if {
+	input.action == "calculate"
+	input.user.role == "authorized_medical_staff"
+	input.audit.enabled == true
+}

@@ -43,7 +43,22 @@ def serve(bind_host: str | None, port: int | None) -> None:
             store.close()
     configure_logging()
     _print_how_to_call(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="warning")
+    workers = settings.worker_count
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="warning")
+        return
+    # Several processes to use every core (one process runs Python on one core at a time). Each
+    # worker builds its own host from the same WARDFN_* environment; they share the SQLite
+    # file, whose write lock keeps one audit chain.
+    uvicorn.run(
+        "host.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"
