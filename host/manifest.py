@@ -47,7 +47,7 @@ class Manifest(BaseModel):
                 raise ValueError(f"reads: {resource_type!r} is not a FHIR resource type name")
         if self.reuse_instances and (self.patient != "none" or self.reads):
             raise ValueError(
-                "reuse_instances: allowed only with patient = \"none\" and reads = []; "
+                'reuse_instances: allowed only with patient = "none" and reads = []; '
                 "an instance that has read patient records never serves a second invocation"
             )
 

@@ -321,8 +321,8 @@ class Sandbox:
         # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
         record = Record()
         setattr(record, "patient-id", request.patient_id)
-        setattr(record, "purpose", request.purpose)
-        setattr(record, "args", orjson.dumps(request.args).decode())
+        record.purpose = request.purpose
+        record.args = orjson.dumps(request.args).decode()
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         store.set_epoch_deadline(ticks)
         started = time.perf_counter()
