@@ -320,9 +320,9 @@ class Sandbox:
         """One call into the handler under the deadline; (milliseconds, the raw lifted result)."""
         # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
         record = Record()
-        setattr(record, "patient-id", request.patient_id)
-        record.purpose = request.purpose
-        record.args = orjson.dumps(request.args).decode()
+        record.__dict__.update(
+            {"patient-id": request.patient_id, "purpose": request.purpose, "args": orjson.dumps(request.args).decode()}
+        )
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         store.set_epoch_deadline(ticks)
         started = time.perf_counter()
