@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,14 @@ from host.config import Settings
 from host.errors import ConfigurationError, FunctionNotFound
 from host.manifest import FunctionSource, Manifest, discover_functions
 from host.runtime import FunctionRequest, InstancePool, Sandbox, SandboxLimits, Warmup
+from host.seed import generate
 from host.types import Scope
 
 KIB, MIB = 1024, 1024 * 1024
-# A made-up patient for warm-up calls: no such id is ever generated or stored.
-WARMUP_PATIENT = "warmup-synthetic-0"
+# Warm-up calls read one patient from the synthetic generator, with its own seed: realistic
+# in shape and size (so the warm-up exercises the code paths and memory growth a real call
+# will), fictional in content, and served from memory, never from the store.
+WARMUP_SEED = 6060842
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,27 @@ def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
     )
 
 
+@functools.cache
+def _synthetic_patient() -> tuple[str, dict[str, tuple[str, ...]]]:
+    """(id, {resource type: JSON bodies}) of one synthetic patient."""
+    by_type: dict[str, list[str]] = {}
+    patient_id = ""
+    for resource in generate(1, WARMUP_SEED):
+        if resource["resourceType"] == "Patient":
+            patient_id = resource["id"]
+        by_type.setdefault(resource["resourceType"], []).append(json.dumps(resource, separators=(",", ":")))
+    return patient_id, {k: tuple(v) for k, v in by_type.items()}
+
+
 def _synthetic_records(patient_id: str, resource_type: str) -> list[str]:
-    """What a warm-up call reads: a bare synthetic Patient, nothing else. Never the store."""
-    if resource_type == "Patient":
-        return [json.dumps({"resourceType": "Patient", "id": patient_id, "name": [{"family": "Synthetic"}]})]
-    return []
+    """What a warm-up call reads: the synthetic patient's resources. Never the store."""
+    synthetic_id, by_type = _synthetic_patient()
+    return list(by_type.get(resource_type, ())) if patient_id == synthetic_id else []
 
 
 def warmup_for(manifest: Manifest) -> Warmup:
     """The synthetic invocation that warms this function's prepared instances."""
-    patient_id = WARMUP_PATIENT if manifest.patient == "required" else None
+    patient_id = _synthetic_patient()[0] if manifest.patient == "required" else None
     return Warmup(
         request=FunctionRequest(patient_id=patient_id, purpose="TREAT", args=dict(manifest.warmup_args)),
         scope=Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads) if patient_id else frozenset()),

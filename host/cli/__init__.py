@@ -1,12 +1,13 @@
 """The `wardfn` command line: one module a command family, registered on the root group here."""
 
 from host.cli.audit import audit
+from host.cli.bench import bench
 from host.cli.calls import invoke, token
 from host.cli.common import main
 from host.cli.data import data
 from host.cli.serve import build, serve
 
-for command in (build, serve, token, invoke, data, audit):
+for command in (build, serve, token, invoke, data, audit, bench):
     main.add_command(command)
 
 __all__ = ["main"]
