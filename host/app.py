@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import re
@@ -9,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -219,9 +222,11 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = host is None
         app.state.host = open_host(settings) if owned else host
+        app.state.invokers = ThreadPoolExecutor(settings.invoke_threads, thread_name_prefix="wardfn-invoke")
         try:
             yield
         finally:
+            app.state.invokers.shutdown(wait=True, cancel_futures=True)
             if owned:
                 app.state.host.close()
 
@@ -247,10 +252,15 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         purpose: Purpose,
         args: dict[str, Any],
     ) -> InvokeResponse:
-        # Wasm runs in a worker thread: the event loop keeps serving, and each
-        # store stays on the one thread that runs its invocation.
-        result = await run_in_threadpool(
-            host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args
+        # Wasm runs in a worker thread: the event loop keeps serving, and each store stays on
+        # the one thread that runs its invocation. A few threads, not anyio's forty: the work
+        # is CPU-bound under one GIL, and wasmtime-py releases the GIL around every one of its
+        # many ctypes calls, so forty threads mostly queue for the GIL (the profile showed it).
+        result = await asyncio.get_running_loop().run_in_executor(
+            app.state.invokers,
+            functools.partial(
+                host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args
+            ),
         )
         return InvokeResponse(
             request_id=result.request_id,

@@ -10,6 +10,7 @@ from host.artifacts import ArtifactCache
 from host.audit import AuditLog
 from host.auth import TokenVerifier
 from host.config import Settings
+from host.decisions import CachingPolicyEngine
 from host.policy import PolicyEngine, RegoPolicyEngine
 from host.registry import Registry
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
@@ -57,5 +58,6 @@ def open_host(settings: Settings) -> Host:
         raise
     ticker.start()
     pool.start()
-    service = InvocationService(registry, sandbox, pool, store, policy, audit)
+    decisions = CachingPolicyEngine(policy, settings.decision_cache_ttl_ms / 1000, settings.decision_cache_size)
+    service = InvocationService(registry, sandbox, pool, store, decisions, audit)
     return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service)

@@ -17,18 +17,26 @@ the same time now share one transaction: the first becomes the leader and commit
 record queued so far in one go; the others wait for that commit, and each returns only once
 the transaction holding its record is durable. A failed commit fails every record in it.
 
+Between processes (the server's workers share the file), SQLite's busy handler would make
+the loser of a race for the write lock sleep for whole milliseconds, growing, before trying
+again; commits are instead taken in turn through an advisory file lock beside the database,
+polled at a fine grain. SQLite's own lock still decides: the file lock only saves the sleeps.
+
 Records hold the patient id (that is what an audit trail is for) but never a token, a name
 or record content: AuditEvent has no field for them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +103,7 @@ class AuditLog:
         self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
         self._queue: list[_Pending] = []
         self._committing = False
+        self._turn_fd = _open_turn_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
@@ -132,7 +141,7 @@ class AuditLog:
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Write `batch` in one durable transaction, or fail every record in it."""
-        with self._lock:
+        with self._lock, self._turn():
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -162,6 +171,31 @@ class AuditLog:
                     item.record, item.error = None, self._unavailable("write to", exc)
                     item.error.__cause__ = exc
 
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to commit, among the processes appending to the same file."""
+        fd = self._turn_fd
+        if fd is None:
+            yield
+            return
+        deadline = time.monotonic() + self._busy_timeout_s
+        locked = False
+        while not locked:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # let SQLite's own lock and busy timeout decide
+                time.sleep(0.0002)
+            except OSError:
+                break
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
     def verify(self) -> VerifyReport:
         """Recompute the whole chain in order; report the first record that does not hold."""
         try:
@@ -188,6 +222,9 @@ class AuditLog:
         """Close the connection. Appending afterwards raises AuditUnavailable."""
         with self._lock:
             self._conn.close()
+            if self._turn_fd is not None:
+                os.close(self._turn_fd)
+                self._turn_fd = None
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are begun explicitly, as BEGIN IMMEDIATE where it matters.
@@ -205,6 +242,14 @@ class AuditLog:
             f"could not {action} the audit trail at {self.path} ({type(exc).__name__}: {exc}); "
             "no data is released until it can be written: check the file is writable and the disk not full"
         )
+
+
+def _open_turn_file(path: Path) -> int | None:
+    """The advisory lock file beside the database; None (no lock, only SQLite's) if it cannot be made."""
+    try:
+        return os.open(path.with_name(path.name + ".audit-turn"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
 
 
 def chain_hash(fields: dict[str, Any]) -> str:

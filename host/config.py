@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     port: int = 8000
     # Server processes; 0 means one per CPU core. Each has its own engine, pool and connections.
     workers: int = Field(default=0, ge=0)
+    # Threads per server process that run invocations (Wasm, policy, audit) off the event loop.
+    invoke_threads: int = Field(default=4, ge=1)
 
     jwt_issuer: str = DEV_ISSUER
     jwt_audience: str = "wardfn"
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
     reusable_instances: int = Field(default=16, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
+    # Identical policy inputs within this time get the decision already made (0: off).
+    decision_cache_ttl_ms: int = Field(default=10_000, ge=0)
+    decision_cache_size: int = Field(default=10_000, ge=0)
+    # Verified tokens remembered until they expire, so a signature is checked once (0: off).
+    token_cache_size: int = Field(default=4096, ge=0)
 
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
