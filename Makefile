@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test lint bench clean
 
 install: $(STAMP)
 
@@ -21,8 +21,12 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check host tests functions
+	$(BIN)/ruff check host tests functions bench
 	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .wardfn .pytest_cache
+
+# Microbenchmarks (pytest-benchmark): the parts of one invocation, on their own. Not part of `make test`.
+bench: install
+	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,max,rounds --benchmark-sort=name
