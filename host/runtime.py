@@ -366,6 +366,8 @@ class _Slot:
     warmup: Warmup | None
     reuse: bool
     ready: queue.LifoQueue[PreparedInstance]
+    # Takes that found no instance ready since the filler last looked: demand outruns it.
+    misses: int = 0
 
 
 class InstancePool:
@@ -414,6 +416,7 @@ class InstancePool:
         try:
             prepared = slot.ready.get_nowait()
         except queue.Empty:
+            slot.misses += 1
             prepared = self._sandbox.prepare(slot.component, slot.limits, reusable=slot.reuse)
         if not slot.reuse:
             self._wake.set()
@@ -454,9 +457,14 @@ class InstancePool:
             for slot in slots:
                 # Reusable instances are made on demand and kept: topping up to one is enough.
                 target = 1 if slot.reuse else self._size
+                # Warming costs more CPU than it saves the call (a warm-up call, then a cheaper
+                # real one, against one cold call). Worth it while demand leaves CPU to spare;
+                # when takes find the pool empty the host is saturated: instantiate only.
+                saturated, slot.misses = slot.misses > 0, 0
+                warmup = None if saturated else slot.warmup
                 while slot.ready.qsize() < target and not self._stop.is_set():
                     try:
-                        prepared = self._sandbox.prepare(slot.component, slot.limits, slot.warmup, slot.reuse)
+                        prepared = self._sandbox.prepare(slot.component, slot.limits, warmup, slot.reuse)
                     except (FunctionFailed, ArtifactRejected):
                         break
                     try:
