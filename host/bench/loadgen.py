@@ -21,12 +21,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MAX_OPEN_LOOP_CONNECTIONS = 512
+# uvicorn closes a keep-alive connection idle for 5 s; one idle longer than this is replaced
+# before use, so that its closing is never counted as the server's error.
+MAX_IDLE_S = 2.0
 
 
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.used = time.perf_counter()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -48,6 +52,7 @@ class Connection:
             raise RuntimeError("an answer without Content-Length")
         if length:
             await self.reader.readexactly(length)
+        self.used = time.perf_counter()
         return status
 
     def close(self) -> None:
@@ -124,6 +129,9 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], host: str, port
     async def one(index: int, due: float) -> None:
         nonlocal opened
         connection = idle.pop() if idle else None
+        if connection is not None and time.perf_counter() - connection.used > MAX_IDLE_S:
+            connection.close()
+            connection = await Connection.open(host, port)
         if connection is None:
             opened += 1
             connection = await Connection.open(host, port)
