@@ -65,7 +65,7 @@ def bar_chart(
     ax.set_xlabel(unit)
     ax.set_title(title, fontsize=10)
     if len(series) > 1:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
