@@ -14,14 +14,14 @@ KUSTOMIZE_VERSION := v5.5.0
 GATEKEEPER_VERSION := v3.15.1
 ORAS_VERSION := v1.2.0
 
-.PHONY: install serve test lint policy-check opa clean tools
+.PHONY: install serve test lint bench policy-check opa clean tools
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 opa: $(OPA)
@@ -78,8 +78,12 @@ $(TOOLS_BIN)/promtool:
 	cp $(TOOLS)/deb/root/usr/bin/promtool $(TOOLS_BIN)/promtool
 
 lint: install
-	$(BIN)/ruff check host tests functions
+	$(BIN)/ruff check host tests functions bench
 	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .wardfn .pytest_cache
+
+# Microbenchmarks (pytest-benchmark): the parts of one invocation, on their own. Not part of `make test`.
+bench: install
+	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,max,rounds --benchmark-sort=name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -23,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from host.assembly import Host, open_host
-from host.config import Settings
+from host.config import Settings, load_settings
 from host.errors import (
     AuthenticationError,
     FunctionNotFound,
@@ -230,9 +232,11 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         owned = host is None
         app.state.host = open_host(settings) if owned else host
         _reload_on_sighup(app.state.host)
+        app.state.invokers = ThreadPoolExecutor(settings.invoke_threads, thread_name_prefix="wardfn-invoke")
         try:
             yield
         finally:
+            app.state.invokers.shutdown(wait=True, cancel_futures=True)
             if owned:
                 app.state.host.close()
 
@@ -261,11 +265,16 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     ) -> InvokeResponse:
         if name in host.registry.names():
             request.state.function = name
-        # Wasm runs in a worker thread: the event loop keeps serving, and each
-        # store stays on the one thread that runs its invocation.
+        # Wasm runs in a worker thread: the event loop keeps serving, and each store stays on
+        # the one thread that runs its invocation. A few threads, not anyio's forty: the work
+        # is CPU-bound under one GIL, and wasmtime-py releases the GIL around every one of its
+        # many ctypes calls, so forty threads mostly queue for the GIL (the profile showed it).
         reason = break_glass_reason if break_glass_reason is not None else request.headers.get(BREAK_GLASS_HEADER)
-        result = await run_in_threadpool(
-            host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args, reason
+        result = await asyncio.get_running_loop().run_in_executor(
+            app.state.invokers,
+            functools.partial(
+                host.service.invoke, _request_id(request), subject, name, patient_id, purpose.value, args, reason
+            ),
         )
         request.state.outcome = "ok"
         return InvokeResponse(
@@ -357,6 +366,12 @@ def _reload_on_sighup(host: Host) -> None:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
         log.info(json.dumps({"event": "sighup_reload_unavailable"}))
+
+
+def app_from_environment() -> FastAPI:
+    """The app for each worker process of a multi-process server: settings from WARDFN_* alone."""
+    configure_logging()
+    return create_app(load_settings())
 
 
 def configure_logging() -> None:

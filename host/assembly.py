@@ -74,7 +74,7 @@ def open_host(settings: Settings) -> Host:
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
     sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
-    pool = InstancePool(sandbox, settings.prepared_instances, metrics)
+    pool = InstancePool(sandbox, settings.prepared_instances, settings.reusable_instances, metrics)
     registry = Registry(settings, sandbox, pool, metrics)
     try:
         cache = ArtifactCache(settings.artifact_dir, settings.key_dir)

@@ -76,8 +76,13 @@ class TokenVerifier:
         audience: str,
         leeway_s: int,
         refuse_dev_tokens: bool,
+        cache_size: int = 0,
     ) -> None:
         """Prefer `from_settings`. `resolve_key(token)` returns (key, algorithm) for a token."""
+        # token -> (subject, the time after which it is expired, leeway included). A token's
+        # claims and signature never change, so one that verified stays valid until then.
+        self._verified: dict[str, tuple[Subject, float]] = {}
+        self._cache_size = cache_size
         self._resolve_key = resolve_key
         self._issuer = issuer
         self._audience = audience
@@ -118,11 +123,17 @@ class TokenVerifier:
             audience=settings.jwt_audience,
             leeway_s=settings.jwt_leeway_s,
             refuse_dev_tokens=settings.production,
+            cache_size=settings.token_cache_size,
         )
 
     def verify(self, authorization_header: str | None) -> Subject:
         """The subject of a valid bearer token; `AuthenticationError` otherwise."""
         token = _bearer_token(authorization_header)
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() <= cached[1]:
+                return cached[0]
+            self._verified.pop(token, None)  # expired: verified again below, and refused
         try:
             header = jwt.get_unverified_header(token)
             if self._refuse_dev_tokens and _looks_like_dev_token(token, header):
@@ -154,7 +165,12 @@ class TokenVerifier:
         extra = claims.get("roles", [])
         if not isinstance(extra, list) or not all(isinstance(r, str) and r for r in extra):
             raise AuthenticationError("token roles is not a list of non-empty strings")
-        return Subject(id=subject_id, role=role, roles=tuple(extra))
+        subject = Subject(id=subject_id, role=role, roles=tuple(extra))
+        if self._cache_size > 0 and isinstance(claims.get("exp"), int | float):
+            if len(self._verified) >= self._cache_size:
+                self._verified.clear()  # simple and bounded; the next requests re-verify once
+            self._verified[token] = (subject, float(claims["exp"]) + self._leeway_s)
+        return subject
 
 
 def ensure_dev_keypair(key_dir: Path) -> tuple[Path, Path]:

@@ -6,6 +6,7 @@ token issuer). Production (`WARDFN_ENV=production`) refuses anything unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Server processes; 0 means one per CPU core. Each has its own engine, pool, connections,
+    # metrics and budgets, and SIGHUP restarts them rather than swapping functions in place: one
+    # by default, as in a Kubernetes pod limited to one core (scale with replicas there).
+    workers: int = Field(default=1, ge=0)
+    # Threads per server process that run invocations (Wasm, policy, audit) off the event loop.
+    invoke_threads: int = Field(default=4, ge=1)
 
     jwt_issuer: str = DEV_ISSUER
     jwt_audience: str = "wardfn"
@@ -51,9 +58,12 @@ class Settings(BaseSettings):
     stdio_limit_bytes: int = Field(default=64 * 1024, ge=0)
     function_log_limit_bytes: int = Field(default=16 * 1024, ge=0)
     epoch_tick_ms: int = Field(default=5, gt=0)
-    prepared_instances: int = Field(default=2, ge=0)
+    prepared_instances: int = Field(default=8, ge=0)
+    reusable_instances: int = Field(default=16, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     policy_timeout_ms: int = Field(default=1000, gt=0)
+    # Verified tokens remembered until they expire, so a signature is checked once (0: off).
+    token_cache_size: int = Field(default=4096, ge=0)
 
     import_max_bytes: int = Field(default=32 * MIB, gt=0)
     # Seconds the host waits for in-flight calls after SIGTERM before it stops (Kubernetes drain).
@@ -80,6 +90,10 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     @property
     def database_path(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,12 +39,23 @@ class Manifest(BaseModel):
     audit_args: bool = False
     # A JSON Schema file beside the manifest that `args` must match before anything runs.
     args_schema: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+\.json$")
+    # Serve many invocations from one warm instance. Allowed only for a function that reads no
+    # records and receives no patient id: an instance that has read patient records never
+    # serves a second invocation.
+    reuse_instances: bool = False
+    # The arguments of the synthetic call that warms each prepared instance (never patient data).
+    warmup_args: dict[str, Any] = Field(default_factory=dict)
     limits: Limits = Limits()
 
     def model_post_init(self, _context: object) -> None:
         for resource_type in self.reads:
             if not resource_type.isidentifier() or not resource_type[0].isupper():
                 raise ValueError(f"reads: {resource_type!r} is not a FHIR resource type name")
+        if self.reuse_instances and (self.patient != "none" or self.reads):
+            raise ValueError(
+                'reuse_instances: allowed only with patient = "none" and reads = []; '
+                "an instance that has read patient records never serves a second invocation"
+            )
 
 
 def load_manifest(function_dir: Path) -> Manifest:

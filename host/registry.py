@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +20,15 @@ from host.errors import ConfigurationError, FunctionNotFound, WardfnError
 from host.manifest import FunctionSource, Manifest, discover_functions
 from host.metrics import Metrics
 from host.oci import LAYOUT_FILE, VerifiedPackage, load_public_key, read_layout
-from host.runtime import InstancePool, Sandbox, SandboxLimits, engine_fingerprint
+from host.runtime import FunctionRequest, InstancePool, Sandbox, SandboxLimits, Warmup, engine_fingerprint
+from host.seed import generate
+from host.types import Scope
 
 KIB, MIB = 1024, 1024 * 1024
+# Warm-up calls read one patient from the synthetic generator, with its own seed: realistic
+# in shape and size (so the warm-up exercises the code paths and memory growth a real call
+# will), fictional in content, and served from memory, never from the store.
+WARMUP_SEED = 6060842
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,34 @@ class ReloadReport:
     swapped: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+
+@functools.cache
+def _synthetic_patient() -> tuple[str, dict[str, tuple[str, ...]]]:
+    """(id, {resource type: JSON bodies}) of one synthetic patient."""
+    by_type: dict[str, list[str]] = {}
+    patient_id = ""
+    for resource in generate(1, WARMUP_SEED):
+        if resource["resourceType"] == "Patient":
+            patient_id = resource["id"]
+        by_type.setdefault(resource["resourceType"], []).append(json.dumps(resource, separators=(",", ":")))
+    return patient_id, {k: tuple(v) for k, v in by_type.items()}
+
+
+def _synthetic_records(patient_id: str, resource_type: str) -> list[str]:
+    """What a warm-up call reads: the synthetic patient's resources. Never the store."""
+    synthetic_id, by_type = _synthetic_patient()
+    return list(by_type.get(resource_type, ())) if patient_id == synthetic_id else []
+
+
+def warmup_for(manifest: Manifest) -> Warmup:
+    """The synthetic invocation that warms this function's prepared instances."""
+    patient_id = _synthetic_patient()[0] if manifest.patient == "required" else None
+    return Warmup(
+        request=FunctionRequest(patient_id=patient_id, purpose="TREAT", args=dict(manifest.warmup_args)),
+        scope=Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads) if patient_id else frozenset()),
+        read=_synthetic_records,
+    )
 
 
 class Registry:
@@ -167,7 +203,14 @@ class Registry:
             limits=limits_for(manifest, self._settings),
             arguments=arguments,
         )
-        self._pool.register(loaded.pool_key, loaded.component, loaded.limits, manifest.name)
+        self._pool.register(
+            loaded.pool_key,
+            loaded.component,
+            loaded.limits,
+            manifest.name,
+            warmup=warmup_for(manifest),
+            reuse=manifest.reuse_instances,
+        )
         return loaded
 
     def get(self, name: str) -> LoadedFunction:

@@ -24,12 +24,14 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import orjson
 from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Func, Linker, Record, Variant
 
 from host.directory import DirectoryQuery
 from host.errors import (
     ArtifactRejected,
+    FunctionFailed,
     FunctionOutputRejected,
     FunctionReturnedError,
     FunctionTimedOut,
@@ -218,20 +220,52 @@ def _log_write(_store: object, level: str, message: str) -> None:
         context.log.add(f"{level}: {message}")
 
 
-class PreparedInstance:
-    """An instantiated component in its own store, not yet given any patient data."""
+@dataclass(frozen=True)
+class Warmup:
+    """A synthetic invocation run once on a fresh instance before it is offered to a caller.
 
-    def __init__(self, store: Store, handle: Func, stdio: _Bounded) -> None:
+    CPython inside the component does its lazy start-up work (imports, caches) on the first
+    call: warming moves that off the request path. The request and the records are
+    synthetic, never patient data, so the instance has still read no patient's records.
+    """
+
+    request: FunctionRequest
+    scope: Scope
+    read: RecordReader
+
+
+class PreparedInstance:
+    """An instantiated component in its own store, not yet given any patient data.
+
+    A one-shot instance serves one invocation and is then dropped. A reusable one (only for
+    functions that read no records and receive no patient id) serves many, one at a time.
+    """
+
+    def __init__(self, store: Store, handle: Func, stdio: _Bounded, reusable: bool = False) -> None:
         self._store: Store | None = store
         self.handle = handle
         self.stdio = stdio
+        self.reusable = reusable
+        self.calls = 0
+
+    @property
+    def usable(self) -> bool:
+        return self._store is not None
 
     def claim(self) -> Store:
-        """The store, once: an instance serves one invocation and is then dropped."""
-        store, self._store = self._store, None
+        """The store: once for a one-shot instance, which is dropped after that invocation."""
+        store = self._store
         if store is None:
             raise RuntimeError("this instance already served an invocation; take a fresh one")
+        if not self.reusable:
+            self._store = None
         return store
+
+    def discard(self) -> None:
+        """Drop the store now (after a failed call, or when the pool lets the instance go)."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
 
 class Sandbox:
@@ -268,8 +302,14 @@ class Sandbox:
         except WasmtimeError as exc:
             raise ArtifactRejected(f"{cwasm_path}: wasmtime cannot load it; rebuild with `wardfn build`") from exc
 
-    def prepare(self, component: Component, limits: SandboxLimits) -> PreparedInstance:
-        """A fresh store and instance, with the memory cap and an empty WASI context."""
+    def prepare(
+        self,
+        component: Component,
+        limits: SandboxLimits,
+        warmup: Warmup | None = None,
+        reusable: bool = False,
+    ) -> PreparedInstance:
+        """A fresh store and instance, with the memory cap and an empty WASI context; warmed if asked."""
         stdio = _Bounded(limits.stdio_bytes)
         store = Store(self.engine)
         wasi = WasiConfig()  # empty: no preopens, no env, no args, no network
@@ -286,23 +326,37 @@ class Sandbox:
                 index = instance.get_export_index(store, "handle", export)
                 handle = instance.get_func(store, index) if index is not None else None
         except WasmtimeError as exc:
+            store.close()
             raise FunctionTrapped("the function could not be instantiated") from exc
         if handle is None:
+            store.close()
             raise ArtifactRejected(f"the component does not export {HANDLER_EXPORT}#handle")
-        return PreparedInstance(store, handle, stdio)
+        prepared = PreparedInstance(store, handle, stdio, reusable)
+        if warmup is not None:
+            self._warm(prepared, warmup, limits)
+        return prepared
+
+    def _warm(self, prepared: PreparedInstance, warmup: Warmup, limits: SandboxLimits) -> None:
+        """One synthetic call; the function's own error answer is fine, a trap discards the instance."""
+        assert prepared._store is not None
+        context = _CallContext(scope=warmup.scope, read=warmup.read, log=_Bounded(limits.log_bytes))
+        try:
+            self._run(prepared._store, prepared.handle, warmup.request, context, limits)
+        except FunctionFailed:
+            prepared.discard()
+            raise
+        # What the warm-up printed is not the caller's.
+        prepared.stdio.used = prepared.stdio.dropped = 0
+        prepared.stdio.lines = []
 
     def call(
         self, prepared: PreparedInstance, request: FunctionRequest, scope: Scope, limits: SandboxLimits
     ) -> CallResult:
-        """Run the handler once, within the limits, reading only inside `scope`; then drop the store."""
-        # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
-        record = Record()
-        for name, value in (
-            ("patient-id", request.patient_id),
-            ("purpose", request.purpose),
-            ("args", json.dumps(request.args)),
-        ):
-            setattr(record, name, value)
+        """Run the handler once, within the limits, reading only inside `scope`; then drop a one-shot store."""
+        if prepared.reusable and (scope.patient_id is not None or scope.resource_types):
+            # The isolation rule, held here as well as in the manifest: an instance that can
+            # read patient records never serves a second invocation.
+            raise RuntimeError("a reusable instance may not be given access to patient records")
         context = _CallContext(
             scope=scope,
             read=self._read,
@@ -310,7 +364,39 @@ class Sandbox:
             pseudonym=self._pseudonym,
             directory=self._directory,
         )
-        store, handle = prepared.claim(), prepared.handle
+        store = prepared.claim()
+        stdio_before = prepared.stdio.used
+        ok = False
+        try:
+            result = self._run(store, prepared.handle, request, context, limits)
+            ok = True
+        finally:
+            if not prepared.reusable:
+                store.close()
+            elif not ok:
+                prepared.discard()  # after a trap or a timeout the instance's state is unknown
+        prepared.calls += 1
+        call_ms, raw = result
+        try:
+            body = _parse_body(_unwrap(raw), limits.output_bytes)
+        except FunctionOutputRejected:
+            if prepared.reusable:
+                prepared.discard()
+            raise
+        stdio_bytes = prepared.stdio.used - stdio_before
+        return CallResult(
+            body=body, call_ms=call_ms, log=context.log.lines, stdio_bytes=stdio_bytes, withheld=context.withheld
+        )
+
+    def _run(
+        self, store: Store, handle: Func, request: FunctionRequest, context: _CallContext, limits: SandboxLimits
+    ) -> tuple[float, object]:
+        """One call into the handler under the deadline; (milliseconds, the raw lifted result)."""
+        # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
+        record = Record()
+        record.__dict__.update(
+            {"patient-id": request.patient_id, "purpose": request.purpose, "args": orjson.dumps(request.args).decode()}
+        )
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         store.set_epoch_deadline(ticks)
         started = time.perf_counter()
@@ -325,17 +411,7 @@ class Sandbox:
             raise FunctionTrapped("the function trapped") from exc
         except (ValueError, TypeError, UnicodeError) as exc:
             raise FunctionOutputRejected("the function's answer is not the promised shape") from exc
-        finally:
-            store.close()
-        call_ms = (time.perf_counter() - started) * 1000
-        body = _parse_body(_unwrap(result), limits.output_bytes)
-        return CallResult(
-            body=body,
-            call_ms=call_ms,
-            log=context.log.lines,
-            stdio_bytes=prepared.stdio.used,
-            withheld=context.withheld,
-        )
+        return (time.perf_counter() - started) * 1000, result
 
 
 def _unwrap(result: object) -> str:
@@ -352,68 +428,120 @@ def _parse_body(body: str, limit: int) -> Any:
     if len(body.encode("utf-8")) > limit:
         raise FunctionOutputRejected(f"the function's answer exceeds the {limit} byte output limit")
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise FunctionOutputRejected("the function's answer is not JSON") from exc
 
 
-class InstancePool:
-    """Fresh instances prepared ahead of demand, so instantiation stays off the request path.
+@dataclass
+class _Slot:
+    component: Component
+    limits: SandboxLimits
+    warmup: Warmup | None
+    reuse: bool
+    ready: queue.LifoQueue[PreparedInstance]
+    label: str = ""
+    # Takes that found no instance ready since the filler last looked: demand outruns it.
+    misses: int = 0
 
-    An instance serves one invocation and is then discarded: nothing read for one
-    patient can survive into the next call.
+
+class InstancePool:
+    """Fresh instances prepared (and warmed) ahead of demand, so instantiation stays off the request path.
+
+    A one-shot instance serves one invocation and is then discarded: nothing read for one
+    patient can survive into the next call. A function registered with `reuse=True` (one
+    that reads no records and receives no patient id) gets instances that go back to the
+    pool after each call, one caller at a time.
     """
 
-    def __init__(self, sandbox: Sandbox, size: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        size: int,
+        reuse_size: int = 16,
+        metrics: Metrics | None = None,
+        max_reuses: int = 10_000,
+    ) -> None:
         self._sandbox = sandbox
         self._size = size
+        self._reuse_size = reuse_size
+        self._max_reuses = max_reuses
         self._metrics = metrics if metrics is not None else Metrics()
-        self._queues: dict[str, tuple[Component, SandboxLimits, queue.Queue[PreparedInstance]]] = {}
-        self._labels: dict[str, str] = {}
+        self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, name="wardfn-prepare", daemon=True)
 
-    def register(self, key: str, component: Component, limits: SandboxLimits, function: str | None = None) -> None:
+    def register(
+        self,
+        key: str,
+        component: Component,
+        limits: SandboxLimits,
+        function: str | None = None,
+        *,
+        warmup: Warmup | None = None,
+        reuse: bool = False,
+    ) -> None:
         """Keep instances of `component` ready under `key`; `function` names it in metrics."""
         label = function or key.split("@")[0]
         with self._lock:
-            self._queues[key] = (component, limits, queue.Queue(maxsize=max(self._size, 1)))
-            self._labels[key] = label
-        self._metrics.pool_target.labels(label).set(self._size)
+            capacity = max(self._reuse_size if reuse else self._size, 1)
+            self._slots[key] = _Slot(component, limits, warmup, reuse, queue.LifoQueue(maxsize=capacity), label)
+        self._metrics.pool_target.labels(label).set(1 if reuse else self._size)
         self._metrics.pool_ready.labels(label).set(0)
         self._wake.set()
 
     def unregister(self, key: str) -> None:
         with self._lock:
-            self._queues.pop(key, None)
-            self._labels.pop(key, None)
+            slot = self._slots.pop(key, None)
+        while slot is not None and not slot.ready.empty():
+            slot.ready.get_nowait().discard()
 
     def take(self, key: str, component: Component, limits: SandboxLimits) -> PreparedInstance:
-        """A prepared instance if one is ready, else one made now: a cold start, and measured as one. A key
-        no longer registered still gets an instance, so a call that looked its function up just before a
-        reload runs on that version."""
+        """A prepared instance if one is ready, else one made now: a cold start (not warmed, to answer
+        sooner), and measured as one. A key no longer registered still gets a fresh one-shot instance,
+        so a call that looked its function up just before a reload runs on that version."""
         with self._lock:
-            entry = self._queues.get(key)
-            label = self._labels.get(key, key.split("@")[0])
+            slot = self._slots.get(key)
+        label = slot.label if slot is not None else key.split("@")[0]
         prepared = None
-        if entry is not None:
+        if slot is not None:
             try:
-                prepared = entry[2].get_nowait()
+                prepared = slot.ready.get_nowait()
             except queue.Empty:
-                pass
-            self._metrics.pool_ready.labels(label).set(entry[2].qsize())
+                slot.misses += 1
+            self._metrics.pool_ready.labels(label).set(slot.ready.qsize())
         if prepared is None:
             started = time.perf_counter()
-            prepared = self._prepare(component, limits, label)
+            reusable = slot is not None and slot.reuse
+            prepared = self._prepare(component, limits, label, None, reusable)
             self._metrics.cold_start_seconds.labels(label).observe(time.perf_counter() - started)
-        self._wake.set()
+        if slot is None or not slot.reuse:
+            self._wake.set()
         return prepared
 
-    def _prepare(self, component: Component, limits: SandboxLimits, label: str) -> PreparedInstance:
+    def give_back(self, key: str, prepared: PreparedInstance) -> None:
+        """Return a reusable instance after its call; a one-shot or broken one is dropped."""
+        with self._lock:
+            slot = self._slots.get(key)
+        if slot is None or not slot.reuse or not prepared.reusable or not prepared.usable:
+            prepared.discard()
+            return
+        if prepared.calls >= self._max_reuses:
+            prepared.discard()
+            self._wake.set()
+            return
+        try:
+            slot.ready.put_nowait(prepared)
+        except queue.Full:
+            prepared.discard()
+
+    def _prepare(
+        self, component: Component, limits: SandboxLimits, label: str, warmup: Warmup | None, reusable: bool
+    ) -> PreparedInstance:
         started = time.perf_counter()
-        prepared = self._sandbox.prepare(component, limits)
+        prepared = self._sandbox.prepare(component, limits, warmup, reusable)
         self._metrics.instantiate_seconds.labels(label).observe(time.perf_counter() - started)
         return prepared
 
@@ -432,11 +560,23 @@ class InstancePool:
             self._wake.wait(timeout=1)
             self._wake.clear()
             with self._lock:
-                pools = [(self._labels[key], *entry) for key, entry in self._queues.items()]
-            for label, component, limits, ready in pools:
-                while ready.qsize() < self._size and not self._stop.is_set():
+                slots = list(self._slots.values())
+            for slot in slots:
+                # Reusable instances are made on demand and kept: topping up to one is enough.
+                target = 1 if slot.reuse else self._size
+                # Warming costs more CPU than it saves the call (a warm-up call, then a cheaper
+                # real one, against one cold call). Worth it while demand leaves CPU to spare;
+                # when takes find the pool empty the host is saturated: instantiate only.
+                saturated, slot.misses = slot.misses > 0, 0
+                warmup = None if saturated else slot.warmup
+                while slot.ready.qsize() < target and not self._stop.is_set():
                     try:
-                        ready.put_nowait(self._prepare(component, limits, label))
-                    except (queue.Full, FunctionTrapped, ArtifactRejected):
+                        prepared = self._prepare(slot.component, slot.limits, slot.label, warmup, slot.reuse)
+                    except (FunctionFailed, ArtifactRejected):
                         break
-                self._metrics.pool_ready.labels(label).set(ready.qsize())
+                    try:
+                        slot.ready.put_nowait(prepared)
+                    except queue.Full:
+                        prepared.discard()
+                        break
+                self._metrics.pool_ready.labels(slot.label).set(slot.ready.qsize())

@@ -202,9 +202,17 @@ class InvocationService:
             drop=obligations.drop,
             directory=manifest.directory,
         )
-        prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
-        result = self._sandbox.call(prepared, request, scope, loaded.limits)
+        prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
+        if manifest.reuse_instances:
+            # Reads no records, gets no patient id (the manifest refuses reuse otherwise): the
+            # instance may serve the next call; the sandbox refuses a scope that could read.
+            try:
+                result = self._sandbox.call(prepared, request, Scope(patient_id=None), loaded.limits)
+            finally:
+                self._pool.give_back(loaded.pool_key, prepared)
+        else:
+            result = self._sandbox.call(prepared, request, scope, loaded.limits)
         # Again on the way out: nothing withheld, masked or dropped may be in the answer.
         check_output(result.body, scope.resource_types, scope.mask, scope.drop, result.withheld)
         return result.body

@@ -32,7 +32,11 @@ CREATE TABLE IF NOT EXISTS resources (
     body TEXT NOT NULL,
     PRIMARY KEY (resource_type, id)
 );
-CREATE INDEX IF NOT EXISTS resources_by_patient ON resources (patient_id, resource_type);
+-- (patient, type, id): every search is by patient and type, ordered by id. With only
+-- (patient, type), SQLite preferred the primary key for the ORDER BY and scanned every
+-- resource of the type: tens of milliseconds a search at 1,000 patients.
+DROP INDEX IF EXISTS resources_by_patient;
+CREATE INDEX IF NOT EXISTS resources_by_patient_type_id ON resources (patient_id, resource_type, id);
 CREATE TABLE IF NOT EXISTS patient_index (
     patient_id TEXT NOT NULL,
     kind TEXT NOT NULL,

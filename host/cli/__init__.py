@@ -1,6 +1,7 @@
 """The `wardfn` command line: one module a command family, registered on the root group here."""
 
 from host.cli.audit import audit
+from host.cli.bench import bench
 from host.cli.calls import invoke, token
 from host.cli.common import main
 from host.cli.data import data
@@ -9,7 +10,7 @@ from host.cli.package import package
 from host.cli.policy import policy
 from host.cli.serve import build, serve
 
-for command in (build, serve, token, invoke, data, audit, package, deploy, policy):
+for command in (build, serve, token, invoke, data, audit, package, deploy, policy, bench):
     main.add_command(command)
 
 __all__ = ["main"]

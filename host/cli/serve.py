@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import click
 
 from host.cli.common import cli_settings, err
@@ -51,15 +54,25 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
             store.close()
     configure_logging()
     _print_how_to_call(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_level="warning",
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_level": "warning",
         # On SIGTERM uvicorn stops accepting and lets in-flight calls finish, for at most this long.
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-    )
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
+    workers = settings.worker_count
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Several processes to use every core (one process runs Python on one core at a time). Each
+    # worker builds its own host from the WARDFN_* environment, so the flags go there too; they
+    # share the SQLite file, whose write lock keeps one audit chain.
+    for name, value in (("WARDFN_POLICY", settings.policy), ("WARDFN_OPA_URL", settings.opa_url)):
+        if value is not None:
+            os.environ[name] = value
+    uvicorn.run("host.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"

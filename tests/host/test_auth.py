@@ -329,3 +329,25 @@ def test_jwks_verifier(tmp_path: Path, jwks_server: tuple[str, rsa.RSAPrivateKey
     confused = jwt.encode(claims(settings), key, "RS384", headers={"kid": "idp-1"})
     with pytest.raises(AuthenticationError, match="algorithm not allowed"):
         verifier.verify(bearer(confused))
+
+
+def test_a_verified_token_is_remembered_until_it_expires(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, jwt_leeway_s=0, token_cache_size=16)
+    verifier = TokenVerifier.from_settings(settings)
+    token = issue_dev_token(settings, "dr-cache", "authorized_medical_staff", ttl_s=1)
+    assert verifier.verify(bearer(token)) == Subject("dr-cache", "authorized_medical_staff")
+    assert verifier.verify(bearer(token)) == Subject("dr-cache", "authorized_medical_staff")
+    time.sleep(2.1)
+    with pytest.raises(AuthenticationError, match="token expired"):
+        verifier.verify(bearer(token))
+
+
+def test_the_token_cache_never_accepts_a_token_it_did_not_verify(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, token_cache_size=16)
+    verifier = TokenVerifier.from_settings(settings)
+    token = issue_dev_token(settings, "dr-cache", "authorized_medical_staff")
+    verifier.verify(bearer(token))
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-4]}AAAA"
+    with pytest.raises(AuthenticationError):
+        verifier.verify(bearer(forged))

@@ -175,3 +175,25 @@ def test_a_manifest_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="function.toml"):
         load_manifest(function_dir)
+
+
+def test_the_clinical_calc_manifest_loads() -> None:
+    manifest = load_manifest(PROJECT_ROOT / "functions" / "clinical_calc")
+
+    assert (manifest.action, manifest.patient, manifest.reads) == ("calculate", "none", ())
+    assert manifest.reuse_instances is True
+    assert manifest.warmup_args["calculator"] == "bmi"
+
+
+@pytest.mark.parametrize(
+    ("patient", "reads"),
+    [("required", "[]"), ("none", '["Patient"]'), ("required", '["Observation"]')],
+    ids=["with-patient", "reading-records", "both"],
+)
+def test_reuse_is_refused_for_a_function_that_can_see_patient_data(tmp_path: Path, patient: str, reads: str) -> None:
+    text = (
+        f'name = "fn"\nversion = "1.0.0"\ndescription = "d"\naction = "calculate"\n'
+        f'patient = "{patient}"\nreads = {reads}\nreuse_instances = true\n'
+    )
+    with pytest.raises(ConfigurationError, match="reuse_instances: allowed only with patient"):
+        load_manifest(write_function(tmp_path, "fn", text))

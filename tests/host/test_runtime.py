@@ -21,7 +21,7 @@ from host.errors import (
     FunctionTrapped,
 )
 from host.manifest import discover_functions
-from host.registry import limits_for
+from host.registry import limits_for, warmup_for
 from host.runtime import EpochTicker, FunctionRequest, InstancePool, Sandbox, SandboxLimits, create_engine
 from host.types import Scope
 from tests.conftest import settings_for
@@ -160,3 +160,55 @@ def test_prepared_instances_serve_one_invocation_each(harness: Harness) -> None:
         assert pool.take("hostile", harness.components["hostile"], harness.limits["hostile"]) is not first
     finally:
         pool.stop()
+
+
+def test_a_reusable_instance_is_never_given_patient_records(harness: Harness) -> None:
+    limits = harness.limits["clinical_calc"]
+    prepared = harness.sandbox.prepare(harness.components["clinical_calc"], limits, reusable=True)
+    args = {"calculator": "bmi", "weight_kg": 70, "height_cm": 175}
+    try:
+        with pytest.raises(RuntimeError, match="may not be given access to patient records"):
+            harness.sandbox.call(prepared, FunctionRequest(None, "TREAT", args), Scope(PATIENT, frozenset()), limits)
+        with pytest.raises(RuntimeError, match="may not be given access to patient records"):
+            harness.sandbox.call(
+                prepared, FunctionRequest(None, "TREAT", args), Scope(None, frozenset({"Patient"})), limits
+            )
+        for _ in range(3):  # and without records it serves one call after another
+            body = harness.sandbox.call(prepared, FunctionRequest(None, "TREAT", args), Scope(None), limits).body
+            assert body["value"] == 22.9
+    finally:
+        prepared.discard()
+
+
+def test_the_pool_reuses_only_what_the_manifest_allows(harness: Harness) -> None:
+    pool = InstancePool(harness.sandbox, size=1, reuse_size=2)
+    pool.register("calc", harness.components["clinical_calc"], harness.limits["clinical_calc"], reuse=True)
+    pool.register("hostile", harness.components["hostile"], harness.limits["hostile"])
+    calc = pool.take("calc")
+    pool.give_back("calc", calc)
+    assert pool.take("calc") is calc  # warm and reused
+    once = pool.take("hostile")
+    pool.give_back("hostile", once)  # a one-shot instance is dropped, never queued again
+    assert not once.usable
+    assert pool.take("hostile") is not once
+
+
+def test_warm_up_reads_synthetic_records_never_the_store(harness: Harness) -> None:
+    store_reads: list[tuple[str, str]] = []
+
+    def store(patient_id: str, resource_type: str) -> list[str]:
+        store_reads.append((patient_id, resource_type))
+        return _records(patient_id, resource_type)
+
+    sandbox = Sandbox(harness.sandbox.engine, store, 5)
+    source = next(
+        s for s in discover_functions(settings_for(Path("unused.db")).functions_dirs) if s.name == "patient_lookup"
+    )
+    limits = harness.limits["patient_lookup"]
+    prepared = sandbox.prepare(harness.components["patient_lookup"], limits, warmup_for(source.manifest))
+    assert store_reads == []
+    assert prepared.stdio.used == 0
+    scope = Scope(PATIENT, frozenset(source.manifest.reads))
+    body = sandbox.call(prepared, FunctionRequest(PATIENT, "TREAT", {}), scope, limits).body
+    assert body["demographics"]["id"] == PATIENT and body["demographics"]["name"]["family"] == "Secret"
+    assert {resource_type for _, resource_type in store_reads} == set(source.manifest.reads)

@@ -1,0 +1,89 @@
+"""The same logic without Wasm: (a) plain Python in this process, (b) a fresh interpreter per call.
+
+Each baseline runs the function's own plain-Python module (summary.py, calc.py) on the same
+input as the Wasm component: (a) with no isolation at all, (b) in a new `sys.executable`
+process that starts, imports, opens the same SQLite file, queries and answers, which is the
+least a process (or a container) per request costs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SEARCH = "SELECT body FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id"
+
+LOOKUP_SCRIPT = f"""
+import json, sqlite3, sys
+sys.path.insert(0, sys.argv[1])
+import summary
+db = sqlite3.connect(sys.argv[2])
+patient_id = sys.argv[3]
+def read(resource_type):
+    rows = db.execute({SEARCH!r}, (patient_id, resource_type))
+    return summary.parse([body for (body,) in rows])
+sys.stdout.write(json.dumps(summary.build_summary(read), separators=(",", ":")))
+"""
+
+CALC_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import calc
+sys.stdout.write(json.dumps(calc.calculate(json.loads(sys.argv[2])), separators=(",", ":")))
+"""
+
+
+@dataclass
+class Baseline:
+    """One function's logic as plain Python: `in_process()` runs it here, `command` in a new process."""
+
+    in_process: Callable[[], Any]
+    command: list[str]
+
+    def subprocess(self) -> Any:
+        done = subprocess.run(self.command, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the baseline process failed: {done.stderr.decode(errors='replace')[-500:]}")
+        return json.loads(done.stdout)
+
+
+def _module(directory: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"wardfn_bench_{directory.name}_{name}", directory / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_for(
+    name: str, directory: Path, database: Path, patient_id: str | None, args: dict[str, Any]
+) -> Baseline | None:
+    """The baselines of the functions that have a plain-Python core; None for any other."""
+    if name == "patient_lookup" and patient_id:
+        summary = _module(directory, "summary")
+        connection = sqlite3.connect(database, check_same_thread=False)
+
+        def lookup() -> Any:
+            def read(resource_type: str) -> list[dict[str, Any]]:
+                rows = connection.execute(SEARCH, (patient_id, resource_type))
+                return summary.parse([body for (body,) in rows])  # type: ignore[no-any-return]
+
+            return json.loads(json.dumps(summary.build_summary(read), separators=(",", ":")))
+
+        return Baseline(lookup, [sys.executable, "-c", LOOKUP_SCRIPT, str(directory), str(database), patient_id])
+    if name == "clinical_calc":
+        calc = _module(directory, "calc")
+        encoded = json.dumps(args)
+        return Baseline(
+            lambda: json.loads(json.dumps(calc.calculate(json.loads(encoded)), separators=(",", ":"))),
+            [sys.executable, "-c", CALC_SCRIPT, str(directory), encoded],
+        )
+    return None

@@ -1,0 +1,76 @@
+"""`wardfn bench` runs as a user would: tiny runs, well-formed JSON with every ratio, and a PNG.
+
+Not timed: nothing here fails because the machine is slow; the numbers are only checked to exist."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FUNCTION_DIRS, TEST_HOME
+from tests.e2e.server import WARDFN
+
+pytestmark = pytest.mark.components
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "WARDFN_HOME": str(TEST_HOME),
+        "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
+        "WARDFN_SEED_PATIENTS": "30",
+        "WARDFN_WORKERS": "1",
+    }
+
+
+def _check(out: Path, name: str, ratios: set[str]) -> dict[str, object]:
+    document = json.loads((out / f"{name}.json").read_text())
+    assert set(document["ratios"]) == ratios
+    assert document["machine"]["cpus"] >= 1 and document["machine"]["versions"]["wasmtime"] == "50.0.1"
+    assert (out / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    return document  # type: ignore[no-any-return]
+
+
+def test_cold_start_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(WARDFN), "bench", "cold-start", "clinical_calc", "--iterations", "2", "--out", str(tmp_path)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = _check(tmp_path, "cold-start", {"prepared_over_warm_p50", "subprocess_over_cold_p50"})
+    phases = document["functions"]["clinical_calc"]["phases"]  # type: ignore[index]
+    for phase in ("componentize", "compile", "load_cwasm", "cold_invocation", "prepared_invocation", "warm_call",
+                  "python_in_process", "python_subprocess"):  # fmt: skip
+        assert phases[phase]["p50"] > 0 and math.isfinite(phases[phase]["max"])
+    assert document["functions"]["clinical_calc"]["baselines_give_the_same_answer"] is True  # type: ignore[index]
+    assert "cold invocation" in done.stderr
+
+
+def test_load_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(WARDFN), "bench", "load", "--connections", "2", "--rate", "20", "--duration", "0.5",
+            "--warmup", "0.1", "--startup-runs", "1", "--out", str(tmp_path),
+        ],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ratios = {
+        "p99_over_floor_at_200rps", "throughput_over_floor", "throughput_over_floor_reuse",
+        "startup_over_floor", "errors",
+    }  # fmt: skip
+    document = _check(tmp_path, "load", ratios)
+    runs = document["runs"]
+    assert {(r["target"], r["mode"]) for r in runs} == {  # type: ignore[union-attr]
+        (target, mode) for target in ("floor", "full", "reuse") for mode in ("closed", "open")
+    }
+    assert document["ratios"]["errors"] == 0  # type: ignore[index]
+    assert all(r["completed"] > 0 for r in runs)  # type: ignore[union-attr]
+    assert document["audit_chain"]["ok"] is True  # type: ignore[index]
