@@ -23,10 +23,10 @@ def data() -> None:
 def data_seed(patients: int, seed_value: int) -> None:
     """Add deterministic synthetic patients to the database."""
     from host.seed import seed_store
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     try:
         with err.status(f"seeding {patients} synthetic patients"):
             added = seed_store(store, patients, seed_value)
@@ -40,11 +40,11 @@ def data_seed(patients: int, seed_value: int) -> None:
 def data_import(paths: tuple[Path, ...]) -> None:
     """Import FHIR R4 Bundles (files, or every *.json in a directory); each bundle is all or nothing."""
     from host.fhir_import import bundle_files, import_bundles
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
     files = bundle_files(list(paths))
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     resources = patients = 0
     try:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as progress:
@@ -63,12 +63,12 @@ def data_import(paths: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def data_patients(limit: int, as_json: bool) -> None:
     """List patients, for development only (refused when WARDFN_ENV=production)."""
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
     if settings.production or os.environ.get("WARDFN_ENV") == "production":
         raise click.ClickException("`wardfn data patients` prints patient names: it is refused in production")
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     try:
         patients = store.list_patients(limit)
     finally:

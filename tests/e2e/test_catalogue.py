@@ -15,7 +15,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from host.audit import AuditLog
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.server import WARDFN, ServerProcess
 from tests.host.test_fhir_import import synthea_dir
 
@@ -98,7 +98,7 @@ def test_med_safety_checks_what_the_bundle_holds(server: ServerProcess, bundle_n
 def test_deidentify_for_research_leaves_no_identifier(server: ServerProcess) -> None:
     resources = _bundle(BUNDLES[0])
     patient = _patient(resources)
-    store = ResourceStore(server.database)
+    store = open_store(server.settings)
     try:  # research needs the patient's explicit permission
         store.add_resources([{
             "resourceType": "Consent", "id": f"research-{patient['id'][:8]}", "status": "active",
