@@ -184,13 +184,15 @@ def test_the_pool_reuses_only_what_the_manifest_allows(harness: Harness) -> None
     pool = InstancePool(harness.sandbox, size=1, reuse_size=2)
     pool.register("calc", harness.components["clinical_calc"], harness.limits["clinical_calc"], reuse=True)
     pool.register("hostile", harness.components["hostile"], harness.limits["hostile"])
-    calc = pool.take("calc")
+    calc_parts = (harness.components["clinical_calc"], harness.limits["clinical_calc"])
+    hostile_parts = (harness.components["hostile"], harness.limits["hostile"])
+    calc = pool.take("calc", *calc_parts)
     pool.give_back("calc", calc)
-    assert pool.take("calc") is calc  # warm and reused
-    once = pool.take("hostile")
+    assert pool.take("calc", *calc_parts) is calc  # warm and reused
+    once = pool.take("hostile", *hostile_parts)
     pool.give_back("hostile", once)  # a one-shot instance is dropped, never queued again
     assert not once.usable
-    assert pool.take("hostile") is not once
+    assert pool.take("hostile", *hostile_parts) is not once
 
 
 def test_warm_up_reads_synthetic_records_never_the_store(harness: Harness) -> None:
