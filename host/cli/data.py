@@ -78,3 +78,53 @@ def data_patients(limit: int, as_json: bool) -> None:
     else:
         for patient in patients:
             click.echo(f"{patient['id']}  {patient['name']}")
+
+
+@data.command("erase")
+@click.argument("patient_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def data_erase(patient_id: str, yes: bool) -> None:
+    """Erase a patient (GDPR art. 17) by destroying their data key: their records become unreadable for good."""
+    import getpass
+    import time
+    import uuid
+
+    from host.audit import AuditLog
+    from host.store import open_store
+    from host.types import AuditEvent
+
+    settings = cli_settings()
+    if not yes:
+        click.confirm(f"erase patient {patient_id}? Their records can never be read again", abort=True)
+    started = time.perf_counter()
+    store = open_store(settings)
+    try:
+        erased = store.erase_patient(patient_id)
+    finally:
+        store.close()
+    if not erased:
+        raise click.ClickException(f"no patient {patient_id} to erase (never stored, or already erased)")
+    # The erasure is itself on the audit trail; earlier records about the patient stay as they
+    # are (they hold the id, never record content), so the chain still verifies.
+    log = AuditLog(settings.database_path)
+    try:
+        log.append(
+            AuditEvent(
+                request_id=str(uuid.uuid4()),
+                subject_id=f"cli:{getpass.getuser()}",
+                role="operator",
+                function=None,
+                patient_id=patient_id,
+                purpose="ERASURE",
+                decision_id=None,
+                allowed=True,
+                reasons=("data erase: data key destroyed",),
+                outcome="erased",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+    finally:
+        log.close()
+    err.print(
+        f"erased patient {patient_id}: their data key is destroyed and the store answers as if they never existed"
+    )
