@@ -36,6 +36,12 @@ from host.errors import InvalidRequest, StoreUnavailable, WardfnError
 
 BUSY_TIMEOUT_S = 10.0
 REWRAP_BATCH = 500
+# One patient's resources of one type, with the patient's data key as wrapped under this host's KEK.
+SEARCH_SQL = (
+    "SELECT r.id, r.body, k.wrapped FROM resources r "
+    "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
+    "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
+)
 CIPHER_CACHE = 4096
 
 SCHEMA = """
@@ -274,12 +280,7 @@ class ResourceStore:
             conn.close()
 
     def _search(self, conn: sqlite3.Connection, patient_id: str, resource_type: str) -> list[str]:
-        rows = conn.execute(
-            "SELECT r.id, r.body, k.wrapped FROM resources r "
-            "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
-            "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id",
-            (self.kek_id, patient_id, resource_type),
-        ).fetchall()
+        rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
         if not rows:
             return []
         wrapped = rows[0][2]
