@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from host.config import load_settings
 from host.consent import consented
@@ -254,3 +256,21 @@ def test_rotation_with_the_service_running_keeps_every_record_readable(
         second.stop()
     refused = wardfn(env, "serve", "--port", "9")  # the retired key
     assert refused.returncode != 0 and "wrong key-encryption key" in refused.stderr
+
+
+def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir: Path) -> None:
+    public = workdir / "idp.pem"
+    public.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    production = {
+        **{k: v for k, v in env.items() if k != "WARDFN_KEK"},
+        "WARDFN_ENV": "production",
+        "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
+        "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
+    }
+    done = wardfn(production, "serve", "--port", "9")
+    assert done.returncode != 0
+    assert "WARDFN_KEK or WARDFN_KEK_FILE" in done.stderr and "Traceback" not in done.stderr
