@@ -12,6 +12,7 @@ from host.artifacts import ArtifactCache
 from host.bench.fixtures import bench_database, consenting_patients
 from host.build import build_function
 from host.config import Settings, load_settings
+from host.encryption import kek_from_settings
 from host.manifest import discover_functions
 from host.registry import limits_for, warmup_for
 from host.runtime import EpochTicker, FunctionRequest, Sandbox, SandboxLimits, Warmup, create_engine
@@ -41,11 +42,11 @@ class Parts:
 def parts() -> Iterator[Parts]:
     settings = load_settings()
     database = bench_database(settings)
-    patient_id = consenting_patients(database, 1)[0]
+    patient_id = consenting_patients(settings, database, 1)[0]
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    store = ResourceStore(database)
+    store = ResourceStore(database, kek_from_settings(settings))
     sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
     functions = {}
     for source in discover_functions(settings.functions_dirs):

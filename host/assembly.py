@@ -18,7 +18,7 @@ from host.ratelimit import Budget
 from host.registry import Registry, ReloadReport
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
-from host.store import ResourceStore
+from host.store import ResourceStore, open_store
 
 
 @dataclass
@@ -66,7 +66,7 @@ def open_host(settings: Settings) -> Host:
     """Everything expensive, built once per process. Fails with a ConfigurationError naming what to fix."""
     verifier = TokenVerifier.from_settings(settings)
     policy = CachingPolicyEngine(open_policy_engine(settings), settings.decision_cache_size)
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     audit = AuditLog(settings.database_path)
     metrics = Metrics()
     metrics.watch_policy(policy.healthy)

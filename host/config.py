@@ -6,16 +6,18 @@ token issuer). Production (`WARDFN_ENV=production`) refuses anything unsafe.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_ISSUER = "wardfn-dev"
 MIB = 1024 * 1024
+KEK_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -84,6 +86,12 @@ class Settings(BaseSettings):
     search_budget: int = Field(default=60, ge=0)
     search_window_s: int = Field(default=60, gt=0)
 
+    # The key-encryption key that wraps every patient's data key (encryption at rest): 32 random
+    # bytes, base64 (kek), or a file holding them raw or in base64 (kek_file). In development,
+    # when neither is set, one is made once under the key directory; production requires one.
+    kek: SecretStr | None = None
+    kek_file: Path | None = None
+
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
 
@@ -131,6 +139,29 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @property
+    def kek_given(self) -> bool:
+        """True if WARDFN_KEK or WARDFN_KEK_FILE is set (an empty variable counts as unset)."""
+        return bool(self.kek and self.kek.get_secret_value()) or (
+            self.kek_file is not None and str(self.kek_file) not in ("", ".")
+        )
+
+    @model_validator(mode="after")
+    def _kek_is_a_key(self) -> Settings:
+        # Checked here so a malformed key fails at start-up; the message never repeats the value.
+        if self.kek and self.kek.get_secret_value():
+            try:
+                key = base64.b64decode(self.kek.get_secret_value(), validate=True)
+            except ValueError:
+                key = b""
+            if len(key) != KEK_BYTES:
+                raise ValueError(
+                    f"WARDFN_KEK must be {KEK_BYTES} random bytes in base64 (make one with `openssl rand -base64 32`)"
+                )
+            if self.kek_file is not None and str(self.kek_file) not in ("", "."):
+                raise ValueError("set WARDFN_KEK or WARDFN_KEK_FILE, not both")
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if not self.production:
@@ -146,6 +177,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"WARDFN_JWT_ISSUER is still the development issuer {DEV_ISSUER!r}: "
                 "set it to your identity provider's issuer"
+            )
+        if not self.kek_given:
+            raise ValueError(
+                "WARDFN_ENV=production needs WARDFN_KEK or WARDFN_KEK_FILE, the key-encryption key of the "
+                "patient data: a generated development key is never used in production"
             )
         return self
 

@@ -1,7 +1,15 @@
-"""The embedded store of FHIR-shaped resources: one SQLite table, indexed by patient.
+"""The embedded store of FHIR-shaped resources: one SQLite table, indexed by patient, encrypted at rest.
 
-Each resource is kept as the JSON text it was added as, under its type and id, with the
-patient it belongs to. Functions read whole resources by (patient, type), nothing finer.
+Each resource is kept as the JSON it was added as, sealed with AES-256-GCM under its
+patient's data key (resources of no patient: under the store's shared key), with its type,
+id and patient as associated data so a sealed body cannot be moved to another row. Data
+keys are stored wrapped by the key-encryption key (see host.encryption and host.keyring).
+Search keys are blind indexes: HMACs of the normalised keys, never the names themselves.
+Functions read whole resources by (patient, type), nothing finer, and see plaintext: the
+store decrypts in search().
+
+Erasure destroys a patient's data key: their sealed rows stay, unreadable, and the store
+answers as if the patient had never been stored.
 
 The store is used from the web server's thread pool. Every thread gets its own connection
 (a sqlite3 connection must not run two statements at once) and the file is in WAL mode,
@@ -10,6 +18,7 @@ so reads run concurrently with each other and with a writer.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -18,18 +27,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from host import keyring
+from host.config import Settings
 from host.consent import consented, directives
 from host.directory import DirectoryQuery, minimal_match, patient_keys
-from host.errors import InvalidRequest, StoreUnavailable
+from host.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.errors import InvalidRequest, StoreUnavailable, WardfnError
 
 BUSY_TIMEOUT_S = 10.0
+REWRAP_BATCH = 500
+# One patient's resources of one type, with the patient's data key as wrapped under this host's KEK.
+SEARCH_SQL = (
+    "SELECT r.id, r.body, k.wrapped FROM resources r "
+    "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
+    "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
+)
+CIPHER_CACHE = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
     resource_type TEXT NOT NULL,
     id TEXT NOT NULL,
     patient_id TEXT,
-    body TEXT NOT NULL,
+    -- nonce || AES-GCM ciphertext (a BLOB); TEXT only in databases made before encryption.
+    body BLOB NOT NULL,
     PRIMARY KEY (resource_type, id)
 );
 -- (patient, type, id): every search is by patient and type, ordered by id. With only
@@ -37,6 +58,7 @@ CREATE TABLE IF NOT EXISTS resources (
 -- resource of the type: tens of milliseconds a search at 1,000 patients.
 DROP INDEX IF EXISTS resources_by_patient;
 CREATE INDEX IF NOT EXISTS resources_by_patient_type_id ON resources (patient_id, resource_type, id);
+-- key: a blind index, hex HMAC-SHA256 of (kind, normalised key) under the blind-index key.
 CREATE TABLE IF NOT EXISTS patient_index (
     patient_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -48,59 +70,76 @@ CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id
 
 
 class ResourceStore:
-    """FHIR resources in a SQLite file, safe to share between threads."""
+    """FHIR resources in a SQLite file, encrypted at rest, safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keys: KeyProvider) -> None:
         self.path = path
+        self._keys = keys
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Unwrapped data keys, keyed by the wrapped bytes read with the row: a key erased or
+        # re-wrapped in the database is simply never looked up again.
+        self._cipher = functools.lru_cache(maxsize=CIPHER_CACHE)(self._unwrap_cipher)
         try:
             with self._translate("create"):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = self._connection()
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
-                _backfill_index(conn)
-        except StoreUnavailable:
+                conn.executescript(keyring.SCHEMA)
+                with _transaction(conn):
+                    keyring.check_kek(conn, keys, path)
+                    blind_key = keyring.data_key(conn, keys, keyring.BLIND_INDEX_OWNER, create=True)
+                    shared_key = keyring.data_key(conn, keys, keyring.SHARED_OWNER, create=True)
+                    assert blind_key is not None and shared_key is not None
+                    self._blind = BlindIndex(blind_key)
+                    self._shared = FieldCipher(shared_key)
+                    upgraded = _encrypt_plaintext(conn, self._sealer(conn), self._blind)
+                if upgraded:
+                    # Purge the plaintext pages the upgrade freed, from the WAL and the file.
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("VACUUM")
+        except WardfnError:
             self.close()
             raise
+
+    @property
+    def kek_id(self) -> str:
+        """The id of the key-encryption key this store unwraps data keys with."""
+        return self._keys.kek_id
 
     def add_resources(self, resources: Iterable[dict[str, Any]]) -> int:
         """Add (or replace, by type and id) resources in one transaction; returns how many."""
         rows = _Rows(resources)
         with self._translate("write to"):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
+                sealer = self._sealer(conn)
+                sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in rows]
                 conn.executemany(
                     "INSERT OR REPLACE INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?)",
-                    rows,
+                    sealed,
                 )
-                _index_patients(conn, rows.patients)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                _index_patients(conn, rows.patients, self._blind)
         return rows.count
 
     def search(self, patient_id: str, resource_type: str) -> list[str]:
         """The JSON bodies of one patient's resources of one type ("Patient": the patient itself)."""
         with self._translate("read"):
-            cursor = self._connection().execute(
-                "SELECT body FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
-                (patient_id, resource_type),
-            )
-            return [body for (body,) in cursor]
+            return self._search(self._connection(), patient_id, resource_type)
 
     def patient_exists(self, patient_id: str) -> bool:
-        """True if a Patient resource with this id is stored."""
+        """True if a Patient resource with this id is stored (and not erased)."""
         with self._translate("read"):
             row = (
                 self._connection()
-                .execute("SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ?", (patient_id,))
+                .execute(
+                    "SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ? "
+                    "AND id NOT IN (SELECT patient_id FROM erasures)",
+                    (patient_id,),
+                )
                 .fetchone()
             )
         return row is not None
@@ -129,23 +168,30 @@ class ResourceStore:
         return sorted(members)
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
-        """Up to `limit` patients as {"id", "name"}, ordered by id. For development only."""
+        """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
         with self._translate("read"):
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT id, body FROM resources WHERE resource_type = 'Patient' ORDER BY id LIMIT ?",
+            conn = self._connection()
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM resources WHERE resource_type = 'Patient' "
+                    "AND id NOT IN (SELECT patient_id FROM erasures) ORDER BY id LIMIT ?",
                     (limit,),
                 )
-                .fetchall()
-            )
-        return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in rows]
+            ]
+            patients = [(pid, body) for pid in ids for body in self._search(conn, pid, "Patient")]
+        return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in patients]
 
     def count_patients(self) -> int:
-        """How many Patient resources are stored."""
+        """How many Patient resources are stored (erased patients not counted)."""
         with self._translate("read"):
             (count,) = (
-                self._connection().execute("SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient'").fetchone()
+                self._connection()
+                .execute(
+                    "SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient' "
+                    "AND id NOT IN (SELECT patient_id FROM erasures)"
+                )
+                .fetchone()
             )
         return int(count)
 
@@ -154,20 +200,67 @@ class ResourceStore:
         pairs = query.keys()
         if not pairs:
             return []
+        # The blind index of a key depends on its kind, so each criterion matches any of its
+        # kinds' HMACs; (kind, key) is indexed.
         clauses = " INTERSECT ".join(
-            f"SELECT patient_id FROM patient_index WHERE kind IN ({','.join('?' * len(kinds))}) AND key = ?"
+            f"SELECT patient_id FROM patient_index WHERE kind IN ({','.join('?' * len(kinds))}) "
+            f"AND key IN ({','.join('?' * len(kinds))})"
             for kinds, _ in pairs
         )
-        params: list[Any] = [value for kinds, key in pairs for value in (*kinds, key)]
+        params: list[Any] = [
+            value for kinds, key in pairs for value in (*kinds, *(self._blind(kind, key) for kind in kinds))
+        ]
         with self._translate("read"):
             conn = self._connection()
             ids = [row[0] for row in conn.execute(f"{clauses} ORDER BY 1 LIMIT ?", [*params, limit])]
-            bodies = [
-                row[0]
-                for pid in ids
-                for row in conn.execute("SELECT body FROM resources WHERE resource_type = 'Patient' AND id = ?", (pid,))
-            ]
+            bodies = [body for pid in ids for body in self._search(conn, pid, "Patient")]
         return [minimal_match(json.loads(body)) for body in bodies]
+
+    def erase_patient(self, patient_id: str) -> bool:
+        """Crypto-shred a patient: destroy their data key and search keys. False if no such patient."""
+        if ":" in patient_id:
+            raise InvalidRequest("a patient id has no colon: that name belongs to one of the store's own keys")
+        with self._translate("erase in"):
+            conn = self._connection()
+            with _transaction(conn):
+                stored = conn.execute(
+                    "SELECT 1 FROM resources WHERE patient_id = ? UNION ALL SELECT 1 FROM data_keys WHERE owner = ? "
+                    "LIMIT 1",
+                    (patient_id, patient_id),
+                ).fetchone()
+                if stored is None or keyring.erased(conn, patient_id):
+                    return False
+                keyring.erase(conn, patient_id)
+                conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient_id,))
+            # secure_delete zeroed the key's bytes in the new pages; the checkpoint moves them into
+            # the file and empties the WAL, which still held the old pages.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
+    def rotate_kek(self, new: KeyProvider, batch: int = REWRAP_BATCH) -> int:
+        """Wrap every data key under `new` as well, in small transactions; returns how many were wrapped.
+
+        Hosts keep serving throughout, on either key. Run `retire_kek` once every host runs on `new`.
+        """
+        if new.kek_id == self.kek_id:
+            raise InvalidRequest(f"the new key-encryption key is the current one ({self.kek_id}): give a new key")
+        return self._rewrap_all(self._keys, new, batch, retire=False)
+
+    def retire_kek(self, old: KeyProvider, batch: int = REWRAP_BATCH) -> int:
+        """Wrap under this store's KEK any key still only under `old`, then delete every `old` wrapping."""
+        if old.kek_id == self.kek_id:
+            raise InvalidRequest(
+                f"key-encryption key {old.kek_id} is the one this host runs on: set WARDFN_KEK to the new key first"
+            )
+        with self._translate("read"):
+            if old.kek_id not in keyring.known_keks(self._connection()):
+                raise InvalidRequest(f"key-encryption key {old.kek_id} is not one {self.path} knows")
+        return self._rewrap_all(old, self._keys, batch, retire=True)
+
+    def kek_status(self) -> dict[str, int]:
+        """Data keys wrapped under each key-encryption key id the database knows."""
+        with self._translate("read"):
+            return keyring.counts(self._connection())
 
     def healthy(self) -> bool:
         """True if the store answers a trivial query (for readiness checks); never raises."""
@@ -186,6 +279,27 @@ class ResourceStore:
         for conn in connections:
             conn.close()
 
+    def _search(self, conn: sqlite3.Connection, patient_id: str, resource_type: str) -> list[str]:
+        rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
+        if not rows:
+            return []
+        wrapped = rows[0][2]
+        if wrapped is None:
+            if keyring.erased(conn, patient_id):
+                return []
+            raise StoreUnavailable(
+                f"a patient's data key is not wrapped under this host's key-encryption key ({self.kek_id}): "
+                "it was retired; restart the host with the current WARDFN_KEK"
+            )
+        cipher = self._cipher(patient_id, wrapped)
+        return [_open(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
+
+    def _unwrap_cipher(self, owner: str, wrapped: bytes) -> FieldCipher:
+        return FieldCipher(keyring.unwrap(self._keys, wrapped, owner))
+
+    def _sealer(self, conn: sqlite3.Connection) -> _Sealer:
+        return _Sealer(conn, self._keys, self._shared)
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
@@ -196,9 +310,29 @@ class ResourceStore:
             # check_same_thread=False only so that close() may close it from another thread;
             # otherwise the connection is used by the thread that opened it alone.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            # Deleted content (an erased patient's key) is overwritten, not left in free pages.
+            conn.execute("PRAGMA secure_delete=ON")
             self._connections.append(conn)
         self._local.conn = conn
         return conn
+
+    def _rewrap_all(self, source: KeyProvider, target: KeyProvider, batch: int, retire: bool) -> int:
+        total = 0
+        with self._translate("re-wrap keys in"):
+            conn = self._connection()
+            while True:
+                # Small transactions: the hosts serving from this file wait for the write lock
+                # at most one batch long.
+                with _transaction(conn):
+                    done = keyring.rewrap(conn, source, target, batch)
+                    total += done
+                    if done < batch:
+                        if retire:
+                            keyring.forget_kek(conn, source.kek_id)
+                        break
+            if retire:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return total
 
     @contextmanager
     def _translate(self, action: str) -> Iterator[None]:
@@ -212,33 +346,99 @@ class ResourceStore:
             ) from exc
 
 
-def _backfill_index(conn: sqlite3.Connection) -> None:
-    """Give a database made before the search index its keys, once."""
-    if conn.execute("SELECT 1 FROM patient_index LIMIT 1").fetchone() is not None:
-        return
-    patients = [json.loads(b) for (b,) in conn.execute("SELECT body FROM resources WHERE resource_type = 'Patient'")]
-    if patients:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _index_patients(conn, patients)
-            conn.execute("COMMIT")
-        except BaseException:
+def open_store(settings: Settings) -> ResourceStore:
+    """The store the settings name, with the key-encryption key they name; refuses a wrong KEK."""
+    return ResourceStore(settings.database_path, kek_from_settings(settings))
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
-            raise
+        raise
 
 
-def _index_patients(conn: sqlite3.Connection, patients: list[dict[str, Any]]) -> None:
-    """Replace the search keys of these patients, in the caller's transaction."""
+class _Sealer:
+    """Seals bodies under their patient's data key (made on first use), in the caller's transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, keys: KeyProvider, shared: FieldCipher) -> None:
+        self._conn = conn
+        self._keys = keys
+        self._shared = shared
+        self._ciphers: dict[str, FieldCipher] = {}
+
+    def seal(self, resource_type: str, resource_id: str, patient_id: str | None, body: str) -> bytes:
+        return self._cipher(patient_id).seal(body.encode(), _associated(resource_type, resource_id, patient_id))
+
+    def _cipher(self, patient_id: str | None) -> FieldCipher:
+        if patient_id is None:
+            return self._shared
+        cipher = self._ciphers.get(patient_id)
+        if cipher is None:
+            if ":" in patient_id:
+                raise InvalidRequest("a resource names a patient id with a colon: FHIR ids have none")
+            if keyring.erased(self._conn, patient_id):
+                raise InvalidRequest(
+                    "a resource belongs to a patient who was erased: an erased patient's id is never reused"
+                )
+            key = keyring.data_key(self._conn, self._keys, patient_id, create=True)
+            assert key is not None
+            cipher = self._ciphers[patient_id] = FieldCipher(key)
+        return cipher
+
+
+def _associated(resource_type: str, resource_id: str, patient_id: str | None) -> bytes:
+    """What a sealed body is bound to: its row. A body moved to another row does not open."""
+    return json.dumps(["wardfn-resource-v1", resource_type, resource_id, patient_id]).encode()
+
+
+def _open(cipher: FieldCipher, resource_type: str, resource_id: str, patient_id: str | None, body: Any) -> str:
+    if not isinstance(body, bytes):
+        raise StoreUnavailable("the record store holds an unencrypted record: reopen it to encrypt it")
+    try:
+        return cipher.open(body, _associated(resource_type, resource_id, patient_id)).decode()
+    except KeyUnreadable:
+        # Names neither the patient nor the resource: that is patient data.
+        raise StoreUnavailable(
+            "a stored record failed its integrity check (altered, or moved from another row): "
+            "restore the database from a backup"
+        ) from None
+
+
+def _encrypt_plaintext(conn: sqlite3.Connection, sealer: _Sealer, blind: BlindIndex) -> bool:
+    """Encrypt, in place, the rows of a database made before encryption at rest; True if there were any."""
+    rows = conn.execute(
+        "SELECT resource_type, id, patient_id, body FROM resources WHERE typeof(body) = 'text'"
+    ).fetchall()
+    if not rows:
+        return False
+    conn.executemany(
+        "UPDATE resources SET body = ? WHERE resource_type = ? AND id = ?",
+        [(sealer.seal(t, i, p, body), t, i) for t, i, p, body in rows],
+    )
+    conn.execute("DELETE FROM patient_index")
+    patients = [json.loads(body) for t, _, _, body in rows if t == "Patient"]
+    _index_patients(conn, patients, blind)
+    return True
+
+
+def _index_patients(conn: sqlite3.Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:
+    """Replace the search keys of these patients, as blind indexes, in the caller's transaction."""
     for patient in patients:
         conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient["id"],))
         conn.executemany(
             "INSERT INTO patient_index (patient_id, kind, key) VALUES (?, ?, ?)",
-            [(patient["id"], kind, key) for kind, key in sorted(patient_keys(patient))],
+            [(patient["id"], kind, blind(kind, key)) for kind, key in sorted(patient_keys(patient))],
         )
 
 
 class _Rows:
-    """Resources as table rows, counted as executemany consumes them (it may be a generator)."""
+    """Resources as table rows (type, id, patient, JSON body), counted as they are read."""
 
     def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
         self._resources = resources

@@ -2,15 +2,15 @@
 
 Each baseline runs the function's own plain-Python module (summary.py, calc.py) on the same
 input as the Wasm component: (a) with no isolation at all, (b) in a new `sys.executable`
-process that starts, imports, opens the same SQLite file, queries and answers, which is the
-least a process (or a container) per request costs.
+process that starts, imports, opens the same SQLite file, queries, decrypts and answers, which
+is the least a process (or a container) per request costs. Both read through the store, which
+decrypts, as the host does: the database holds no plaintext to read directly.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,17 +19,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-SEARCH = "SELECT body FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id"
+from host.config import Settings
+from host.encryption import kek_from_settings
+from host.store import ResourceStore
 
-LOOKUP_SCRIPT = f"""
-import json, sqlite3, sys
+LOOKUP_SCRIPT = """
+import json, sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import summary
-db = sqlite3.connect(sys.argv[2])
+from host.config import load_settings
+from host.encryption import kek_from_settings
+from host.store import ResourceStore
+store = ResourceStore(Path(sys.argv[2]), kek_from_settings(load_settings()))
 patient_id = sys.argv[3]
 def read(resource_type):
-    rows = db.execute({SEARCH!r}, (patient_id, resource_type))
-    return summary.parse([body for (body,) in rows])
+    return summary.parse(store.search(patient_id, resource_type))
 sys.stdout.write(json.dumps(summary.build_summary(read), separators=(",", ":")))
 """
 
@@ -64,17 +69,16 @@ def _module(directory: Path, name: str) -> ModuleType:
 
 
 def baseline_for(
-    name: str, directory: Path, database: Path, patient_id: str | None, args: dict[str, Any]
+    name: str, directory: Path, database: Path, patient_id: str | None, args: dict[str, Any], settings: Settings
 ) -> Baseline | None:
     """The baselines of the functions that have a plain-Python core; None for any other."""
     if name == "patient_lookup" and patient_id:
         summary = _module(directory, "summary")
-        connection = sqlite3.connect(database, check_same_thread=False)
+        store = ResourceStore(database, kek_from_settings(settings))
 
         def lookup() -> Any:
             def read(resource_type: str) -> list[dict[str, Any]]:
-                rows = connection.execute(SEARCH, (patient_id, resource_type))
-                return summary.parse([body for (body,) in rows])  # type: ignore[no-any-return]
+                return summary.parse(store.search(patient_id, resource_type))  # type: ignore[no-any-return]
 
             return json.loads(json.dumps(summary.build_summary(read), separators=(",", ":")))
 

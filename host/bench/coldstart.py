@@ -30,6 +30,7 @@ from host.bench.machine import describe
 from host.bench.stats import ratio, summarise
 from host.build import build_function, compile_component, componentize
 from host.config import Settings
+from host.encryption import kek_from_settings
 from host.errors import FunctionNotFound
 from host.manifest import FunctionSource, discover_functions
 from host.registry import limits_for, warmup_for
@@ -72,11 +73,11 @@ def run_cold_start(
     """Measure, print the table, write `cold-start.json` and `cold-start.png` under `out`; return the document."""
     sources = _choose(settings, names)
     database = bench_database(settings)
-    patient_id = consenting_patients(database, 1)[0]
+    patient_id = consenting_patients(settings, database, 1)[0]
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    store = ResourceStore(database)
+    store = ResourceStore(database, kek_from_settings(settings))
     sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
     ticker.start()
     results: dict[str, dict[str, Any]] = {}
@@ -181,7 +182,7 @@ def _measure(
     finally:
         warm.discard()
 
-    baseline = baseline_for(source.name, source.path, database, request.patient_id, request.args)
+    baseline = baseline_for(source.name, source.path, database, request.patient_id, request.args, settings)
     same_answer = None
     if baseline is not None:
         same_answer = baseline.in_process() == answer and baseline.subprocess() == answer

@@ -66,7 +66,7 @@ def run_load(
     """Measure, print, write `load.json` and `load.png` under `out`; return the document."""
     out.mkdir(parents=True, exist_ok=True)
     database = bench_database(settings) if url is None else settings.database_path
-    patients = consenting_patients(database, 200)
+    patients = consenting_patients(settings, database, 200)
     token = issue_dev_token(settings, "bench-load", "authorized_medical_staff", 3600)
     auth = {"Authorization": f"Bearer {token}"}
     targets: dict[str, list[dict[str, Any]]] = {

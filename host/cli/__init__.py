@@ -6,11 +6,12 @@ from host.cli.calls import invoke, token
 from host.cli.common import main
 from host.cli.data import data
 from host.cli.deploy import deploy
+from host.cli.keys import keys
 from host.cli.package import package
 from host.cli.policy import policy
 from host.cli.serve import build, serve
 
-for command in (build, serve, token, invoke, data, audit, package, deploy, policy, bench):
+for command in (build, serve, token, invoke, data, keys, audit, package, deploy, policy, bench):
     main.add_command(command)
 
 __all__ = ["main"]

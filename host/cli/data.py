@@ -23,10 +23,10 @@ def data() -> None:
 def data_seed(patients: int, seed_value: int) -> None:
     """Add deterministic synthetic patients to the database."""
     from host.seed import seed_store
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     try:
         with err.status(f"seeding {patients} synthetic patients"):
             added = seed_store(store, patients, seed_value)
@@ -40,11 +40,11 @@ def data_seed(patients: int, seed_value: int) -> None:
 def data_import(paths: tuple[Path, ...]) -> None:
     """Import FHIR R4 Bundles (files, or every *.json in a directory); each bundle is all or nothing."""
     from host.fhir_import import bundle_files, import_bundles
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
     files = bundle_files(list(paths))
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     resources = patients = 0
     try:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as progress:
@@ -63,12 +63,12 @@ def data_import(paths: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def data_patients(limit: int, as_json: bool) -> None:
     """List patients, for development only (refused when WARDFN_ENV=production)."""
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings()
     if settings.production or os.environ.get("WARDFN_ENV") == "production":
         raise click.ClickException("`wardfn data patients` prints patient names: it is refused in production")
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     try:
         patients = store.list_patients(limit)
     finally:
@@ -78,3 +78,53 @@ def data_patients(limit: int, as_json: bool) -> None:
     else:
         for patient in patients:
             click.echo(f"{patient['id']}  {patient['name']}")
+
+
+@data.command("erase")
+@click.argument("patient_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def data_erase(patient_id: str, yes: bool) -> None:
+    """Erase a patient (GDPR art. 17) by destroying their data key: their records become unreadable for good."""
+    import getpass
+    import time
+    import uuid
+
+    from host.audit import AuditLog
+    from host.store import open_store
+    from host.types import AuditEvent
+
+    settings = cli_settings()
+    if not yes:
+        click.confirm(f"erase patient {patient_id}? Their records can never be read again", abort=True)
+    started = time.perf_counter()
+    store = open_store(settings)
+    try:
+        erased = store.erase_patient(patient_id)
+    finally:
+        store.close()
+    if not erased:
+        raise click.ClickException(f"no patient {patient_id} to erase (never stored, or already erased)")
+    # The erasure is itself on the audit trail; earlier records about the patient stay as they
+    # are (they hold the id, never record content), so the chain still verifies.
+    log = AuditLog(settings.database_path)
+    try:
+        log.append(
+            AuditEvent(
+                request_id=str(uuid.uuid4()),
+                subject_id=f"cli:{getpass.getuser()}",
+                role="operator",
+                function=None,
+                patient_id=patient_id,
+                purpose="ERASURE",
+                decision_id=None,
+                allowed=True,
+                reasons=("data erase: data key destroyed",),
+                outcome="erased",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+    finally:
+        log.close()
+    err.print(
+        f"erased patient {patient_id}: their data key is destroyed and the store answers as if they never existed"
+    )

@@ -39,19 +39,19 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     from host.app import configure_logging, create_app
     from host.cli.progress import build_functions
     from host.seed import seed_store
-    from host.store import ResourceStore
+    from host.store import open_store
 
     settings = cli_settings(host=bind_host, port=port, policy=engine, opa_url=opa_url)
     build_functions(settings, [], force=False, console=err)
-    if not settings.production:
-        store = ResourceStore(settings.database_path)
-        try:
-            if store.count_patients() == 0 and settings.seed_patients > 0:
-                with err.status(f"seeding {settings.seed_patients} synthetic patients"):
-                    added = seed_store(store, settings.seed_patients, settings.seed)
-                err.print(f"seeded {added} synthetic patients into {settings.database_path}")
-        finally:
-            store.close()
+    # Opened here even in production: a wrong key-encryption key is one line and an exit, before serving.
+    store = open_store(settings)
+    try:
+        if not settings.production and store.count_patients() == 0 and settings.seed_patients > 0:
+            with err.status(f"seeding {settings.seed_patients} synthetic patients"):
+                added = seed_store(store, settings.seed_patients, settings.seed)
+            err.print(f"seeded {added} synthetic patients into {settings.database_path}")
+    finally:
+        store.close()
     configure_logging()
     _print_how_to_call(settings)
     common: dict[str, Any] = {

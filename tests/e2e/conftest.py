@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from host.consent import consented
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.server import ServerProcess
 
 
@@ -26,7 +26,7 @@ def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def patients(server: ServerProcess) -> Patients:
-    store = ResourceStore(server.database)
+    store = open_store(server.settings)
     try:
         ids = [p["id"] for p in store.list_patients(1000)]
         refusing = [pid for pid in ids if not consented([json.loads(c) for c in store.search(pid, "Consent")], "TREAT")]

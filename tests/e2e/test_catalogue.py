@@ -15,7 +15,8 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from host.audit import AuditLog
-from host.store import ResourceStore
+from host.store import open_store
+from tests.conftest import TEST_HOME
 from tests.e2e.server import WARDFN, ServerProcess
 from tests.host.test_fhir_import import synthea_dir
 
@@ -32,7 +33,8 @@ EXPORTED = {
 @pytest.fixture(scope="module")
 def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("catalogue")
-    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "PATH": "/usr/bin:/bin"}
+    # The server's home: the data is sealed under the key-encryption key generated there.
+    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "WARDFN_HOME": str(TEST_HOME), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [str(WARDFN), "data", "import", str(synthea_dir())], env=env, capture_output=True, text=True, timeout=300
     )
@@ -98,7 +100,7 @@ def test_med_safety_checks_what_the_bundle_holds(server: ServerProcess, bundle_n
 def test_deidentify_for_research_leaves_no_identifier(server: ServerProcess) -> None:
     resources = _bundle(BUNDLES[0])
     patient = _patient(resources)
-    store = ResourceStore(server.database)
+    store = open_store(server.settings)
     try:  # research needs the patient's explicit permission
         store.add_resources([{
             "resourceType": "Consent", "id": f"research-{patient['id'][:8]}", "status": "active",

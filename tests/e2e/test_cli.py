@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -91,6 +93,7 @@ def _production_env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
         "WARDFN_ENV": "production",
         "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
         "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
+        "WARDFN_KEK": base64.b64encode(os.urandom(32)).decode(),
     }
 
 

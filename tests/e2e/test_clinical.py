@@ -15,7 +15,7 @@ import pytest
 
 from host.audit import AuditLog
 from host.policy import RegoPolicyEngine, build_input, input_hash
-from host.store import ResourceStore
+from host.store import ResourceStore, open_store
 from host.types import AuditRecord, Subject
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
@@ -37,7 +37,7 @@ class Chart:
 
 @pytest.fixture(scope="module")
 def store(server: ServerProcess) -> Iterator[ResourceStore]:
-    opened = ResourceStore(server.database)
+    opened = open_store(server.settings)
     yield opened
     opened.close()
 

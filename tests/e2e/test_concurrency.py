@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from host.audit import AuditLog
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
 
@@ -26,7 +26,7 @@ def _verify(server: ServerProcess) -> subprocess.CompletedProcess[str]:
 
 
 def test_concurrent_invocations_are_correct_and_each_audited_once(server: ServerProcess, patients: Patients) -> None:
-    store = ResourceStore(server.database)
+    store = open_store(server.settings)
     try:
         families = {
             pid: json.loads(store.search(pid, "Patient")[0])["name"][0]["family"] for pid in patients.consenting

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from host.audit import AuditLog
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.components
@@ -39,7 +39,7 @@ def test_sigterm_drains_in_flight_calls(built_functions: list[str], tmp_path_fac
     # test knows when every call is inside its sandbox before it sends the signal.
     server = ServerProcess(tmp_path_factory.mktemp("drain"), patients=10, WARDFN_PREPARED_INSTANCES="0")
     try:
-        store = ResourceStore(server.database)
+        store = open_store(server.settings)
         try:
             patient_id = store.list_patients(1)[0]["id"]
         finally:

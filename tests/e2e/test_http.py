@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from host.audit import AuditLog
 from host.auth import ensure_dev_keypair
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.conftest import Patients
 from tests.e2e.server import ServerProcess
 
@@ -41,7 +41,7 @@ def test_summary_matches_the_store(server: ServerProcess, patients: Patients) ->
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["request_id"] == rid == response.headers["x-request-id"]
-    store = ResourceStore(server.database)
+    store = open_store(server.settings)
     try:
         patient = json.loads(store.search(patient_id, "Patient")[0])
         allergies = [json.loads(a) for a in store.search(patient_id, "AllergyIntolerance")]

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from host.consent import consented
-from host.store import ResourceStore
+from host.store import open_store
+from tests.conftest import settings_for
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.components
@@ -44,7 +45,7 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 
 def _patients(database: Path) -> tuple[list[str], list[str], list[str]]:
     """Consenting ids, refusing ids, and every given and family name."""
-    store = ResourceStore(database)
+    store = open_store(settings_for(database))
     try:
         ids = [p["id"] for p in store.list_patients(1000)]
         names: set[str] = set()

@@ -12,7 +12,7 @@ import pytest
 
 from host.audit import AuditLog
 from host.policy import RegoPolicyEngine
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.server import ServerProcess
 from tests.opa_server import OpaServer
 
@@ -34,7 +34,7 @@ def host(built_functions: list[str], sidecar: OpaServer, tmp_path: Path) -> Iter
 
 
 def _patients(host: ServerProcess) -> tuple[str, list[str]]:
-    store = ResourceStore(host.database)
+    store = open_store(host.settings)
     try:
         ids = [p["id"] for p in store.list_patients(100)]
         consenting = [p for p in ids if not store.consent_directives(p)]

@@ -16,7 +16,7 @@ import pytest
 
 from host.audit import AuditLog
 from host.config import PROJECT_ROOT
-from host.store import ResourceStore
+from host.store import open_store
 from tests.e2e.server import WARDFN, ServerProcess
 
 pytestmark = pytest.mark.components
@@ -30,7 +30,7 @@ def test_rebuilt_function_swaps_in_under_load_without_failures(built_functions: 
     results: list[tuple[str, int, str | None]] = []
     stop = threading.Event()
     try:
-        store = ResourceStore(server.database)
+        store = open_store(server.settings)
         patient_id = store.list_patients(1)[0]["id"]
         store.close()
         headers = server.headers()

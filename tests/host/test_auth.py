@@ -27,6 +27,8 @@ from host.types import Subject
 
 ROLE = "authorized_medical_staff"
 PROD_ISSUER = "https://idp.hospital.example/"
+# Production settings need a key-encryption key; these tests never open a store with it.
+TEST_KEK = base64.b64encode(bytes(range(32))).decode()
 
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -213,7 +215,9 @@ def write_public_key(path: Path, key: PrivateKey) -> Path:
 
 
 def production_settings(home: Path, key_file: Path) -> Settings:
-    return load_settings(env="production", home=home, jwt_issuer=PROD_ISSUER, jwt_public_key_file=key_file)
+    return load_settings(
+        env="production", home=home, jwt_issuer=PROD_ISSUER, jwt_public_key_file=key_file, kek=TEST_KEK
+    )
 
 
 @pytest.mark.parametrize("key_type", list(KEY_TYPES))
@@ -319,7 +323,7 @@ def jwks_server() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
 
 def test_jwks_verifier(tmp_path: Path, jwks_server: tuple[str, rsa.RSAPrivateKey]) -> None:
     url, key = jwks_server
-    settings = load_settings(env="production", home=tmp_path, jwt_issuer=PROD_ISSUER, jwks_url=url)
+    settings = load_settings(env="production", home=tmp_path, jwt_issuer=PROD_ISSUER, jwks_url=url, kek=TEST_KEK)
     verifier = TokenVerifier.from_settings(settings)
     good = jwt.encode(claims(settings), key, "RS256", headers={"kid": "idp-1"})
     assert verifier.verify(bearer(good)) == Subject("u-100", ROLE)

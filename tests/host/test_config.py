@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def test_production_with_a_key_source_and_a_real_issuer_loads(
 ) -> None:
     monkeypatch.setenv("WARDFN_ENV", "production")
     monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
+    monkeypatch.setenv("WARDFN_KEK", base64.b64encode(os.urandom(32)).decode())
     if key_source == "file":
         monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
     else:
@@ -116,6 +118,35 @@ def test_production_with_a_key_source_and_a_real_issuer_loads(
         assert settings.jwt_public_key_file == public_key_file
     else:
         assert settings.jwks_url == "https://idp.example.org/.well-known/jwks.json"
+
+
+def test_production_without_a_key_encryption_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch, public_key_file: Path
+) -> None:
+    monkeypatch.setenv("WARDFN_ENV", "production")
+    monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
+    monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
+
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+
+    assert "WARDFN_KEK" in str(refused.value) and "WARDFN_KEK_FILE" in str(refused.value)
+    monkeypatch.setenv("WARDFN_KEK_FILE", str(public_key_file))
+    assert load_settings().kek_file == public_key_file
+
+
+@pytest.mark.parametrize("value", ["not base64 at all!", base64.b64encode(b"sixteen byte key").decode()])
+def test_a_key_encryption_key_that_is_not_32_bytes_of_base64_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WARDFN_KEK", value)
+
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+
+    message = "; ".join(str(e["msg"]) for e in refused.value.errors())
+    assert "WARDFN_KEK must be 32 random bytes in base64" in message
+    assert value not in message
 
 
 @pytest.mark.parametrize("value", ["-1", "0"])

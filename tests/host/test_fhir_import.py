@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from host.config import PROJECT_ROOT
+from host.encryption import LocalKek
 from host.fhir_import import BundleRejected, bundle_files, import_bundles, read_bundle
 from host.store import ResourceStore
 
@@ -27,16 +29,25 @@ def synthea_dir() -> Path:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Iterator[ResourceStore]:
-    opened = ResourceStore(tmp_path / "wardfn.db")
+    opened = ResourceStore(tmp_path / "wardfn.db", LocalKek(os.urandom(32)))
     yield opened
     opened.close()
 
 
-def _dump(store: ResourceStore, path: Path) -> str:
+def _plaintext(store: ResourceStore, path: Path) -> list[tuple[str, str, str | None, list[str]]]:
+    """Every row's (type, id, patient) with, for rows of a patient, the decrypted bodies of that type.
+
+    Bodies are sealed with a fresh nonce each time, so their bytes change on every write: what
+    must not change is what they decrypt to.
+    """
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT resource_type, id, patient_id, body FROM resources ORDER BY 1, 2").fetchall()
+        rows = db.execute("SELECT resource_type, id, patient_id FROM resources ORDER BY 1, 2").fetchall()
     db.close()
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return [(t, i, p, store.search(p, t) if p else []) for t, i, p in rows]
+
+
+def _dump(store: ResourceStore, path: Path) -> str:
+    return hashlib.sha256(json.dumps(_plaintext(store, path)).encode()).hexdigest()
 
 
 def test_every_shared_bundle_imports_with_references_resolved(store: ResourceStore, tmp_path: Path) -> None:
@@ -54,10 +65,9 @@ def test_every_shared_bundle_imports_with_references_resolved(store: ResourceSto
         for resource_type, count in stored_types.items():
             expected = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type)
             assert count == expected, resource_type
-    with sqlite3.connect(tmp_path / "wardfn.db") as db:
-        leftovers = db.execute("SELECT count(*) FROM resources WHERE body LIKE '%urn:uuid:%'").fetchone()[0]
-    db.close()
-    assert leftovers == 0
+    bodies = [body for *_, found in _plaintext(store, tmp_path / "wardfn.db") for body in found]
+    assert len(bodies) > 1000
+    assert not [body for body in bodies if "urn:uuid:" in body]
     assert store.count_patients() == 11
 
 

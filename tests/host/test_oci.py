@@ -26,7 +26,7 @@ from host.oci import (
     write_public_key,
 )
 from host.seed import seed_store
-from host.store import ResourceStore
+from host.store import open_store
 from host.types import Subject
 from tests.conftest import FUNCTION_DIRS, TEST_HOME
 
@@ -96,7 +96,7 @@ def test_host_loads_the_package_compiles_it_and_runs_it(layout: Path, tmp_path: 
     settings = settings_for(
         tmp_path / "wardfn.db", functions_dirs=[], packages_dirs=[layout.parent], package_public_key_file=PUBLIC_KEY
     )
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     seed_store(store, 5, 7)
     patients = [p["id"] for p in store.list_patients(5)]
     patient = next(p for p in patients if consented([json.loads(c) for c in store.search(p, "Consent")], "TREAT"))

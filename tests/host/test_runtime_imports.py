@@ -18,7 +18,7 @@ from host.pseudonyms import Pseudonymizer
 from host.registry import limits_for
 from host.runtime import EpochTicker, FunctionRequest, Sandbox, SandboxLimits, create_engine
 from host.seed import seed_store
-from host.store import ResourceStore
+from host.store import ResourceStore, open_store
 from host.types import Scope
 from tests.conftest import settings_for
 
@@ -45,7 +45,7 @@ class Rig:
 def rig(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("imports")
     settings = settings_for(workdir / "wardfn.db")
-    store = ResourceStore(settings.database_path)
+    store = open_store(settings)
     seed_store(store, 30, 5)
     pseudonyms = Pseudonymizer.from_key_dir(workdir / "keys")
     engine = create_engine()

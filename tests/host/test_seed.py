@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from host.encryption import LocalKek
 from host.seed import PRACTITIONER_IDS, generate, seed_store
 from host.store import ResourceStore, patient_of
 
@@ -154,7 +156,7 @@ def test_care_teams_draw_from_the_practitioner_pool(thousand: list[dict[str, Any
 
 
 def test_seed_store_loads_a_thousand_patients_quickly(tmp_path: Path) -> None:
-    store = ResourceStore(tmp_path / "wardfn.db")
+    store = ResourceStore(tmp_path / "wardfn.db", LocalKek(os.urandom(32)))
     try:
         started = time.perf_counter()
         assert seed_store(store, 1000, 20261125) == 1000
@@ -171,7 +173,7 @@ def test_seed_store_loads_a_thousand_patients_quickly(tmp_path: Path) -> None:
 def test_seeded_consent_denials_reach_the_store(tmp_path: Path) -> None:
     resources = list(generate(200, 3))
     denied = {patient_of(r) for r in resources if r["resourceType"] == "Consent"}
-    store = ResourceStore(tmp_path / "wardfn.db")
+    store = ResourceStore(tmp_path / "wardfn.db", LocalKek(os.urandom(32)))
     try:
         store.add_resources(resources)
         patients = [r["id"] for r in resources if r["resourceType"] == "Patient"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from host.encryption import LocalKek
 from host.errors import InvalidRequest, StoreUnavailable
-from host.store import ResourceStore, patient_of
+from host.store import SEARCH_SQL, ResourceStore, patient_of
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+KEK = LocalKek(os.urandom(32))
 
 
 def patient(patient_id: str, given: str, family: str) -> dict[str, Any]:
@@ -54,7 +57,7 @@ RESOURCES: list[dict[str, Any]] = [
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ResourceStore]:
-    opened = ResourceStore(tmp_path / "nested" / "dir" / "wardfn.db")
+    opened = ResourceStore(tmp_path / "nested" / "dir" / "wardfn.db", KEK)
     opened.add_resources(RESOURCES)
     yield opened
     opened.close()
@@ -96,8 +99,8 @@ def test_a_search_uses_the_patient_index_not_a_scan_of_the_type(store: ResourceS
     to serve ORDER BY id: tens of milliseconds a search at 1,000 patients."""
     with sqlite3.connect(store.path) as conn:
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT body FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
-            ("p", "Observation"),
+            f"EXPLAIN QUERY PLAN {SEARCH_SQL}",
+            ("kek", "p", "Observation"),
         ).fetchall()
     conn.close()
     details = " ".join(str(row[-1]) for row in plan)
@@ -105,7 +108,7 @@ def test_a_search_uses_the_patient_index_not_a_scan_of_the_type(store: ResourceS
 
 
 def test_add_resources_counts_and_generators_are_accepted(tmp_path: Path) -> None:
-    opened = ResourceStore(tmp_path / "w.db")
+    opened = ResourceStore(tmp_path / "w.db", KEK)
     try:
         assert opened.add_resources(r for r in RESOURCES) == len(RESOURCES)
         assert opened.add_resources([]) == 0
@@ -219,7 +222,7 @@ def test_unreadable_file_is_unavailable_without_patient_data(tmp_path: Path) -> 
     path = tmp_path / "not-a-database.db"
     path.write_bytes(b"this is not a SQLite file" * 100)
     with pytest.raises(StoreUnavailable) as caught:
-        ResourceStore(path)
+        ResourceStore(path, KEK)
     assert isinstance(caught.value.__cause__, sqlite3.Error)
     assert str(path) in str(caught.value)
 

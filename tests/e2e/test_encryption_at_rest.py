@@ -1,0 +1,276 @@
+"""Encryption at rest end to end, with the real CLI and a real server: no plaintext PHI in the
+database's bytes, a wrong key-encryption key refused at start, erasure by crypto-shredding with the
+audit chain still verifying, and a KEK rotation while the service answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from host.config import load_settings
+from host.consent import consented
+from host.directory import normalise
+from host.seed import generate
+from host.store import ResourceStore, open_store
+from tests.conftest import FUNCTION_DIRS, TEST_HOME
+from tests.e2e.server import WARDFN, ServerProcess
+from tests.host.test_fhir_import import synthea_dir
+
+pytestmark = pytest.mark.components
+
+SEEDED = 30
+SEED = 20261125
+
+
+def new_kek() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def wardfn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(WARDFN), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def file_bytes(database: Path) -> bytes:
+    """What a stolen disk or backup holds: the database file and its write-ahead log."""
+    wal = database.with_name(database.name + "-wal")
+    return database.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def needles(patient: dict[str, Any]) -> set[bytes]:
+    """Byte strings that would be in the file if this Patient's identifying fields were stored in clear.
+
+    Long enough (at least 5 bytes) that random ciphertext cannot contain one by chance.
+    """
+    found: set[str] = set()
+    for name in patient.get("name") or []:
+        # As the store would have serialised it, and each part on its own.
+        found.add(json.dumps(name, separators=(",", ":"), ensure_ascii=False))
+        parts = [*(name.get("given") or []), name.get("family") or ""]
+        found.update(part for part in parts if len(part) >= 5)
+        found.add(normalise(" ".join(parts)))  # what the blind index hashes
+    found.update(i["value"] for i in patient.get("identifier") or [] if i.get("value") != patient["id"])
+    found.update(t["value"] for t in patient.get("telecom") or [])
+    found.update(line for a in patient.get("address") or [] for line in a.get("line") or [])
+    found.add(patient["birthDate"])
+    return {text.encode() for text in found if len(text.encode()) >= 5}
+
+
+def seeded_patients() -> list[dict[str, Any]]:
+    return [r for r in generate(SEEDED, SEED) if r["resourceType"] == "Patient"]
+
+
+def synthea_patients() -> list[dict[str, Any]]:
+    return [
+        e["resource"]
+        for path in sorted(synthea_dir().glob("*.json"))
+        for e in json.loads(path.read_bytes())["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    ]
+
+
+def leaks(database: Path, patients: list[dict[str, Any]]) -> list[bytes]:
+    raw = file_bytes(database)
+    assert all(p["id"].encode() in raw for p in patients), "ids are stored in clear: the dump must show them"
+    return sorted(needle for p in patients for needle in needles(p) if needle in raw)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("encrypted")
+
+
+@pytest.fixture(scope="module")
+def env(workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "WARDFN_HOME": str(TEST_HOME),
+        "WARDFN_DATABASE": str(workdir / "wardfn.db"),
+        "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
+        "WARDFN_SEED_PATIENTS": "0",
+        "WARDFN_KEK": new_kek(),
+    }
+
+
+@pytest.fixture(scope="module")
+def database(env: dict[str, str]) -> Path:
+    """Seeded, then the Synthea bundles imported, by the CLI; the dump is checked after each step."""
+    path = Path(env["WARDFN_DATABASE"])
+    seeded = wardfn(env, "data", "seed", "--patients", str(SEEDED), "--seed", str(SEED))
+    assert seeded.returncode == 0, seeded.stderr
+    assert leaks(path, seeded_patients()) == []
+    imported = wardfn(env, "data", "import", str(synthea_dir()))
+    assert imported.returncode == 0, imported.stderr
+    return path
+
+
+def store_for(env: dict[str, str], kek: str | None = None) -> ResourceStore:
+    settings = load_settings(home=TEST_HOME, database=Path(env["WARDFN_DATABASE"]), kek=kek or env["WARDFN_KEK"])
+    return open_store(settings)
+
+
+@pytest.fixture(scope="module")
+def server(built_functions: list[str], database: Path, env: dict[str, str], workdir: Path) -> Iterator[ServerProcess]:
+    (workdir / "first").mkdir()
+    process = ServerProcess(workdir / "first", patients=0, **_server_env(env))
+    yield process
+    process.stop()
+
+
+def _server_env(env: dict[str, str], **changes: str) -> dict[str, str]:
+    return {k: v for k, v in {**env, **changes}.items() if k.startswith("WARDFN_") and k != "WARDFN_SEED_PATIENTS"}
+
+
+def summaries(server: ServerProcess, patient_ids: list[str]) -> dict[str, Any]:
+    answers = {}
+    for pid in patient_ids:
+        response = httpx.get(f"{server.url}/v1/patients/{pid}/summary", headers=server.headers(), timeout=30)
+        assert response.status_code == 200, response.text
+        answers[pid] = response.json()["result"]
+    return answers
+
+
+def treatable(env: dict[str, str]) -> list[str]:
+    store = store_for(env)
+    try:
+        ids = [p["id"] for p in store.list_patients(1000)]
+        return [p for p in ids if consented([json.loads(c) for c in store.search(p, "Consent")], "TREAT")]
+    finally:
+        store.close()
+
+
+def test_the_database_bytes_hold_no_plaintext_phi_after_seeding_and_importing(database: Path) -> None:
+    patients = [*seeded_patients(), *synthea_patients()]
+    assert len(patients) == SEEDED + 11
+    assert sum(len(needles(p)) for p in patients) > 300
+    assert leaks(database, patients) == []
+
+
+def test_a_wrong_kek_refuses_to_start_with_one_clear_line(database: Path, env: dict[str, str]) -> None:
+    done = wardfn({**env, "WARDFN_KEK": new_kek()}, "serve", "--port", "9")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "wrong key-encryption key" in line]
+    assert len(errors) == 1 and "WARDFN_KEK" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_server_answers_through_decryption(server: ServerProcess, env: dict[str, str]) -> None:
+    patient_id = treatable(env)[0]
+    store = store_for(env)
+    try:
+        patient = json.loads(store.search(patient_id, "Patient")[0])
+    finally:
+        store.close()
+    summary = summaries(server, [patient_id])[patient_id]
+    assert summary["demographics"]["name"]["family"] == patient["name"][0]["family"]
+    assert summary["demographics"]["birth_date"] == patient["birthDate"]
+
+
+def test_erasure_leaves_the_fields_unreadable_and_the_audit_chain_green(
+    server: ServerProcess, env: dict[str, str], database: Path
+) -> None:
+    patient_id = treatable(env)[-1]
+    summaries(server, [patient_id])  # an audited read before the erasure
+
+    done = wardfn(env, "data", "erase", patient_id, "--yes")
+    assert done.returncode == 0, done.stderr
+
+    response = httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=server.headers())
+    assert response.status_code == 404
+    store = store_for(env)
+    try:
+        assert store.search(patient_id, "Patient") == [] and store.search(patient_id, "Observation") == []
+        assert patient_id not in [p["id"] for p in store.list_patients(1000)]
+    finally:
+        store.close()
+    with sqlite3.connect(database) as conn:
+        sealed = conn.execute("SELECT COUNT(*) FROM resources WHERE patient_id = ?", (patient_id,)).fetchone()[0]
+        keys = conn.execute("SELECT COUNT(*) FROM data_keys WHERE owner = ?", (patient_id,)).fetchone()[0]
+        outcomes = [row[0] for row in conn.execute("SELECT outcome FROM audit WHERE patient_id = ?", (patient_id,))]
+    conn.close()
+    assert sealed > 0 and keys == 0  # the ciphertext is still there, its key is not
+    assert outcomes[-3:] == ["ok", "erased", "patient_not_found"]  # the erasure itself is on the trail
+    verified = wardfn(env, "audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "audit chain intact" in verified.stdout
+    again = wardfn(env, "data", "erase", patient_id, "--yes")
+    assert again.returncode != 0 and "already erased" in again.stderr
+
+
+def test_rotation_with_the_service_running_keeps_every_record_readable(
+    server: ServerProcess, env: dict[str, str], workdir: Path
+) -> None:
+    patient_ids = treatable(env)[:8]
+    before = summaries(server, patient_ids)
+    new = new_kek()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            try:
+                if summaries(server, patient_ids) != before:
+                    failures.append("a different answer")
+            except AssertionError as exc:
+                failures.append(str(exc)[:200])
+
+    reader = threading.Thread(target=keep_reading)
+    reader.start()
+    try:
+        rotated = wardfn({**env, "WARDFN_NEW_KEK": new}, "keys", "rotate")
+    finally:
+        stop.set()
+        reader.join()
+    assert rotated.returncode == 0, rotated.stderr
+    assert failures == []
+    status = wardfn(env, "keys", "status")
+    assert status.returncode == 0 and len(status.stdout.splitlines()) == 2
+
+    # A host restarted on the new key serves the same answers while the old one still runs.
+    (workdir / "second").mkdir()
+    second = ServerProcess(workdir / "second", patients=0, **_server_env(env, WARDFN_KEK=new))
+    try:
+        assert summaries(second, patient_ids) == before == summaries(server, patient_ids)
+        server.stop()
+        retired = wardfn({**env, "WARDFN_KEK": new, "WARDFN_OLD_KEK": env["WARDFN_KEK"]}, "keys", "retire")
+        assert retired.returncode == 0, retired.stderr
+        assert summaries(second, patient_ids) == before
+        store = store_for(env, kek=new)
+        try:
+            assert all(store.search(pid, "Observation") for pid in patient_ids)
+            assert len(store.kek_status()) == 1
+        finally:
+            store.close()
+    finally:
+        second.stop()
+    refused = wardfn(env, "serve", "--port", "9")  # the retired key
+    assert refused.returncode != 0 and "wrong key-encryption key" in refused.stderr
+
+
+def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir: Path) -> None:
+    public = workdir / "idp.pem"
+    public.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    production = {
+        **{k: v for k, v in env.items() if k != "WARDFN_KEK"},
+        "WARDFN_ENV": "production",
+        "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
+        "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
+    }
+    done = wardfn(production, "serve", "--port", "9")
+    assert done.returncode != 0
+    assert "WARDFN_KEK or WARDFN_KEK_FILE" in done.stderr and "Traceback" not in done.stderr
