@@ -31,6 +31,8 @@ from host.store import ResourceStore
 from host.types import AuditEvent, Decision, Obligations, Scope, Subject
 
 OK = "ok"
+# What a sealed audit query is bound to: `ResourceStore.open_text(record.query, AUDIT_QUERY_PURPOSE)`.
+AUDIT_QUERY_PURPOSE = "audit-query"
 SEARCH_ACTION = "search"
 
 
@@ -178,7 +180,9 @@ class InvocationService:
         if manifest.patient == "none" and patient_id:
             raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
         if manifest.audit_args:
-            attempt.query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            # A search's query names a patient: it is kept sealed, as identifying fields are.
+            query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            attempt.query = self._store.seal_text(query, AUDIT_QUERY_PURPOSE)
         loaded.arguments.check(args)
         assert attempt.subject is not None and attempt.purpose is not None
         patient = self._patient_facts(patient_id) if patient_id else None

@@ -18,6 +18,7 @@ so reads run concurrently with each other and with a writer.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import sqlite3
@@ -67,6 +68,9 @@ CREATE TABLE IF NOT EXISTS patient_index (
 CREATE INDEX IF NOT EXISTS patient_index_by_key ON patient_index (kind, key);
 CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id);
 """
+
+
+SEALED_TEXT_PREFIX = "sealed:v1:"
 
 
 class ResourceStore:
@@ -261,6 +265,19 @@ class ResourceStore:
         """Data keys wrapped under each key-encryption key id the database knows."""
         with self._translate("read"):
             return keyring.counts(self._connection())
+
+    def seal_text(self, text: str, purpose: str) -> str:
+        """`text` sealed under the store's shared key, bound to `purpose`: for identifying text kept
+        outside the resources table, such as a search's query in its audit record."""
+        return SEALED_TEXT_PREFIX + base64.b64encode(self._shared.seal(text.encode(), purpose.encode())).decode()
+
+    def open_text(self, sealed: str, purpose: str) -> str:
+        """The text `seal_text` sealed; StoreUnavailable if it was not sealed here for this purpose."""
+        try:
+            raw = base64.b64decode(sealed.removeprefix(SEALED_TEXT_PREFIX), validate=True)
+            return self._shared.open(raw, purpose.encode()).decode()
+        except (ValueError, KeyUnreadable):
+            raise StoreUnavailable("a sealed text could not be opened with this store's keys") from None
 
     def healthy(self) -> bool:
         """True if the store answers a trivial query (for readiness checks); never raises."""

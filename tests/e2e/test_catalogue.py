@@ -15,6 +15,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from host.audit import AuditLog
+from host.service import AUDIT_QUERY_PURPOSE
 from host.store import open_store
 from tests.conftest import TEST_HOME
 from tests.e2e.server import WARDFN, ServerProcess
@@ -141,7 +142,14 @@ def test_patient_search_finds_and_audits_its_query(server: ServerProcess) -> Non
         [record] = [r for r in log.records(limit=100_000) if r.event.request_id == rid]
     finally:
         log.close()
-    assert json.loads(record.event.query or "{}") == {"name": family.upper(), "birth_date": patient["birthDate"]}
+    sealed = record.event.query or ""
+    assert family.upper() not in sealed and patient["birthDate"] not in sealed  # never in clear
+    store = open_store(server.settings)
+    try:
+        query = json.loads(store.open_text(sealed, AUDIT_QUERY_PURPOSE))
+    finally:
+        store.close()
+    assert query == {"name": family.upper(), "birth_date": patient["birthDate"]}
     refused = httpx.post(
         f"{server.url}/v1/functions/patient_search/invoke",
         json={"patient_id": patient["id"], "args": {"name": family}},

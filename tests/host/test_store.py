@@ -235,3 +235,13 @@ def test_error_messages_carry_no_patient_data(store: ResourceStore) -> None:
         store.search("p1-secret-id", "Observation")
     assert "p1-secret-id" not in str(caught.value)
     assert "Observation" not in str(caught.value)
+
+
+def test_sealed_text_opens_only_for_its_purpose(store: ResourceStore) -> None:
+    sealed = store.seal_text('{"name":"Ann Lee"}', "audit-query")
+    assert "Ann" not in sealed and sealed != store.seal_text('{"name":"Ann Lee"}', "audit-query")
+    assert store.open_text(sealed, "audit-query") == '{"name":"Ann Lee"}'
+    with pytest.raises(StoreUnavailable):
+        store.open_text(sealed, "something-else")
+    with pytest.raises(StoreUnavailable):
+        store.open_text("sealed:v1:not-base64!", "audit-query")
