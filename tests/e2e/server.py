@@ -85,3 +85,15 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def serve_imported(workdir: Path, bundles: Path) -> ServerProcess:
+    """A server whose database holds exactly the FHIR bundles under `bundles`, imported by the CLI."""
+    # Imported under the server's home: the data is sealed under the key-encryption key made there.
+    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "WARDFN_HOME": str(TEST_HOME), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [str(WARDFN), "data", "import", str(bundles)], env=env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wardfn data import failed:\n{done.stderr}")
+    return ServerProcess(workdir, patients=0)

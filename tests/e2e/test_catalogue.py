@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +16,7 @@ from fhir.resources.R4B.bundle import Bundle
 from host.audit import AuditLog
 from host.service import AUDIT_QUERY_PURPOSE
 from host.store import open_store
-from tests.conftest import TEST_HOME
-from tests.e2e.server import WARDFN, ServerProcess
+from tests.e2e.server import ServerProcess, serve_imported
 from tests.host.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
@@ -33,14 +31,7 @@ EXPORTED = {
 
 @pytest.fixture(scope="module")
 def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("catalogue")
-    # The server's home: the data is sealed under the key-encryption key generated there.
-    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "WARDFN_HOME": str(TEST_HOME), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(WARDFN), "data", "import", str(synthea_dir())], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    process = ServerProcess(workdir, patients=0)
+    process = serve_imported(tmp_path_factory.mktemp("catalogue"), synthea_dir())
     yield process
     process.stop()
 

@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_HOME
-from tests.e2e.server import WARDFN, ServerProcess
+from tests.e2e.server import WARDFN, ServerProcess, serve_imported
 from tests.host.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
@@ -22,14 +21,7 @@ BUNDLES = sorted(p.name for p in synthea_dir().glob("*.json"))
 
 @pytest.fixture(scope="module")
 def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("synthea")
-    # The server's home: the data is sealed under the key-encryption key generated there.
-    env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "WARDFN_HOME": str(TEST_HOME), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(WARDFN), "data", "import", str(synthea_dir())], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    process = ServerProcess(workdir, patients=0)
+    process = serve_imported(tmp_path_factory.mktemp("synthea"), synthea_dir())
     yield process
     process.stop()
 
