@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from host.artifacts import ArtifactCache
-from host.bench.fixtures import bench_database, consenting_patients
+from host.bench.fixtures import open_bench_runtime
 from host.build import build_function
 from host.config import Settings, load_settings
-from host.encryption import kek_from_settings
 from host.manifest import discover_functions
 from host.registry import limits_for, warmup_for
-from host.runtime import EpochTicker, FunctionRequest, Sandbox, SandboxLimits, Warmup, create_engine
-from host.store import ResourceStore
+from host.runtime import FunctionRequest, Sandbox, SandboxLimits, Warmup
 from host.types import Scope
 
 
@@ -41,18 +38,13 @@ class Parts:
 @pytest.fixture(scope="session")
 def parts() -> Iterator[Parts]:
     settings = load_settings()
-    database = bench_database(settings)
-    patient_id = consenting_patients(settings, database, 1)[0]
-    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
-    engine = create_engine()
-    ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    store = ResourceStore(database, kek_from_settings(settings))
-    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
+    runtime = open_bench_runtime(settings)
+    database, patient_id, sandbox = runtime.database, runtime.patient_id, runtime.sandbox
     functions = {}
     for source in discover_functions(settings.functions_dirs):
         if source.name not in ("patient_lookup", "clinical_calc"):
             continue
-        artifact, _ = build_function(source, settings.wit_dir, cache, engine)
+        artifact, _ = build_function(source, settings.wit_dir, runtime.cache, runtime.sandbox.engine)
         manifest = source.manifest
         if manifest.patient == "required":
             request = FunctionRequest(patient_id, "TREAT", {})
@@ -69,7 +61,5 @@ def parts() -> Iterator[Parts]:
             request,
             scope,
         )
-    ticker.start()
     yield Parts(settings, sandbox, functions, database, patient_id)
-    ticker.stop()
-    store.close()
+    runtime.close()

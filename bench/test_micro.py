@@ -70,7 +70,8 @@ def policy(parts: Parts) -> Iterator[RegoPolicyEngine]:
 
 
 def test_policy_decision(benchmark: BenchmarkFixture, policy: RegoPolicyEngine) -> None:
-    document = build_input(Subject("dr-bench", "authorized_medical_staff"), "access_patient_data", "p-1", True, "TREAT")
+    patient = {"id": "p-1", "care_team": [], "consent_directives": []}
+    document = build_input(Subject("dr-bench", "authorized_medical_staff"), "read-summary", "TREAT", patient)
     assert benchmark(lambda: policy.decide(document)).allow
 
 

@@ -22,20 +22,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from host import runtime
-from host.artifacts import ArtifactCache
 from host.bench import report
 from host.bench.baselines import baseline_for
-from host.bench.fixtures import PURPOSE, bench_database, consenting_patients
+from host.bench.fixtures import PURPOSE, open_bench_runtime
 from host.bench.machine import describe
 from host.bench.stats import ratio, summarise
 from host.build import build_function, compile_component, componentize
 from host.config import Settings
-from host.encryption import kek_from_settings
 from host.errors import FunctionNotFound
 from host.manifest import FunctionSource, discover_functions
 from host.registry import limits_for, warmup_for
-from host.runtime import EpochTicker, FunctionRequest, PreparedInstance, Sandbox, SandboxLimits, create_engine
-from host.store import ResourceStore
+from host.runtime import FunctionRequest, PreparedInstance, Sandbox, SandboxLimits
 from host.types import Scope
 
 DEFAULT_FUNCTIONS = ("patient_lookup", "clinical_calc")
@@ -72,14 +69,9 @@ def run_cold_start(
 ) -> dict[str, Any]:
     """Measure, print the table, write `cold-start.json` and `cold-start.png` under `out`; return the document."""
     sources = _choose(settings, names)
-    database = bench_database(settings)
-    patient_id = consenting_patients(settings, database, 1)[0]
-    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
-    engine = create_engine()
-    ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    store = ResourceStore(database, kek_from_settings(settings))
-    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms)
-    ticker.start()
+    runtime = open_bench_runtime(settings)
+    database, patient_id, sandbox = runtime.database, runtime.patient_id, runtime.sandbox
+    engine = sandbox.engine
     results: dict[str, dict[str, Any]] = {}
     try:
         steps = len(sources) * (2 + 7 * iterations)
@@ -87,7 +79,7 @@ def run_cold_start(
             task = progress.add_task("cold-start", total=steps)
             for source in sources:
                 progress.update(task, description=f"{source.name}: building")
-                artifact, _ = build_function(source, settings.wit_dir, cache, engine)
+                artifact, _ = build_function(source, settings.wit_dir, runtime.cache, engine)
                 subject = _subject(source, Path(artifact.cwasm_path), settings, patient_id)
 
                 def advance(phase: str, name: str = source.name) -> None:
@@ -95,8 +87,7 @@ def run_cold_start(
 
                 results[source.name] = _measure(sandbox, engine, settings, subject, database, iterations, advance)
     finally:
-        ticker.stop()
-        store.close()
+        runtime.close()
     document = _document(results, iterations, settings)
     _print(console, document)
     out.mkdir(parents=True, exist_ok=True)

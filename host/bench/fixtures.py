@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from host.artifacts import ArtifactCache
 from host.config import Settings
 from host.consent import consented
 from host.encryption import kek_from_settings
+from host.runtime import EpochTicker, Sandbox, create_engine
 from host.seed import seed_store
 from host.store import ResourceStore
 
@@ -38,3 +41,37 @@ def consenting_patients(settings: Settings, database: Path, limit: int = 200) ->
     if not chosen:
         raise RuntimeError(f"no patient in {database} consents to {PURPOSE}: delete it to seed it again")
     return chosen[:limit]
+
+
+@dataclass
+class BenchRuntime:
+    """The runtime parts both benchmarks drive, built as the server builds them."""
+
+    database: Path
+    patient_id: str
+    cache: ArtifactCache
+    ticker: EpochTicker
+    store: ResourceStore
+    sandbox: Sandbox
+
+    def close(self) -> None:
+        self.ticker.stop()
+        self.store.close()
+
+
+def open_bench_runtime(settings: Settings) -> BenchRuntime:
+    """The bench database, one consenting patient, and a sandbox reading that database; the ticker runs."""
+    database = bench_database(settings)
+    patient_id = consenting_patients(settings, database, 1)[0]
+    engine = create_engine()
+    store = ResourceStore(database, kek_from_settings(settings))
+    runtime = BenchRuntime(
+        database=database,
+        patient_id=patient_id,
+        cache=ArtifactCache(settings.artifact_dir, settings.key_dir),
+        ticker=EpochTicker(engine, settings.epoch_tick_ms),
+        store=store,
+        sandbox=Sandbox(engine, store.search, settings.epoch_tick_ms),
+    )
+    runtime.ticker.start()
+    return runtime
