@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from wasmtime import Engine
 
 from host.artifacts import ArtifactCache
-from host.audit import AuditLog
+from host.audit import AuditLog, open_audit
 from host.auth import TokenVerifier
 from host.config import Settings
 from host.metrics import Metrics
@@ -67,7 +67,12 @@ def open_host(settings: Settings) -> Host:
     verifier = TokenVerifier.from_settings(settings)
     policy = CachingPolicyEngine(open_policy_engine(settings), settings.decision_cache_size)
     store = open_store(settings)
-    audit = AuditLog(settings.database_path)
+    try:
+        audit = open_audit(settings)
+    except Exception:
+        store.close()
+        policy.close()
+        raise
     metrics = Metrics()
     metrics.watch_policy(policy.healthy)
     engine = create_engine()

@@ -6,10 +6,12 @@ reordering a stored record therefore breaks the chain, and `verify()` says where
 the newest records leaves a shorter chain that still verifies: detecting that needs the
 latest hash kept somewhere else.
 
-`append` is durable when it returns (synchronous=FULL), and any failure raises
-AuditUnavailable, so that a caller who cannot record an access releases no data. Several
-processes may append to the same file: each commit reads the chain's head inside its own
-`BEGIN IMMEDIATE` write transaction, so SQLite's write lock keeps one chain.
+`append` is durable when it returns (SQLite synchronous=FULL; PostgreSQL synchronous_commit
+on), and any failure raises AuditUnavailable, so that a caller who cannot record an access
+releases no data. Several processes may append to the same database: each commit reads the
+chain's head inside its own write transaction, which is serialised (SQLite's `BEGIN IMMEDIATE`
+write lock; PostgreSQL's `pg_advisory_xact_lock(AUDIT_LOCK)`, taken before the head is read),
+so there is one chain.
 
 Group commit: the fsync behind a durable commit costs milliseconds, and one commit per
 record made every concurrent caller queue behind every other's fsync. Threads appending at
@@ -17,7 +19,7 @@ the same time now share one transaction: the first becomes the leader and commit
 record queued so far in one go; the others wait for that commit, and each returns only once
 the transaction holding its record is durable. A failed commit fails every record in it.
 
-Between processes (the server's workers share the file), SQLite's busy handler would make
+Between processes on one SQLite file (the server's workers share it), SQLite's busy handler would make
 the loser of a race for the write lock sleep for whole milliseconds, growing, before trying
 again; commits are instead taken in turn through an advisory file lock beside the database,
 polled at a fine grain. SQLite's own lock still decides: the file lock only saves the sleeps.
@@ -32,59 +34,24 @@ import fcntl
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from host import migrations
+from host.config import Settings
+from host.database import AUDIT_LOCK, Database, SqliteDatabase, open_database
 from host.errors import AuditUnavailable
 from host.types import AuditEvent, AuditRecord, VerifyReport
 
 GENESIS_HASH = "0" * 64
 BUSY_TIMEOUT_S = 5.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    subject_id TEXT,
-    role TEXT,
-    function TEXT,
-    patient_id TEXT,
-    purpose TEXT,
-    decision_id TEXT,
-    allowed INTEGER,
-    reasons TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    latency_ms REAL NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    policy_revision TEXT,
-    input_hash TEXT,
-    break_glass INTEGER NOT NULL DEFAULT 0,
-    review INTEGER NOT NULL DEFAULT 0,
-    break_glass_reason TEXT
-)
-"""
-
-# The decision log's columns, added in issue 3. A trail made before them gains them (NULL / 0),
-# and they enter a record's hash only when set, so older records still verify.
-DECISION_COLUMNS = {
-    "policy_revision": "TEXT",
-    "input_hash": "TEXT",
-    "break_glass": "INTEGER NOT NULL DEFAULT 0",
-    "review": "INTEGER NOT NULL DEFAULT 0",
-    "break_glass_reason": "TEXT",
-    # The function version that served the call, and a search's query (functions with audit_args).
-    "function_version": "TEXT",
-    "query": "TEXT",
-}
-
+# The table is made by host.migrations.
 COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
     "decision_id", "allowed", "reasons", "outcome", "latency_ms",
@@ -114,29 +81,34 @@ class _Pending:
 
 
 class AuditLog:
-    """The audit table in a SQLite file, shared by every thread and process that opens it."""
+    """The audit table, shared by every thread and process that opens the same database.
 
-    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S, max_batch: int = 256) -> None:
-        self.path = path
+    Given a path, the log opens that SQLite file; given a Database, it owns it (closes it on close).
+    """
+
+    def __init__(self, database: Database | Path, busy_timeout_s: float = BUSY_TIMEOUT_S, max_batch: int = 256) -> None:
+        self.path: Path | None = database if isinstance(database, Path) else getattr(database, "path", None)
+        self._display = str(database) if isinstance(database, Path) else database.display
         self._busy_timeout_s = busy_timeout_s
         self._max_batch = max_batch
-        self._lock = threading.Lock()  # guards the connection
+        self._lock = threading.Lock()  # one commit at a time in this process
         self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
         self._queue: list[_Pending] = []
         self._committing = False
-        self._turn_fd = _open_turn_file(path)
+        self._turn_fd: int | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
+            self._db = SqliteDatabase(database, busy_timeout_s) if isinstance(database, Path) else database
+        except OSError as exc:
             raise self._unavailable("open", exc) from exc
+        self._turn_fd = _open_turn_file(self.path) if self.path is not None else None
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(SCHEMA)
-            self._add_decision_columns()
-        except sqlite3.Error as exc:
-            self._conn.close()
+            migrations.prepare(self._db)
+        except self._db.errors as exc:
+            self.close()
             raise self._unavailable("open", exc) from exc
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Add one record at the head of the chain; it is on disk when this returns."""
@@ -163,45 +135,37 @@ class AuditLog:
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Write `batch` in one durable transaction, or fail every record in it."""
-        with self._lock, self._turn():
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
-                    rows = []
-                    for item in batch:
-                        seq += 1
-                        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                        event = item.event
-                        fields = _fields(seq, ts, event, prev_hash)
-                        digest = chain_hash(fields)
-                        row = {
-                            **fields,
-                            "allowed": _to_int(event.allowed),
-                            "reasons": _json(list(event.reasons)),
-                            "policy_revision": event.policy_revision,
-                            "input_hash": event.input_hash,
-                            "break_glass": int(event.break_glass),
-                            "review": int(event.review),
-                            "break_glass_reason": event.break_glass_reason,
-                            "function_version": event.function_version,
-                            "query": event.query,
-                        }
-                        rows.append([*(row[c] for c in COLUMNS[:-1]), digest])
-                        item.record = AuditRecord(seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest)
-                        prev_hash = digest
-                    conn.executemany(INSERT, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except Exception as exc:  # the contract: recorded, or AuditUnavailable and nothing released
+        try:
+            with self._lock, self._turn(), self._db.connection() as conn, self._db.transaction(conn, AUDIT_LOCK):
+                head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+                rows = []
                 for item in batch:
-                    item.record, item.error = None, self._unavailable("write to", exc)
-                    item.error.__cause__ = exc
+                    seq += 1
+                    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    event = item.event
+                    fields = _fields(seq, ts, event, prev_hash)
+                    digest = chain_hash(fields)
+                    row = {
+                        **fields,
+                        "allowed": _to_int(event.allowed),
+                        "reasons": _json(list(event.reasons)),
+                        "policy_revision": event.policy_revision,
+                        "input_hash": event.input_hash,
+                        "break_glass": int(event.break_glass),
+                        "review": int(event.review),
+                        "break_glass_reason": event.break_glass_reason,
+                        "function_version": event.function_version,
+                        "query": event.query,
+                    }
+                    rows.append([*(row[c] for c in COLUMNS[:-1]), digest])
+                    item.record = AuditRecord(seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest)
+                    prev_hash = digest
+                conn.executemany(INSERT, rows)
+        except Exception as exc:  # the contract: recorded, or AuditUnavailable and nothing released
+            for item in batch:
+                item.record, item.error = None, self._unavailable("write to", exc)
+                item.error.__cause__ = exc
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -233,64 +197,55 @@ class AuditLog:
         try:
             # A connection of its own, so a long check never holds up appends; its one read
             # transaction sees a single consistent snapshot of the chain.
-            with closing(self._connect()) as conn:
-                conn.execute("BEGIN")
-                report = _check(conn.execute(f"{SELECT} ORDER BY seq"))
-                conn.execute("COMMIT")
-                return report
-        except sqlite3.Error as exc:
+            with self._db.fresh_connection() as conn, self._db.snapshot(conn):
+                return _check(iter(conn.execute(f"{SELECT} ORDER BY seq")))
+        except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
 
     def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records with seq greater than `after_seq`, oldest first."""
-        with self._lock:
-            try:
-                rows = self._conn.execute(f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._unavailable("read", exc) from exc
-        return [_record(row) for row in rows]
+        return self._read(f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
 
     def flagged(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
-        with self._lock:
-            try:
-                rows = self._conn.execute(
-                    f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._unavailable("read", exc) from exc
-        return [_record(row) for row in rows]
+        return self._read(f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
 
     def close(self) -> None:
-        """Close the connection. Appending afterwards raises AuditUnavailable."""
+        """Close the database. Appending afterwards raises AuditUnavailable."""
         with self._lock:
-            self._conn.close()
-            if self._turn_fd is not None:
-                os.close(self._turn_fd)
-                self._turn_fd = None
+            self._db.close()
+            self._close_turn_file()
 
-    def _add_decision_columns(self) -> None:
-        present = {row[1] for row in self._conn.execute("PRAGMA table_info(audit)")}
-        for name, kind in DECISION_COLUMNS.items():
-            if name not in present:
-                self._conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
-
-    def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode: transactions are begun explicitly, as BEGIN IMMEDIATE where it matters.
-        # check_same_thread=False because the threads that use it take self._lock first.
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[AuditRecord]:
         try:
-            conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error:
-            conn.close()
-            raise
-        return conn
+            with self._db.connection() as conn:
+                rows = conn.execute(sql, params).fetchall()
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
+        return [_record(row) for row in rows]
 
-    def _unavailable(self, action: str, exc: Exception) -> AuditUnavailable:
-        return AuditUnavailable(
-            f"could not {action} the audit trail at {self.path} ({type(exc).__name__}: {exc}); "
-            "no data is released until it can be written: check the file is writable and the disk not full"
+    def _close_turn_file(self) -> None:
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
+
+    def _unavailable(self, action: str, exc: BaseException) -> AuditUnavailable:
+        db: Database | None = getattr(self, "_db", None)
+        described = db.describe(exc) if db is not None else f"{type(exc).__name__}: {exc}"
+        hint = (
+            "check the file is writable and the disk not full"
+            if db is None or db.dialect == "sqlite"
+            else "check that PostgreSQL is running and reachable and its disk not full"
         )
+        return AuditUnavailable(
+            f"could not {action} the audit trail at {self._display} ({described}); "
+            f"no data is released until it can be written: {hint}"
+        )
+
+
+def open_audit(settings: Settings) -> AuditLog:
+    """The audit trail in the database the settings name (PostgreSQL must be migrated already)."""
+    return AuditLog(open_database(settings))
 
 
 def _open_turn_file(path: Path) -> int | None:

@@ -10,6 +10,7 @@ import base64
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     home: Path = Path(".wardfn")
     cache_dir: Path | None = None
     database: Path | None = None
+    # PostgreSQL instead of the SQLite file, e.g. postgresql://wardfn:PASSWORD@db:5432/wardfn?sslmode=verify-full
+    # (a secret: it may hold the password). Its schema is migrated by `wardfn db migrate`.
+    database_url: SecretStr | None = None
+    # Connections each PostgreSQL pool (the store's, the audit trail's) keeps at most, per process.
+    database_pool_size: int = Field(default=10, ge=1)
 
     functions_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "functions"])
     wit_dir: Path = PROJECT_ROOT / "wit"
@@ -108,6 +114,11 @@ class Settings(BaseSettings):
         return self.database if self.database is not None else self.home / "wardfn.db"
 
     @property
+    def postgresql(self) -> bool:
+        """True if WARDFN_DATABASE_URL names a PostgreSQL database (an empty variable counts as unset)."""
+        return bool(self.database_url and self.database_url.get_secret_value())
+
+    @property
     def artifact_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.home / "cache"
 
@@ -160,6 +171,25 @@ class Settings(BaseSettings):
                 )
             if self.kek_file is not None and str(self.kek_file) not in ("", "."):
                 raise ValueError("set WARDFN_KEK or WARDFN_KEK_FILE, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _database_url_is_postgresql(self) -> Settings:
+        # The message never repeats the URL: it may hold a password.
+        if self.postgresql:
+            assert self.database_url is not None
+            parts = urlsplit(self.database_url.get_secret_value())
+            if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+                raise ValueError(
+                    "WARDFN_DATABASE_URL must be a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:5432/DBNAME; "
+                    "unset it to use the embedded SQLite file"
+                )
+            if self.production and dict(parse_qsl(parts.query)).get("sslmode") != "verify-full":
+                raise ValueError(
+                    "WARDFN_ENV=production needs WARDFN_DATABASE_URL to verify the server's certificate: add "
+                    "sslmode=verify-full (and sslrootcert=/path/to/ca.pem if the CA is not the system's), e.g. "
+                    "postgresql://wardfn:PASSWORD@db.example:5432/wardfn?sslmode=verify-full"
+                )
         return self
 
     @model_validator(mode="after")

@@ -5,63 +5,45 @@
 and the shared key of resources that belong to no patient. An owner normally has one row;
 during a KEK rotation it has one under each KEK, so hosts on either key read everything.
 
-Every function here runs inside the caller's transaction on the caller's connection.
+Every function here runs inside the caller's transaction on the caller's connection. The tables
+are made by host.migrations.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
+from host.database import Connection
 from host.encryption import KeyProvider, KeyUnreadable, new_data_key
 from host.errors import ConfigurationError, StoreUnavailable
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS keks (
-    kek_id TEXT PRIMARY KEY,
-    added_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS data_keys (
-    owner TEXT NOT NULL,
-    kek_id TEXT NOT NULL,
-    wrapped BLOB NOT NULL,
-    PRIMARY KEY (owner, kek_id)
-);
-CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id, owner);
-CREATE TABLE IF NOT EXISTS erasures (
-    patient_id TEXT PRIMARY KEY,
-    erased_at TEXT NOT NULL
-);
-"""
 
 BLIND_INDEX_OWNER = "wardfn:blind-index"
 SHARED_OWNER = "wardfn:shared"
 
 
-def known_keks(conn: sqlite3.Connection) -> list[str]:
+def known_keks(conn: Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT kek_id FROM keks ORDER BY added_at, kek_id")]
 
 
-def check_kek(conn: sqlite3.Connection, provider: KeyProvider, path: Path) -> None:
+def check_kek(conn: Connection, provider: KeyProvider, where: str) -> None:
     """Register the KEK of a new database, or refuse one this database's keys are not wrapped under."""
     known = known_keks(conn)
     if not known:
         if conn.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None:
             raise ConfigurationError(
-                f"{path} holds data keys but no key-encryption key ids: the key tables are damaged"
+                f"{where} holds data keys but no key-encryption key ids: the key tables are damaged"
             )
         _register(conn, provider.kek_id)
         return
     if provider.kek_id not in known:
         raise ConfigurationError(
-            f"wrong key-encryption key for {path}: this key's id is {provider.kek_id}, the database's data keys are "
+            f"wrong key-encryption key for {where}: this key's id is {provider.kek_id}, the database's data keys are "
             f"wrapped under {', '.join(known)}; set WARDFN_KEK or WARDFN_KEK_FILE to that key (refusing to start "
             "rather than serve unreadable records)"
         )
 
 
-def data_key(conn: sqlite3.Connection, provider: KeyProvider, owner: str, create: bool) -> bytes | None:
+def data_key(conn: Connection, provider: KeyProvider, owner: str, create: bool) -> bytes | None:
     """The owner's data key unwrapped; made and stored if `create` and the owner has none; else None."""
     row = conn.execute(
         "SELECT wrapped FROM data_keys WHERE owner = ? AND kek_id = ?", (owner, provider.kek_id)
@@ -94,7 +76,7 @@ def unwrap(provider: KeyProvider, wrapped: bytes, owner: str) -> bytes:
         ) from None
 
 
-def rewrap(conn: sqlite3.Connection, source: KeyProvider, target: KeyProvider, limit: int) -> int:
+def rewrap(conn: Connection, source: KeyProvider, target: KeyProvider, limit: int) -> int:
     """Wrap up to `limit` data keys held under `source` but not yet under `target` under `target` too."""
     _register(conn, target.kek_id)
     rows = conn.execute(
@@ -109,7 +91,7 @@ def rewrap(conn: sqlite3.Connection, source: KeyProvider, target: KeyProvider, l
     return len(rows)
 
 
-def forget_kek(conn: sqlite3.Connection, kek_id: str) -> int:
+def forget_kek(conn: Connection, kek_id: str) -> int:
     """Delete every wrapping under `kek_id` and the id itself; refuses if some key would be lost."""
     (orphans,) = conn.execute(
         "SELECT COUNT(*) FROM data_keys o WHERE o.kek_id = ? AND NOT EXISTS "
@@ -125,28 +107,28 @@ def forget_kek(conn: sqlite3.Connection, kek_id: str) -> int:
     return int(deleted)
 
 
-def erase(conn: sqlite3.Connection, patient_id: str) -> int:
+def erase(conn: Connection, patient_id: str) -> int:
     """Destroy a patient's data key (every wrapping) and mark them erased; returns wrappings deleted."""
     deleted = conn.execute("DELETE FROM data_keys WHERE owner = ?", (patient_id,)).rowcount
     conn.execute(
-        "INSERT OR IGNORE INTO erasures (patient_id, erased_at) VALUES (?, ?)",
+        "INSERT INTO erasures (patient_id, erased_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (patient_id, datetime.now(UTC).isoformat(timespec="seconds")),
     )
     return int(deleted)
 
 
-def erased(conn: sqlite3.Connection, patient_id: str) -> bool:
+def erased(conn: Connection, patient_id: str) -> bool:
     return conn.execute("SELECT 1 FROM erasures WHERE patient_id = ?", (patient_id,)).fetchone() is not None
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
+def counts(conn: Connection) -> dict[str, int]:
     """Data keys wrapped under each known KEK id (0 for an id with none)."""
     found = dict(conn.execute("SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id").fetchall())
     return {kek_id: int(found.get(kek_id, 0)) for kek_id in known_keks(conn)}
 
 
-def _register(conn: sqlite3.Connection, kek_id: str) -> None:
+def _register(conn: Connection, kek_id: str) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO keks (kek_id, added_at) VALUES (?, ?)",
+        "INSERT INTO keks (kek_id, added_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (kek_id, datetime.now(UTC).isoformat(timespec="microseconds")),
     )

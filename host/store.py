@@ -1,4 +1,4 @@
-"""The embedded store of FHIR-shaped resources: one SQLite table, indexed by patient, encrypted at rest.
+"""The store of FHIR-shaped resources: one table, indexed by patient, encrypted at rest.
 
 Each resource is kept as the JSON it was added as, sealed with AES-256-GCM under its
 patient's data key (resources of no patient: under the store's shared key), with its type,
@@ -11,9 +11,9 @@ store decrypts in search().
 Erasure destroys a patient's data key: their sealed rows stay, unreadable, and the store
 answers as if the patient had never been stored.
 
-The store is used from the web server's thread pool. Every thread gets its own connection
-(a sqlite3 connection must not run two statements at once) and the file is in WAL mode,
-so reads run concurrently with each other and with a writer.
+The database is the embedded SQLite file or PostgreSQL (host.database): the SQL here is
+written once for both. The store is used from the web server's thread pool; each thread
+holds a connection only for one call (SQLite: its own; PostgreSQL: one from the pool).
 """
 
 from __future__ import annotations
@@ -21,21 +21,19 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from host import keyring
+from host import keyring, migrations
 from host.config import Settings
 from host.consent import consented, directives
+from host.database import STORE_WRITE_LOCK, Connection, Database, DatabaseClosed, SqliteDatabase, open_database
 from host.directory import DirectoryQuery, minimal_match, patient_keys
 from host.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.errors import InvalidRequest, StoreUnavailable, WardfnError
 
-BUSY_TIMEOUT_S = 10.0
 REWRAP_BATCH = 500
 # One patient's resources of one type, with the patient's data key as wrapped under this host's KEK.
 SEARCH_SQL = (
@@ -43,64 +41,45 @@ SEARCH_SQL = (
     "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
     "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
 )
+UPSERT_SQL = (
+    "INSERT INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id, body = excluded.body"
+)
 CIPHER_CACHE = 4096
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS resources (
-    resource_type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    patient_id TEXT,
-    -- nonce || AES-GCM ciphertext (a BLOB); TEXT only in databases made before encryption.
-    body BLOB NOT NULL,
-    PRIMARY KEY (resource_type, id)
-);
--- (patient, type, id): every search is by patient and type, ordered by id. With only
--- (patient, type), SQLite preferred the primary key for the ORDER BY and scanned every
--- resource of the type: tens of milliseconds a search at 1,000 patients.
-DROP INDEX IF EXISTS resources_by_patient;
-CREATE INDEX IF NOT EXISTS resources_by_patient_type_id ON resources (patient_id, resource_type, id);
--- key: a blind index, hex HMAC-SHA256 of (kind, normalised key) under the blind-index key.
-CREATE TABLE IF NOT EXISTS patient_index (
-    patient_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS patient_index_by_key ON patient_index (kind, key);
-CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id);
-"""
 
 
 SEALED_TEXT_PREFIX = "sealed:v1:"
 
 
 class ResourceStore:
-    """FHIR resources in a SQLite file, encrypted at rest, safe to share between threads."""
+    """FHIR resources in SQLite or PostgreSQL, encrypted at rest, safe to share between threads.
 
-    def __init__(self, path: Path, keys: KeyProvider) -> None:
-        self.path = path
+    Given a path, the store opens that SQLite file; given a Database, it owns it (closes it on close).
+    """
+
+    def __init__(self, database: Database | Path, keys: KeyProvider) -> None:
         self._keys = keys
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
         # Unwrapped data keys, keyed by the wrapped bytes read with the row: a key erased or
         # re-wrapped in the database is simply never looked up again.
         self._cipher = functools.lru_cache(maxsize=CIPHER_CACHE)(self._unwrap_cipher)
+        self._display = str(database)
+        self._path = database if isinstance(database, Path) else getattr(database, "path", None)
+        self._db: Database | None = None
         try:
             with self._translate("create"):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = self._connection()
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
-                conn.executescript(keyring.SCHEMA)
-                with _transaction(conn):
-                    keyring.check_kek(conn, keys, path)
+                self._db = SqliteDatabase(database) if isinstance(database, Path) else database
+                self._display = self._db.display
+                migrations.prepare(self._db)
+            with self._use("create") as conn:
+                with self._write(conn):
+                    keyring.check_kek(conn, keys, self._display)
                     blind_key = keyring.data_key(conn, keys, keyring.BLIND_INDEX_OWNER, create=True)
                     shared_key = keyring.data_key(conn, keys, keyring.SHARED_OWNER, create=True)
                     assert blind_key is not None and shared_key is not None
                     self._blind = BlindIndex(blind_key)
                     self._shared = FieldCipher(shared_key)
-                    upgraded = _encrypt_plaintext(conn, self._sealer(conn), self._blind)
+                    # Only SQLite files predate encryption at rest.
+                    upgraded = conn.dialect == "sqlite" and _encrypt_plaintext(conn, self._sealer(conn), self._blind)
                 if upgraded:
                     # Purge the plaintext pages the upgrade freed, from the WAL and the file.
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -110,6 +89,18 @@ class ResourceStore:
             raise
 
     @property
+    def database(self) -> Database:
+        """The database the store reads and writes."""
+        if self._db is None:
+            raise StoreUnavailable("the record store is closed: the host is shutting down, retry later")
+        return self._db
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None on PostgreSQL."""
+        return self._path
+
+    @property
     def kek_id(self) -> str:
         """The id of the key-encryption key this store unwraps data keys with."""
         return self._keys.kek_id
@@ -117,35 +108,27 @@ class ResourceStore:
     def add_resources(self, resources: Iterable[dict[str, Any]]) -> int:
         """Add (or replace, by type and id) resources in one transaction; returns how many."""
         rows = _Rows(resources)
-        with self._translate("write to"):
-            conn = self._connection()
-            with _transaction(conn):
+        with self._use("write to") as conn:
+            with self._write(conn):
                 sealer = self._sealer(conn)
                 sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in rows]
-                conn.executemany(
-                    "INSERT OR REPLACE INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?)",
-                    sealed,
-                )
+                conn.executemany(UPSERT_SQL, sealed)
                 _index_patients(conn, rows.patients, self._blind)
         return rows.count
 
     def search(self, patient_id: str, resource_type: str) -> list[str]:
         """The JSON bodies of one patient's resources of one type ("Patient": the patient itself)."""
-        with self._translate("read"):
-            return self._search(self._connection(), patient_id, resource_type)
+        with self._use("read") as conn:
+            return self._search(conn, patient_id, resource_type)
 
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored (and not erased)."""
-        with self._translate("read"):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ? "
-                    "AND id NOT IN (SELECT patient_id FROM erasures)",
-                    (patient_id,),
-                )
-                .fetchone()
-            )
+        with self._use("read") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ? "
+                "AND id NOT IN (SELECT patient_id FROM erasures)",
+                (patient_id,),
+            ).fetchone()
         return row is not None
 
     def consent_for(self, patient_id: str, purpose: str) -> bool:
@@ -173,8 +156,7 @@ class ResourceStore:
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
-        with self._translate("read"):
-            conn = self._connection()
+        with self._use("read") as conn:
             ids = [
                 row[0]
                 for row in conn.execute(
@@ -188,15 +170,11 @@ class ResourceStore:
 
     def count_patients(self) -> int:
         """How many Patient resources are stored (erased patients not counted)."""
-        with self._translate("read"):
-            (count,) = (
-                self._connection()
-                .execute(
-                    "SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient' "
-                    "AND id NOT IN (SELECT patient_id FROM erasures)"
-                )
-                .fetchone()
-            )
+        with self._use("read") as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient' "
+                "AND id NOT IN (SELECT patient_id FROM erasures)"
+            ).fetchone()
         return int(count)
 
     def directory_search(self, query: DirectoryQuery, limit: int) -> list[dict[str, str | None]]:
@@ -214,8 +192,7 @@ class ResourceStore:
         params: list[Any] = [
             value for kinds, key in pairs for value in (*kinds, *(self._blind(kind, key) for kind in kinds))
         ]
-        with self._translate("read"):
-            conn = self._connection()
+        with self._use("read") as conn:
             ids = [row[0] for row in conn.execute(f"{clauses} ORDER BY 1 LIMIT ?", [*params, limit])]
             bodies = [body for pid in ids for body in self._search(conn, pid, "Patient")]
         return [minimal_match(json.loads(body)) for body in bodies]
@@ -224,9 +201,8 @@ class ResourceStore:
         """Crypto-shred a patient: destroy their data key and search keys. False if no such patient."""
         if ":" in patient_id:
             raise InvalidRequest("a patient id has no colon: that name belongs to one of the store's own keys")
-        with self._translate("erase in"):
-            conn = self._connection()
-            with _transaction(conn):
+        with self._use("erase in") as conn:
+            with self._write(conn):
                 stored = conn.execute(
                     "SELECT 1 FROM resources WHERE patient_id = ? UNION ALL SELECT 1 FROM data_keys WHERE owner = ? "
                     "LIMIT 1",
@@ -236,9 +212,7 @@ class ResourceStore:
                     return False
                 keyring.erase(conn, patient_id)
                 conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient_id,))
-            # secure_delete zeroed the key's bytes in the new pages; the checkpoint moves them into
-            # the file and empties the WAL, which still held the old pages.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.database.purge_deleted(conn, "data_keys")
         return True
 
     def rotate_kek(self, new: KeyProvider, batch: int = REWRAP_BATCH) -> int:
@@ -256,15 +230,16 @@ class ResourceStore:
             raise InvalidRequest(
                 f"key-encryption key {old.kek_id} is the one this host runs on: set WARDFN_KEK to the new key first"
             )
-        with self._translate("read"):
-            if old.kek_id not in keyring.known_keks(self._connection()):
-                raise InvalidRequest(f"key-encryption key {old.kek_id} is not one {self.path} knows")
+        with self._use("read") as conn:
+            known = keyring.known_keks(conn)
+        if old.kek_id not in known:
+            raise InvalidRequest(f"key-encryption key {old.kek_id} is not one {self._display} knows")
         return self._rewrap_all(old, self._keys, batch, retire=True)
 
     def kek_status(self) -> dict[str, int]:
         """Data keys wrapped under each key-encryption key id the database knows."""
-        with self._translate("read"):
-            return keyring.counts(self._connection())
+        with self._use("read") as conn:
+            return keyring.counts(conn)
 
     def seal_text(self, text: str, purpose: str) -> str:
         """`text` sealed under the store's shared key, bound to `purpose`: for identifying text kept
@@ -282,21 +257,19 @@ class ResourceStore:
     def healthy(self) -> bool:
         """True if the store answers a trivial query (for readiness checks); never raises."""
         try:
-            with self._translate("read"):
-                self._connection().execute("SELECT 1 FROM resources LIMIT 1").fetchall()
+            with self._use("read") as conn:
+                conn.execute("SELECT 1 FROM resources LIMIT 1").fetchall()
         except StoreUnavailable:
             return False
         return True
 
     def close(self) -> None:
         """Close every thread's connection. The store cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        database, self._db = self._db, None
+        if database is not None:
+            database.close()
 
-    def _search(self, conn: sqlite3.Connection, patient_id: str, resource_type: str) -> list[str]:
+    def _search(self, conn: Connection, patient_id: str, resource_type: str) -> list[str]:
         rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
         if not rows:
             return []
@@ -314,33 +287,16 @@ class ResourceStore:
     def _unwrap_cipher(self, owner: str, wrapped: bytes) -> FieldCipher:
         return FieldCipher(keyring.unwrap(self._keys, wrapped, owner))
 
-    def _sealer(self, conn: sqlite3.Connection) -> _Sealer:
+    def _sealer(self, conn: Connection) -> _Sealer:
         return _Sealer(conn, self._keys, self._shared)
-
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable("the record store is closed: the host is shutting down, retry later")
-            # check_same_thread=False only so that close() may close it from another thread;
-            # otherwise the connection is used by the thread that opened it alone.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            # Deleted content (an erased patient's key) is overwritten, not left in free pages.
-            conn.execute("PRAGMA secure_delete=ON")
-            self._connections.append(conn)
-        self._local.conn = conn
-        return conn
 
     def _rewrap_all(self, source: KeyProvider, target: KeyProvider, batch: int, retire: bool) -> int:
         total = 0
-        with self._translate("re-wrap keys in"):
-            conn = self._connection()
+        with self._use("re-wrap keys in") as conn:
             while True:
-                # Small transactions: the hosts serving from this file wait for the write lock
+                # Small transactions: the hosts serving from this database wait for the write lock
                 # at most one batch long.
-                with _transaction(conn):
+                with self._write(conn):
                     done = keyring.rewrap(conn, source, target, batch)
                     total += done
                     if done < batch:
@@ -348,42 +304,51 @@ class ResourceStore:
                             keyring.forget_kek(conn, source.kek_id)
                         break
             if retire:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.database.purge_deleted(conn, "data_keys")
         return total
 
     @contextmanager
+    def _use(self, action: str) -> Iterator[Connection]:
+        """A connection for one call, with driver errors translated."""
+        with self._translate(action), self.database.connection() as conn:
+            yield conn
+
+    def _write(self, conn: Connection) -> Any:
+        """A write transaction, serialised with every other host's writes to this database."""
+        return self.database.transaction(conn, STORE_WRITE_LOCK)
+
+    @contextmanager
     def _translate(self, action: str) -> Iterator[None]:
-        # sqlite3 messages name tables and constraints, never bound values, so no patient data.
         try:
             yield
-        except (sqlite3.Error, OSError) as exc:
+        except DatabaseClosed:
+            raise StoreUnavailable("the record store is closed: the host is shutting down, retry later") from None
+        except Exception as exc:
+            database = self._db
+            if database is None and not isinstance(exc, OSError):
+                raise
+            if database is not None and not isinstance(exc, database.errors):
+                raise
+            # Driver messages are reduced to words with no bound values: no patient data.
+            described = database.describe(exc) if database is not None else f"{type(exc).__name__}: {exc}"
+            hint = database.hint if database is not None else "check that the directory is writable"
             raise StoreUnavailable(
-                f"could not {action} the record store at {self.path} ({type(exc).__name__}: {exc}); "
-                "check that the file and its directory exist and are readable and writable"
+                f"could not {action} the record store at {self._display} ({described}); {hint}"
             ) from exc
 
 
 def open_store(settings: Settings) -> ResourceStore:
-    """The store the settings name, with the key-encryption key they name; refuses a wrong KEK."""
-    return ResourceStore(settings.database_path, kek_from_settings(settings))
+    """The store the settings name, with the key-encryption key they name; refuses a wrong KEK.
 
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
+    """
+    return ResourceStore(open_database(settings), kek_from_settings(settings))
 
 
 class _Sealer:
     """Seals bodies under their patient's data key (made on first use), in the caller's transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, keys: KeyProvider, shared: FieldCipher) -> None:
+    def __init__(self, conn: Connection, keys: KeyProvider, shared: FieldCipher) -> None:
         self._conn = conn
         self._keys = keys
         self._shared = shared
@@ -427,7 +392,7 @@ def _open(cipher: FieldCipher, resource_type: str, resource_id: str, patient_id:
         ) from None
 
 
-def _encrypt_plaintext(conn: sqlite3.Connection, sealer: _Sealer, blind: BlindIndex) -> bool:
+def _encrypt_plaintext(conn: Connection, sealer: _Sealer, blind: BlindIndex) -> bool:
     """Encrypt, in place, the rows of a database made before encryption at rest; True if there were any."""
     rows = conn.execute(
         "SELECT resource_type, id, patient_id, body FROM resources WHERE typeof(body) = 'text'"
@@ -444,7 +409,7 @@ def _encrypt_plaintext(conn: sqlite3.Connection, sealer: _Sealer, blind: BlindIn
     return True
 
 
-def _index_patients(conn: sqlite3.Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:
+def _index_patients(conn: Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:
     """Replace the search keys of these patients, as blind indexes, in the caller's transaction."""
     for patient in patients:
         conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient["id"],))

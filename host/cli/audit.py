@@ -18,10 +18,9 @@ def audit() -> None:
 @audit.command("verify")
 def audit_verify() -> None:
     """Check the audit chain; exit non-zero naming the first bad record."""
-    from host.audit import AuditLog
+    from host.audit import open_audit
 
-    settings = cli_settings()
-    log = AuditLog(settings.database_path)
+    log = open_audit(cli_settings())
     try:
         report = log.verify()
     finally:
@@ -38,9 +37,9 @@ def audit_verify() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def audit_review(limit: int, as_json: bool) -> None:
     """List the records flagged for review (every break-the-glass attempt), oldest first."""
-    from host.audit import AuditLog
+    from host.audit import open_audit
 
-    log = AuditLog(cli_settings().database_path)
+    log = open_audit(cli_settings())
     try:
         records = log.flagged(limit)
     finally:

@@ -27,12 +27,13 @@ def data_seed(patients: int, seed_value: int) -> None:
 
     settings = cli_settings()
     store = open_store(settings)
+    where = store.database.display
     try:
         with err.status(f"seeding {patients} synthetic patients"):
             added = seed_store(store, patients, seed_value)
     finally:
         store.close()
-    err.print(f"added {added} patients to {settings.database_path}")
+    err.print(f"added {added} patients to {where}")
 
 
 @data.command("import")
@@ -89,7 +90,7 @@ def data_erase(patient_id: str, yes: bool) -> None:
     import time
     import uuid
 
-    from host.audit import AuditLog
+    from host.audit import open_audit
     from host.store import open_store
     from host.types import AuditEvent
 
@@ -106,7 +107,7 @@ def data_erase(patient_id: str, yes: bool) -> None:
         raise click.ClickException(f"no patient {patient_id} to erase (never stored, or already erased)")
     # The erasure is itself on the audit trail; earlier records about the patient stay as they
     # are (they hold the id, never record content), so the chain still verifies.
-    log = AuditLog(settings.database_path)
+    log = open_audit(settings)
     try:
         log.append(
             AuditEvent(

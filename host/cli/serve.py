@@ -49,7 +49,7 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
         if not settings.production and store.count_patients() == 0 and settings.seed_patients > 0:
             with err.status(f"seeding {settings.seed_patients} synthetic patients"):
                 added = seed_store(store, settings.seed_patients, settings.seed)
-            err.print(f"seeded {added} synthetic patients into {settings.database_path}")
+            err.print(f"seeded {added} synthetic patients into {store.database.display}")
     finally:
         store.close()
     configure_logging()

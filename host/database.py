@@ -1,0 +1,310 @@
+"""The database behind the store and the audit trail: an embedded SQLite file, or PostgreSQL.
+
+This module alone knows the drivers. It connects (a sqlite3 connection per thread; a psycopg
+pool), hides the dialect differences the services meet (placeholders, write transactions,
+post-erasure clean-up) and names the driver errors a service must translate. Services write
+their SQL once, with `?` placeholders and syntax both engines accept (`ON CONFLICT`, `INTERSECT`).
+
+`WARDFN_DATABASE_URL=postgresql://...` selects PostgreSQL; unset, the SQLite file at
+`WARDFN_DATABASE` (or `WARDFN_HOME/wardfn.db`). A URL's password never leaves this module: every
+message names the database by `display`, which redacts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from host.config import Settings
+from host.errors import ConfigurationError
+
+Dialect = Literal["sqlite", "postgresql"]
+BUSY_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5
+POOL_SIZE = 10
+# Keys of pg_advisory_xact_lock: each serialises one kind of write among every host on the database.
+# Arbitrary constants, fixed forever, so that hosts of different versions take the same locks.
+STORE_WRITE_LOCK = 0x77617264_0001
+AUDIT_LOCK = 0x77617264_0002
+MIGRATE_LOCK = 0x77617264_0003
+
+
+class DatabaseClosed(Exception):
+    """Raised when a closed database is used (the host is shutting down)."""
+
+
+class Rows(Protocol):
+    """What a statement returns, in either driver."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection:
+    """One driver connection, taking SQL written with `?` placeholders."""
+
+    def __init__(self, raw: Any, dialect: Dialect) -> None:
+        self.raw = raw
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        if self.dialect == "sqlite":
+            return self.raw.execute(sql, params)  # type: ignore[no-any-return]
+        return self.raw.execute(_pg_sql(sql), params)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.dialect == "sqlite":
+            self.raw.executemany(sql, rows)
+            return
+        with self.raw.cursor() as cursor:
+            cursor.executemany(_pg_sql(sql), list(rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    # Our SQL holds no literal `?` or `%`: placeholders are the only ones.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Database(Protocol):
+    """A database the store and the audit trail can share the code of."""
+
+    dialect: Dialect
+    display: str  # for messages: the file's path, or the URL without its password
+    hint: str  # what to check when it cannot be reached
+    errors: tuple[type[BaseException], ...]  # driver errors, to be translated by the caller
+
+    def connection(self) -> Any: ...  # a context manager yielding a Connection
+
+    def fresh_connection(self) -> Any: ...  # the same, never shared with other calls
+
+    def snapshot(self, conn: Connection) -> Any: ...  # a read-only transaction seeing one state
+
+    def transaction(self, conn: Connection, lock: int) -> Any: ...  # a serialised write transaction
+
+    def purge_deleted(self, conn: Connection, table: str) -> None: ...
+
+    def describe(self, exc: BaseException) -> str: ...  # a driver error as one line: no values, no password
+
+    def close(self) -> None: ...
+
+
+class SqliteDatabase:
+    """The embedded file: a connection per thread, WAL mode, synchronous=FULL, secure_delete."""
+
+    dialect: Dialect = "sqlite"
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, DatabaseClosed)
+
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.path = path
+        self.display = str(path)
+        self.hint = "check that the file and its directory exist and are readable and writable"
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(shared=True)
+            self._local.conn = conn
+        yield Connection(conn, "sqlite")
+
+    @contextmanager
+    def fresh_connection(self) -> Iterator[Connection]:
+        """A connection of its own, closed afterwards (a long read that must not hold up others)."""
+        conn = self._connect(shared=False)
+        try:
+            yield Connection(conn, "sqlite")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def snapshot(self, conn: Connection) -> Iterator[None]:
+        conn.raw.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.raw.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self, conn: Connection, lock: int) -> Iterator[None]:
+        # SQLite has one writer at a time: BEGIN IMMEDIATE takes the write lock up front, so a
+        # transaction never fails half-way for want of it. `lock` is PostgreSQL's business.
+        conn.raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.raw.execute("COMMIT")
+        except BaseException:
+            if conn.raw.in_transaction:
+                conn.raw.execute("ROLLBACK")
+            raise
+
+    def purge_deleted(self, conn: Connection, table: str) -> None:
+        # secure_delete zeroed the deleted bytes in the new pages; the checkpoint moves them into
+        # the file and empties the WAL, which still held the old pages.
+        conn.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def describe(self, exc: BaseException) -> str:
+        # sqlite3 messages name tables and constraints, never bound values.
+        return f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def _connect(self, shared: bool) -> sqlite3.Connection:
+        with self._lock:
+            if self._closed:
+                raise DatabaseClosed("the database is closed")
+            # Autocommit mode: transactions are begun explicitly. check_same_thread=False only so
+            # that close() may close it from another thread; each thread uses its own.
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # Durable when COMMIT returns (the audit trail's promise).
+                conn.execute("PRAGMA synchronous=FULL")
+                # Deleted content (an erased patient's key) is overwritten, not left in free pages.
+                conn.execute("PRAGMA secure_delete=ON")
+            except sqlite3.Error:
+                conn.close()
+                raise
+            if shared:
+                self._connections.append(conn)
+        return conn
+
+
+class PostgresDatabase:
+    """PostgreSQL through a psycopg connection pool; autocommit, transactions explicit."""
+
+    dialect: Dialect = "postgresql"
+    errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout, OSError, DatabaseClosed)
+
+    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+        self.display = redact(url)
+        self._secret = _password(url)
+        self.hint = (
+            f"check that PostgreSQL is running and reachable at {self.display}, that the database exists, "
+            "and that WARDFN_DATABASE_URL's user, password and sslmode are right"
+        )
+        # One connection first, to fail at start with the server's own reason (the pool would
+        # only time out), then the pool.
+        try:
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            raise ConfigurationError(
+                f"cannot connect to the database at {self.display} ({self.describe(exc)}): {self.hint}"
+            ) from None
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            timeout=BUSY_TIMEOUT_S,
+            open=True,
+            name="wardfn",
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        if self._pool.closed:
+            raise DatabaseClosed("the database is closed")
+        with self._pool.connection() as raw:
+            yield Connection(raw, "postgresql")
+
+    fresh_connection = connection
+
+    @contextmanager
+    def snapshot(self, conn: Connection) -> Iterator[None]:
+        with conn.raw.transaction():
+            conn.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+    @contextmanager
+    def transaction(self, conn: Connection, lock: int) -> Iterator[None]:
+        with conn.raw.transaction():
+            # Writers of one kind (store writes, audit commits) take turns among every host on the
+            # database, as SQLite's single writer does: read-then-insert stays consistent.
+            conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            # Durable when COMMIT returns, whatever the server's default.
+            conn.raw.execute("SET LOCAL synchronous_commit = on")
+            yield
+
+    def purge_deleted(self, conn: Connection, table: str) -> None:
+        # Deleted rows stay in the table's pages until vacuumed; VACUUM frees them now. (Copies can
+        # remain in WAL segments until they are recycled: the wrapped key is useless without the KEK.)
+        conn.raw.execute(f"VACUUM {table}")
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def describe(self, exc: BaseException) -> str:
+        """A driver error as words fit for a log: no bound values, no password."""
+        if isinstance(exc, psycopg.Error):
+            sqlstate = exc.sqlstate or ""
+            # Data and integrity errors (classes 22, 23) quote the values involved: patient data.
+            if sqlstate[:2] in ("22", "23"):
+                return f"{type(exc).__name__}, SQLSTATE {sqlstate}"
+            text = (exc.diag.message_primary if exc.sqlstate else None) or str(exc)
+        else:
+            text = str(exc)
+        text = " ".join(text.split())
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return f"{type(exc).__name__}: {text}"
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the settings name: PostgreSQL at WARDFN_DATABASE_URL, else the SQLite file."""
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        return PostgresDatabase(settings.database_url.get_secret_value(), settings.database_pool_size)
+    return SqliteDatabase(settings.database_path)
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the authority or as a `password` parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostport}"
+    query = urlencode(
+        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*/",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _password(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for key, value in parse_qsl(parts.query):
+        if key == "password" and value:
+            return value
+    return None
