@@ -203,8 +203,9 @@ class PostgresDatabase:
     dialect: Dialect = "postgresql"
     errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout, OSError, DatabaseClosed)
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, lock_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.display = redact(url)
+        self._lock_timeout_ms = max(1, int(lock_timeout_s * 1000))
         self._secret = _password(url)
         self.hint = (
             f"check that PostgreSQL is running and reachable at {self.display}, that the database exists, "
@@ -246,6 +247,8 @@ class PostgresDatabase:
     @contextmanager
     def transaction(self, conn: Connection, lock: int) -> Iterator[None]:
         with conn.raw.transaction():
+            # Waiting for longer fails (fail closed), as SQLite's busy timeout does.
+            conn.raw.execute(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
             # Writers of one kind (store writes, audit commits) take turns among every host on the
             # database, as SQLite's single writer does: read-then-insert stays consistent.
             conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))

@@ -24,10 +24,10 @@ from host.errors import ConfigurationError
 class Migration:
     version: int
     name: str
-    sqlite: tuple[str, ...]
-    postgresql: tuple[str, ...]
+    sqlite: tuple[str, ...] = field(repr=False)
+    postgresql: tuple[str, ...] = field(repr=False)
     # Run after the SQLite statements: upgrades a file older than migrations, whose tables exist.
-    sqlite_upgrade: Callable[[Connection], None] | None = field(default=None)
+    sqlite_upgrade: Callable[[Connection], None] | None = field(default=None, repr=False)
 
 
 # The audit columns added after the table was first shipped (issue 3 and later), for SQLite files

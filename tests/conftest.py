@@ -43,3 +43,36 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     server = OpaServer.with_policy(tmp_path_factory.mktemp("opa"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A private PostgreSQL cluster on loopback for the whole session (see tests/postgres_server.py)."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Each database the store and audit trail run on: a fresh SQLite file, or a fresh PostgreSQL database."""
+    from tests.backends import PostgresBackend, SqliteBackend
+
+    if request.param == "sqlite":
+        yield SqliteBackend(tmp_path / "nested" / "wardfn.db")
+        return
+    opened = PostgresBackend(request.getfixturevalue("postgres_server"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def postgres_backend(postgres_server):  # type: ignore[no-untyped-def]
+    """A fresh, migrated PostgreSQL database, for the tests about PostgreSQL alone."""
+    from tests.backends import PostgresBackend
+
+    opened = PostgresBackend(postgres_server)
+    yield opened
+    opened.close()

@@ -1,4 +1,4 @@
-"""The hash-chained audit trail: it verifies, it notices tampering, and it fails closed."""
+"""The hash-chained audit trail, on SQLite and PostgreSQL: it verifies, it notices tampering, and it fails closed."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ import pytest
 
 from host.audit import GENESIS_HASH, AuditLog, chain_hash
 from host.config import PROJECT_ROOT
+from host.database import AUDIT_LOCK
 from host.errors import AuditUnavailable
 from host.types import AuditEvent
+from tests.backends import Backend, PostgresBackend
 
 
 def event(n: int = 0, allowed: bool | None = True, patient_id: str | None = "p-1") -> AuditEvent:
@@ -46,8 +48,8 @@ def event(n: int = 0, allowed: bool | None = True, patient_id: str | None = "p-1
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[AuditLog]:
-    opened = AuditLog(tmp_path / "wardfn.db")
+def log(backend: Backend) -> Iterator[AuditLog]:
+    opened = backend.audit()
     for n in range(6):
         opened.append(event(n, allowed=(None, True, False)[n % 3]))
     yield opened
@@ -55,7 +57,7 @@ def log(tmp_path: Path) -> Iterator[AuditLog]:
 
 
 def execute(path: Path, sql: str, *params: Any) -> None:
-    """Change the database behind the log's back, as someone with the file could."""
+    """Change a SQLite file behind the log's back, as someone with the file could."""
     conn = sqlite3.connect(path)
     try:
         with conn:
@@ -70,8 +72,8 @@ def test_a_fresh_chain_verifies(log: AuditLog) -> None:
     assert report.first_bad_seq is None and report.problem is None
 
 
-def test_an_empty_chain_verifies(tmp_path: Path) -> None:
-    empty = AuditLog(tmp_path / "a" / "b" / "wardfn.db")
+def test_an_empty_chain_verifies(backend: Backend) -> None:
+    empty = backend.audit()
     try:
         assert empty.verify().ok and empty.verify().checked == 0
         assert empty.records() == []
@@ -88,8 +90,8 @@ def test_records_link_from_genesis_and_round_trip(log: AuditLog) -> None:
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", r.timestamp) for r in records)
 
 
-def test_append_returns_what_is_stored(tmp_path: Path) -> None:
-    fresh = AuditLog(tmp_path / "wardfn.db")
+def test_append_returns_what_is_stored(backend: Backend) -> None:
+    fresh = backend.audit()
     try:
         appended = fresh.append(event(1))
         assert fresh.records() == [appended]
@@ -103,20 +105,27 @@ def test_records_pages(log: AuditLog) -> None:
     assert log.records(after_seq=6) == []
 
 
-def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
+AUDIT_COLUMNS = [
+    "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
+    # The decision log (issue 3). The break-the-glass reason is the clinician's own words, for review.
+    "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
+    "function_version", "query",
+]  # fmt: skip
+
+
+def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog, backend: Backend) -> None:
     """Pinned independently of the module, so that other tools can check the chain too."""
-    conn = sqlite3.connect(log.path)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-    finally:
-        conn.close()
+    rows = [
+        dict(zip(AUDIT_COLUMNS, row, strict=True))
+        for row in backend.query(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit ORDER BY seq")
+    ]
     decision_log = (
         "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason", "function_version", "query",
     )  # fmt: skip
     assert any(row["break_glass"] for row in rows) and any(row["policy_revision"] is None for row in rows)
     for row in rows:
-        fields = {key: row[key] for key in row.keys() if key != "hash" and key not in decision_log}
+        fields = {key: row[key] for key in row if key != "hash" and key not in decision_log}
         fields["allowed"] = None if row["allowed"] is None else bool(row["allowed"])
         fields["reasons"] = json.loads(row["reasons"])
         # The decision log's columns enter the hash only when set (flags as true), so that
@@ -155,24 +164,24 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
         ("hash", "0" * 64),
     ],
 )
-def test_editing_a_field_is_named(log: AuditLog, column: str, value: Any) -> None:
+def test_editing_a_field_is_named(log: AuditLog, column: str, value: Any, backend: Backend) -> None:
     # Record 3 was a denial: allowed=0, two reasons.
-    execute(log.path, f"UPDATE audit SET {column} = ? WHERE seq = 3", value)
+    backend.execute(f"UPDATE audit SET {column} = ? WHERE seq = 3", value)
     report = log.verify()
     assert not report.ok
     assert (report.first_bad_seq, report.problem, report.checked) == (3, "record 3 was altered", 2)
 
 
 @pytest.mark.parametrize(("column", "value"), [("break_glass", 0), ("review", 0), ("break_glass_reason", None)])
-def test_unflagging_a_break_glass_record_is_named(log: AuditLog, column: str, value: Any) -> None:
+def test_unflagging_a_break_glass_record_is_named(log: AuditLog, column: str, value: Any, backend: Backend) -> None:
     # Record 5 was break-the-glass, flagged for review.
     assert log.records(limit=1, after_seq=4)[0].event.review is True
-    execute(log.path, f"UPDATE audit SET {column} = ? WHERE seq = 5", value)
+    backend.execute(f"UPDATE audit SET {column} = ? WHERE seq = 5", value)
     report = log.verify()
     assert (report.ok, report.first_bad_seq, report.problem) == (False, 5, "record 5 was altered")
 
 
-def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> None:
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog, backend: Backend) -> None:
     (third,) = log.records(limit=1, after_seq=2)
     forged = {
         "seq": 3, "ts": third.timestamp, "request_id": "req-forged", "subject_id": "u-100",
@@ -183,47 +192,42 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog) -> N
         "policy_revision": third.event.policy_revision, "input_hash": third.event.input_hash,
     }  # fmt: skip
     forged_hash = chain_hash(forged)
-    execute(log.path, "UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
+    backend.execute("UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
     report = log.verify()
     assert (report.ok, report.first_bad_seq) == (False, 4)
     assert report.problem == "record 4 does not follow record 3"
 
 
 @pytest.mark.parametrize(("deleted", "problem"), [(3, "record 3 is missing"), (1, "record 1 is missing")])
-def test_deleting_a_record_is_named(log: AuditLog, deleted: int, problem: str) -> None:
-    execute(log.path, "DELETE FROM audit WHERE seq = ?", deleted)
+def test_deleting_a_record_is_named(log: AuditLog, deleted: int, problem: str, backend: Backend) -> None:
+    backend.execute("DELETE FROM audit WHERE seq = ?", deleted)
     report = log.verify()
     assert (report.ok, report.first_bad_seq, report.problem) == (False, deleted, problem)
 
 
-def test_renumbering_after_a_deletion_is_noticed(log: AuditLog) -> None:
-    execute(log.path, "DELETE FROM audit WHERE seq = 3")
-    execute(log.path, "UPDATE audit SET seq = seq - 1 WHERE seq > 3")
+def test_renumbering_after_a_deletion_is_noticed(log: AuditLog, backend: Backend) -> None:
+    backend.execute("DELETE FROM audit WHERE seq = 3")
+    backend.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 3")
     report = log.verify()
     assert (report.ok, report.first_bad_seq) == (False, 3)
 
 
-def test_swapping_two_records_is_noticed(log: AuditLog) -> None:
+def test_swapping_two_records_is_noticed(log: AuditLog, backend: Backend) -> None:
     columns = (
         "ts, request_id, subject_id, role, function, patient_id, purpose, decision_id, allowed, "
         "reasons, outcome, latency_ms, function_version, query, prev_hash, hash"
     )
-    conn = sqlite3.connect(log.path)
-    try:
-        with conn:
-            two = conn.execute(f"SELECT {columns} FROM audit WHERE seq = 2").fetchone()
-            four = conn.execute(f"SELECT {columns} FROM audit WHERE seq = 4").fetchone()
-            assignments = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
-            conn.execute(f"UPDATE audit SET {assignments} WHERE seq = 2", four)
-            conn.execute(f"UPDATE audit SET {assignments} WHERE seq = 4", two)
-    finally:
-        conn.close()
+    (two,) = backend.query(f"SELECT {columns} FROM audit WHERE seq = 2")
+    (four,) = backend.query(f"SELECT {columns} FROM audit WHERE seq = 4")
+    assignments = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
+    backend.execute(f"UPDATE audit SET {assignments} WHERE seq = 2", *four)
+    backend.execute(f"UPDATE audit SET {assignments} WHERE seq = 4", *two)
     report = log.verify()
     assert (report.ok, report.first_bad_seq, report.problem) == (False, 2, "record 2 was altered")
 
 
-def test_appending_continues_the_chain_after_reopening(log: AuditLog) -> None:
-    again = AuditLog(log.path)
+def test_appending_continues_the_chain_after_reopening(log: AuditLog, backend: Backend) -> None:
+    again = backend.audit()
     try:
         record = again.append(event(99))
         assert record.seq == 7
@@ -233,8 +237,8 @@ def test_appending_continues_the_chain_after_reopening(log: AuditLog) -> None:
         again.close()
 
 
-def test_threads_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
-    shared = AuditLog(tmp_path / "wardfn.db")
+def test_threads_appending_at_once_keep_one_chain(backend: Backend) -> None:
+    shared = backend.audit()
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
 
@@ -264,9 +268,12 @@ APPENDER = """
 import sys
 from pathlib import Path
 from host.audit import AuditLog
+from host.database import PostgresDatabase
 from host.types import AuditEvent
 
-log = AuditLog(Path(sys.argv[1]), busy_timeout_s=30)
+target = sys.argv[1]
+database = PostgresDatabase(target, lock_timeout_s=30) if target.startswith("postgresql:") else Path(target)
+log = AuditLog(database, busy_timeout_s=30)
 try:
     for n in range(int(sys.argv[3])):
         request_id = f"{sys.argv[2]}-{n}"
@@ -276,32 +283,39 @@ finally:
 """
 
 
-def test_processes_appending_to_one_file_keep_one_chain(tmp_path: Path) -> None:
-    path = tmp_path / "wardfn.db"
-    AuditLog(path).close()  # create the file and the table before the race
+def test_processes_appending_to_one_database_keep_one_chain(backend: Backend) -> None:
+    """Three host processes on one database: one chain, no seq missing or repeated."""
+    backend.audit().close()  # create the file and the table before the race
+    target = backend.url if isinstance(backend, PostgresBackend) else str(backend.path)  # type: ignore[attr-defined]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", APPENDER, str(path), f"proc{i}", "50"],
+            [sys.executable, "-c", APPENDER, target, f"proc{i}", "50"],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for i in range(2)
+        for i in range(3)
     ]
     for process in processes:
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr.decode()
-    log = AuditLog(path)
+    log = backend.audit()
     try:
         report = log.verify()
-        assert report.ok and report.checked == 100
-        writers = [r.event.request_id.split("-")[0] for r in log.records(limit=1000)]
-        assert sorted(set(writers)) == ["proc0", "proc1"]
+        assert report.ok and report.checked == 150
+        records = log.records(limit=1000)
+        assert [r.seq for r in records] == list(range(1, 151))
+        assert len({r.event.request_id for r in records}) == 150
+        writers = [r.event.request_id.split("-")[0] for r in records]
+        assert sorted(set(writers)) == ["proc0", "proc1", "proc2"]
     finally:
         log.close()
 
 
-def test_append_fails_closed_when_the_disk_is_full(log: AuditLog) -> None:
+def test_sqlite_append_fails_closed_when_the_disk_is_full(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "wardfn.db")
+    for n in range(6):
+        log.append(event(n))
     # A zero file-size limit makes every write fail with EFBIG, as a full disk would, even for
     # root. Nothing may write to a file while it is in force (pytest's capture included).
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -318,14 +332,21 @@ def test_append_fails_closed_when_the_disk_is_full(log: AuditLog) -> None:
     assert log.verify().checked == 6  # nothing half-written
     assert log.append(event(51)).seq == 7  # and it recovers once writes succeed again
     assert log.verify().ok
+    log.close()
 
 
-def test_append_fails_closed_when_another_writer_holds_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "wardfn.db"
-    impatient = AuditLog(path, busy_timeout_s=0.1)
-    blocker = sqlite3.connect(path, isolation_level=None)
-    try:
+def test_append_fails_closed_when_another_writer_holds_the_lock(backend: Backend) -> None:
+    impatient = backend.audit(busy_timeout_s=0.1)
+    if isinstance(backend, PostgresBackend):
+        import psycopg
+
+        blocker: Any = psycopg.connect(backend.url, autocommit=True)
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))  # another host, mid-commit
+    else:
+        blocker = sqlite3.connect(backend.path, isolation_level=None)  # type: ignore[attr-defined]
         blocker.execute("BEGIN IMMEDIATE")
+    try:
         with pytest.raises(AuditUnavailable, match="could not write to the audit trail"):
             impatient.append(event(1))
         blocker.execute("ROLLBACK")
@@ -335,7 +356,7 @@ def test_append_fails_closed_when_another_writer_holds_the_lock(tmp_path: Path) 
         impatient.close()
 
 
-def test_append_fails_closed_when_the_directory_is_a_file(tmp_path: Path) -> None:
+def test_sqlite_append_fails_closed_when_the_directory_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("not a directory")
     with pytest.raises(AuditUnavailable):
         AuditLog(tmp_path / "home" / "wardfn.db")
@@ -349,27 +370,23 @@ def test_append_after_close_fails_closed(log: AuditLog) -> None:
         log.records()
 
 
-def test_records_hold_no_token_name_or_content(log: AuditLog) -> None:
-    conn = sqlite3.connect(log.path)
-    try:
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(audit)")]
-    finally:
-        conn.close()
-    assert columns == [
-        "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-        "decision_id", "allowed", "reasons", "outcome", "latency_ms", "prev_hash", "hash",
-        # The decision log (issue 3). The break-the-glass reason is the clinician's own words, for review.
-        "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
-        "function_version", "query",
-    ]  # fmt: skip
+def test_records_hold_no_token_name_or_content(log: AuditLog, backend: Backend) -> None:
+    if isinstance(backend, PostgresBackend):
+        sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit' ORDER BY ordinal_position"
+        columns = [row[0] for row in backend.query(sql)]
+    else:
+        columns = [row[1] for row in backend.query("PRAGMA table_info(audit)")]
+    assert columns == AUDIT_COLUMNS
 
 
-def test_a_trail_from_before_the_decision_log_gains_its_columns_and_still_verifies(tmp_path: Path) -> None:
+def test_a_sqlite_trail_from_before_the_decision_log_gains_its_columns_and_still_verifies(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = AuditLog(path)
     old.append(event(1))
     old.close()
-    # Make it the trail issue 2 wrote: no decision-log columns.
+    # Make it the trail issue 2 wrote: no migrations table, no decision-log columns.
+    execute(path, "DROP TABLE schema_migrations")
+    execute(path, "DROP INDEX audit_flagged")
     for column in ("policy_revision", "input_hash", "break_glass", "review", "break_glass_reason"):
         execute(path, f"ALTER TABLE audit DROP COLUMN {column}")
     reopened = AuditLog(path)

@@ -1,5 +1,6 @@
-"""Encryption at rest in the SQLite store, on real files: no plaintext on disk, a wrong KEK refused,
-rows bound to their place, erasure by crypto-shredding, KEK rotation with nothing lost."""
+"""Encryption at rest in the store, on real SQLite files and PostgreSQL databases: no plaintext on
+disk or in a dump, a wrong KEK refused, rows bound to their place, erasure by crypto-shredding, KEK
+rotation with nothing lost."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from host.directory import DirectoryQuery
 from host.encryption import LocalKek
 from host.errors import ConfigurationError, InvalidRequest, StoreUnavailable
 from host.store import ResourceStore
+from tests.backends import Backend
 
 
 def patient(patient_id: str, given: str, family: str, phone: str, mrn: str) -> dict[str, Any]:
@@ -77,25 +79,23 @@ def kek() -> LocalKek:
 
 
 @pytest.fixture
-def store(tmp_path: Path, kek: LocalKek) -> Any:
-    opened = ResourceStore(tmp_path / "wardfn.db", kek)
+def store(backend: Backend, kek: LocalKek) -> Any:
+    opened = backend.store(kek)
     opened.add_resources(RESOURCES)
     yield opened
     opened.close()
 
 
-def test_no_plaintext_reaches_the_file_yet_search_answers_plaintext(store: ResourceStore) -> None:
-    raw = file_bytes(store.path)
+def test_no_plaintext_reaches_the_file_yet_search_answers_plaintext(store: ResourceStore, backend: Backend) -> None:
+    raw = backend.dump()
     assert b"pid-ngozi" in raw and b"obs-1" in raw  # ids are stored as they are: the dump is read
     assert [needle for needle in PLAINTEXT if needle in raw] == []
     assert [json.loads(body) for body in store.search("pid-ngozi", "Patient")] == [PATIENTS[0]]
     assert json.loads(store.search("pid-wei", "Observation")[0])["note"][0]["text"] == "hepatitis screening"
 
 
-def test_search_keys_are_blind_indexes_and_still_find_patients(store: ResourceStore) -> None:
-    with sqlite3.connect(store.path) as conn:
-        keys = [key for (key,) in conn.execute("SELECT key FROM patient_index")]
-    conn.close()
+def test_search_keys_are_blind_indexes_and_still_find_patients(store: ResourceStore, backend: Backend) -> None:
+    keys = [key for (key,) in backend.query("SELECT key FROM patient_index")]
     assert keys and all(len(key) == 64 and int(key, 16) >= 0 for key in keys)
     found = store.directory_search(DirectoryQuery(name="ngozi okonkwo adeyemi", birth_date="1961-07-14"), 10)
     assert [match["id"] for match in found] == ["pid-ngozi"]
@@ -109,35 +109,33 @@ def test_search_keys_are_blind_indexes_and_still_find_patients(store: ResourceSt
     ]
 
 
-def test_a_wrong_kek_is_refused_at_open_with_one_clear_line(store: ResourceStore, kek: LocalKek) -> None:
+def test_a_wrong_kek_is_refused_at_open_with_one_clear_line(
+    store: ResourceStore, kek: LocalKek, backend: Backend
+) -> None:
     store.close()
     with pytest.raises(ConfigurationError) as refused:
-        ResourceStore(store.path, LocalKek(os.urandom(32)))
+        backend.store(LocalKek(os.urandom(32)))
     message = str(refused.value)
     assert "wrong key-encryption key" in message and kek.kek_id in message and "WARDFN_KEK" in message
     assert "\n" not in message
-    reopened = ResourceStore(store.path, kek)
+    reopened = backend.store(kek)
     assert len(reopened.search("pid-ngozi", "Observation")) == 1
     reopened.close()
 
 
-def test_a_body_moved_to_another_row_is_refused_without_patient_data(store: ResourceStore) -> None:
-    with sqlite3.connect(store.path) as conn:
-        (stolen,) = conn.execute("SELECT body FROM resources WHERE id = 'obs-1'").fetchone()
-        conn.execute("UPDATE resources SET body = ? WHERE id = 'obs-2'", (stolen,))
-    conn.close()
+def test_a_body_moved_to_another_row_is_refused_without_patient_data(store: ResourceStore, backend: Backend) -> None:
+    ((stolen,),) = backend.query("SELECT body FROM resources WHERE id = 'obs-1'")
+    backend.execute("UPDATE resources SET body = ? WHERE id = 'obs-2'", stolen)
     with pytest.raises(StoreUnavailable, match="integrity check") as refused:
         store.search("pid-wei", "Observation")
     assert "pid-wei" not in str(refused.value) and "obs-2" not in str(refused.value)
 
 
 def test_erasure_destroys_the_key_and_the_store_answers_as_if_the_patient_never_was(
-    store: ResourceStore, kek: LocalKek
+    store: ResourceStore, kek: LocalKek, backend: Backend
 ) -> None:
-    with sqlite3.connect(store.path) as conn:
-        (wrapped,) = conn.execute("SELECT wrapped FROM data_keys WHERE owner = 'pid-ngozi'").fetchone()
-        sealed = conn.execute("SELECT body FROM resources WHERE patient_id = 'pid-ngozi'").fetchall()
-    conn.close()
+    ((wrapped,),) = backend.query("SELECT wrapped FROM data_keys WHERE owner = 'pid-ngozi'")
+    sealed = backend.query("SELECT body FROM resources WHERE patient_id = 'pid-ngozi' ORDER BY id")
 
     assert store.erase_patient("pid-ngozi") is True
 
@@ -148,20 +146,19 @@ def test_erasure_destroys_the_key_and_the_store_answers_as_if_the_patient_never_
     assert [p["id"] for p in store.list_patients(10)] == ["pid-wei"]
     assert store.directory_search(DirectoryQuery(identifier="MRN00004242"), 10) == []
     assert len(store.search("pid-wei", "Observation")) == 1  # nobody else is touched
-    with sqlite3.connect(store.path) as conn:
-        still_sealed = conn.execute("SELECT body FROM resources WHERE patient_id = 'pid-ngozi'").fetchall()
-        keys = conn.execute("SELECT COUNT(*) FROM data_keys WHERE owner = 'pid-ngozi'").fetchone()[0]
-    conn.close()
+    still_sealed = backend.query("SELECT body FROM resources WHERE patient_id = 'pid-ngozi' ORDER BY id")
+    ((keys,),) = backend.query("SELECT COUNT(*) FROM data_keys WHERE owner = 'pid-ngozi'")
     assert still_sealed == sealed and keys == 0  # the ciphertext stays; its key is gone
-    assert wrapped not in file_bytes(store.path)  # overwritten, not left in a free page or the WAL
-    assert [needle for needle in PLAINTEXT if needle in file_bytes(store.path)] == []
+    # SQLite: overwritten, not left in a free page or the WAL. PostgreSQL: not in a dump.
+    assert wrapped not in backend.dump() and wrapped.hex().encode() not in backend.dump()
+    assert [needle for needle in PLAINTEXT if needle in backend.dump()] == []
 
     assert store.erase_patient("pid-ngozi") is False
     assert store.erase_patient("never-stored") is False
     with pytest.raises(InvalidRequest, match="erased"):
         store.add_resources([observation("obs-9", "pid-ngozi", "again")])
     store.close()
-    reopened = ResourceStore(store.path, kek)
+    reopened = backend.store(kek)
     assert reopened.search("pid-ngozi", "Observation") == [] and reopened.count_patients() == 1
     reopened.close()
 
@@ -171,7 +168,7 @@ def everything(store: ResourceStore) -> dict[tuple[str, str], list[str]]:
 
 
 def test_rotation_keeps_every_record_readable_on_either_kek_then_retires_the_old_one(
-    store: ResourceStore, kek: LocalKek
+    store: ResourceStore, kek: LocalKek, backend: Backend
 ) -> None:
     before = everything(store)
     new = LocalKek(os.urandom(32))
@@ -180,7 +177,7 @@ def test_rotation_keeps_every_record_readable_on_either_kek_then_retires_the_old
     assert store.rotate_kek(new) == 0  # idempotent
     assert set(store.kek_status()) == {kek.kek_id, new.kek_id}
 
-    on_new = ResourceStore(store.path, new)  # a host restarted on the new key, while the old one serves
+    on_new = backend.store(new)  # a host restarted on the new key, while the old one serves
     assert everything(on_new) == before == everything(store)
     assert [m["id"] for m in on_new.directory_search(DirectoryQuery(name="weiqiang"), 10)] == ["pid-wei"]
     # Written meanwhile by a host still on the old key: wrapped under the old key alone.
@@ -196,7 +193,7 @@ def test_rotation_keeps_every_record_readable_on_either_kek_then_retires_the_old
         store.search("pid-wei", "Patient")  # a host left on the retired key serves nothing
     store.close()
     with pytest.raises(ConfigurationError, match="wrong key-encryption key"):
-        ResourceStore(on_new.path, kek)
+        backend.store(kek)
     on_new.close()
 
 
@@ -209,7 +206,7 @@ def test_rotation_refuses_the_same_key_and_retiring_the_key_in_use(store: Resour
         store.retire_kek(LocalKek(os.urandom(32)))
 
 
-def test_a_database_made_before_encryption_is_encrypted_in_place(tmp_path: Path, kek: LocalKek) -> None:
+def test_a_sqlite_file_made_before_encryption_is_encrypted_in_place(tmp_path: Path, kek: LocalKek) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
