@@ -12,12 +12,13 @@ never edit one that has shipped. Each is applied in one transaction, recorded wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from host.database import MIGRATE_LOCK, Connection, Database
-from host.errors import ConfigurationError
+from host.errors import ConfigurationError, StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def current_version(conn: Connection) -> int:
 
 def status(database: Database) -> tuple[int, list[Migration]]:
     """The database's schema version and the migrations it still needs."""
-    with database.connection() as conn:
+    with _translated(database, "read the schema version of"), database.connection() as conn:
         version = current_version(conn)
     return version, [m for m in MIGRATIONS if m.version > version]
 
@@ -175,7 +176,7 @@ def status(database: Database) -> tuple[int, list[Migration]]:
 def migrate(database: Database) -> list[Migration]:
     """Apply every pending migration, each in its own transaction; returns those applied."""
     applied: list[Migration] = []
-    with database.connection() as conn:
+    with _translated(database, "migrate"), database.connection() as conn:
         for migration in MIGRATIONS:
             # Several hosts may start (or `wardfn db migrate` run) at once: the write lock makes
             # them take turns, and each re-reads the version once it holds it.
@@ -217,6 +218,16 @@ def prepare(database: Database) -> None:
         migrate(database)
     else:
         require_current(database)
+
+
+@contextmanager
+def _translated(database: Database, action: str) -> Iterator[None]:
+    try:
+        yield
+    except database.errors as exc:
+        raise StoreUnavailable(
+            f"could not {action} the database at {database.display} ({database.describe(exc)}); {database.hint}"
+        ) from exc
 
 
 def _newer(database: Database, version: int) -> SchemaOutOfDate:

@@ -42,10 +42,11 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     from host.store import open_store
 
     settings = cli_settings(host=bind_host, port=port, policy=engine, opa_url=opa_url)
-    build_functions(settings, [], force=False, console=err)
-    # Opened here even in production: a wrong key-encryption key is one line and an exit, before serving.
+    # Opened first, even in production: an unreachable or unmigrated database, or a wrong
+    # key-encryption key, is one line and an exit before anything slow.
     store = open_store(settings)
     try:
+        build_functions(settings, [], force=False, console=err)
         if not settings.production and store.count_patients() == 0 and settings.seed_patients > 0:
             with err.status(f"seeding {settings.seed_patients} synthetic patients"):
                 added = seed_store(store, settings.seed_patients, settings.seed)
@@ -68,7 +69,7 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
         return
     # Several processes to use every core (one process runs Python on one core at a time). Each
     # worker builds its own host from the WARDFN_* environment, so the flags go there too; they
-    # share the SQLite file, whose write lock keeps one audit chain.
+    # share the database, whose write lock keeps one audit chain.
     for name, value in (("WARDFN_POLICY", settings.policy), ("WARDFN_OPA_URL", settings.opa_url)):
         if value is not None:
             os.environ[name] = value

@@ -1,0 +1,238 @@
+"""Choosing and reaching the database: the URL setting, its password never shown, an unreachable or
+unmigrated PostgreSQL refused at start with one line saying what to do, and migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from host import migrations
+from host.assembly import open_host
+from host.config import load_settings
+from host.database import PostgresDatabase, SqliteDatabase, redact
+from host.errors import ConfigurationError
+from host.migrations import SchemaOutOfDate
+from host.store import ResourceStore
+from tests.backends import PostgresBackend
+from tests.conftest import FUNCTION_DIRS, TEST_HOME
+from tests.e2e.server import WARDFN, free_port
+from tests.postgres_server import PostgresServer
+
+PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"postgresql://wardfn:{PASSWORD}@db:5432/wardfn", "postgresql://wardfn:***@db:5432/wardfn"),
+        ("postgresql://wardfn@db/wardfn?sslmode=verify-full", "postgresql://wardfn@db/wardfn?sslmode=verify-full"),
+        (
+            f"postgresql://db/wardfn?user=wardfn&password={PASSWORD}&sslmode=require",
+            "postgresql://db/wardfn?user=wardfn&password=***&sslmode=require",
+        ),
+        ("postgresql://wardfn:p%40ss@db/wardfn", "postgresql://wardfn:***@db/wardfn"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_the_url_selects_postgresql_and_unset_keeps_the_sqlite_file(tmp_path: Path) -> None:
+    assert load_settings(home=tmp_path).postgresql is False
+    assert load_settings(home=tmp_path, database_url="").postgresql is False
+    assert load_settings(home=tmp_path, database_url="postgresql://u@h/d").postgresql is True
+
+
+@pytest.mark.parametrize("url", ["mysql://u:pw@h/d", "sqlite:///x.db", "postgresql://"])
+def test_a_url_that_is_not_postgresql_is_refused_without_echoing_it(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ValidationError, match="WARDFN_DATABASE_URL must be a PostgreSQL URL") as refused:
+        load_settings(home=tmp_path, database_url=url)
+    # What `wardfn` prints of a settings error (pydantic's own repr carries every input).
+    assert "pw@" not in _messages(refused.value)
+
+
+PRODUCTION = {
+    "env": "production",
+    "jwt_public_key_file": Path("/dev/null"),
+    "jwt_issuer": "https://idp.example",
+    "kek": "A" * 43 + "=",
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "accepted"),
+    [("", False), ("?sslmode=require", False), ("?sslmode=verify-ca", False), ("?sslmode=verify-full", True)],
+)
+def test_production_needs_sslmode_verify_full(tmp_path: Path, query: str, accepted: bool) -> None:
+    url = f"postgresql://wardfn:{PASSWORD}@db.example:5432/wardfn{query}"
+    if accepted:
+        assert load_settings(home=tmp_path, database_url=url, **PRODUCTION).postgresql
+        return
+    with pytest.raises(ValidationError, match="sslmode=verify-full") as refused:
+        load_settings(home=tmp_path, database_url=url, **PRODUCTION)
+    assert PASSWORD not in _messages(refused.value)
+    assert load_settings(home=tmp_path, database_url=url).postgresql  # development takes what libpq takes
+
+
+def test_the_cli_refuses_production_without_verify_full_in_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "jwt.pem"
+    key.write_text("unused")
+    done = wardfn(
+        tmp_path,
+        "db",
+        "status",
+        WARDFN_ENV="production",
+        WARDFN_JWT_PUBLIC_KEY_FILE=str(key),
+        WARDFN_JWT_ISSUER="https://idp.example",
+        WARDFN_KEK="A" * 43 + "=",
+        WARDFN_DATABASE_URL=f"postgresql://wardfn:{PASSWORD}@db.example/wardfn?sslmode=require",
+    )
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert "sslmode=verify-full" in line and PASSWORD not in done.stderr
+
+
+def _messages(error: ValidationError) -> str:
+    return "; ".join(str(e["msg"]) for e in error.errors())
+
+
+def wardfn(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "WARDFN_HOME": str(tmp_path / "home"),
+        "WARDFN_FUNCTIONS_DIRS": f'["{FUNCTION_DIRS[0]}"]',
+        **env,
+    }
+    return subprocess.run([str(WARDFN), *args], env=environment, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", [("serve",), ("db", "migrate"), ("db", "status"), ("audit", "verify")])
+def test_an_unreachable_database_is_one_line_naming_what_to_check(tmp_path: Path, command: tuple[str, ...]) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://wardfn:{PASSWORD}@127.0.0.1:{port}/wardfn"
+    done = wardfn(tmp_path, *command, WARDFN_DATABASE_URL=url)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"postgresql://wardfn:***@127.0.0.1:{port}/wardfn" in lines[0]
+    assert "check that PostgreSQL is running" in lines[0]
+    assert PASSWORD not in done.stderr + done.stdout
+
+
+def test_unreachable_in_process_is_a_configuration_error_without_the_password() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        PostgresDatabase(f"postgresql://wardfn:{PASSWORD}@127.0.0.1:{free_port()}/wardfn")
+    assert PASSWORD not in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.fixture
+def unmigrated(postgres_server: PostgresServer):  # type: ignore[no-untyped-def]
+    opened = PostgresBackend(postgres_server, migrate=False)
+    yield opened
+    opened.close()
+
+
+def test_an_unmigrated_database_is_refused_until_wardfn_db_migrate(tmp_path: Path, unmigrated: PostgresBackend) -> None:
+    served = wardfn(tmp_path, "serve", WARDFN_DATABASE_URL=unmigrated.url)
+    assert served.returncode != 0
+    (line,) = served.stderr.strip().splitlines()
+    assert "schema version 0, this host needs" in line and "run `wardfn db migrate`" in line
+
+    settings = load_settings(home=TEST_HOME, database_url=unmigrated.url, functions_dirs=FUNCTION_DIRS)
+    with pytest.raises(SchemaOutOfDate, match="wardfn db migrate"):
+        open_host(settings)
+    assert unmigrated.query("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]  # untouched
+
+    status = wardfn(tmp_path, "db", "status", WARDFN_DATABASE_URL=unmigrated.url)
+    assert status.returncode == 1 and "pending: 1 initial" in status.stdout
+    migrated = wardfn(tmp_path, "db", "migrate", WARDFN_DATABASE_URL=unmigrated.url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"applied: {migrations.LATEST}" in migrated.stdout
+    again = wardfn(tmp_path, "db", "migrate", WARDFN_DATABASE_URL=unmigrated.url)
+    assert again.returncode == 0 and "applied" not in again.stdout
+    assert wardfn(tmp_path, "db", "status", WARDFN_DATABASE_URL=unmigrated.url).returncode == 0
+    versions = unmigrated.query("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert versions == [(m.version, m.name) for m in migrations.MIGRATIONS]
+
+
+def test_a_database_newer_than_the_host_is_refused(postgres_backend: PostgresBackend) -> None:
+    postgres_backend.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 'now')", migrations.LATEST + 1
+    )
+    with pytest.raises(SchemaOutOfDate, match="newer than this host"):
+        postgres_backend.store(_kek())
+
+
+def test_migrating_from_several_processes_at_once_applies_each_migration_once(unmigrated: PostgresBackend) -> None:
+    processes = [
+        subprocess.Popen(
+            [str(WARDFN), "db", "migrate"],
+            env={"PATH": "/usr/bin:/bin", "WARDFN_DATABASE_URL": unmigrated.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    assert [v for (v,) in unmigrated.query("SELECT version FROM schema_migrations ORDER BY version")] == [
+        m.version for m in migrations.MIGRATIONS
+    ]
+
+
+def test_a_sqlite_file_from_before_migrations_is_upgraded_at_open(tmp_path: Path) -> None:
+    """The file the code before migrations made: its tables, no schema_migrations, no review index."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE resources (resource_type TEXT NOT NULL, id TEXT NOT NULL, patient_id TEXT, "
+        "body BLOB NOT NULL, PRIMARY KEY (resource_type, id))"
+    )
+    conn.execute("CREATE INDEX resources_by_patient ON resources (patient_id, resource_type)")
+    conn.execute(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, request_id TEXT NOT NULL, subject_id TEXT, "
+        "role TEXT, function TEXT, patient_id TEXT, purpose TEXT, decision_id TEXT, allowed INTEGER, "
+        "reasons TEXT NOT NULL, outcome TEXT NOT NULL, latency_ms REAL NOT NULL, prev_hash TEXT NOT NULL, "
+        "hash TEXT NOT NULL)"
+    )
+    conn.close()
+    ResourceStore(path, _kek()).close()
+    database = SqliteDatabase(path)
+    try:
+        assert migrations.status(database) == (migrations.LATEST, [])
+    finally:
+        database.close()
+    conn = sqlite3.connect(path)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(audit)")]
+    conn.close()
+    assert "resources_by_patient" not in indexes and {"resources_by_patient_type_id", "audit_flagged"} <= indexes
+    assert columns[-3:] == ["break_glass_reason", "function_version", "query"]
+
+
+def test_driver_errors_that_quote_values_are_described_without_them(postgres_backend: PostgresBackend) -> None:
+    store = postgres_backend.store(_kek())
+    store.close()
+    database = postgres_backend.database()
+    try:
+        with pytest.raises(psycopg.Error) as caught:
+            postgres_backend.execute("INSERT INTO erasures (patient_id, erased_at) VALUES ('pid-secret', 'x')")
+            postgres_backend.execute("INSERT INTO erasures (patient_id, erased_at) VALUES ('pid-secret', 'x')")
+        assert "pid-secret" in str(caught.value)  # psycopg's own message quotes the key...
+        described = database.describe(caught.value)
+        assert "pid-secret" not in described and "23505" in described  # ...ours does not
+    finally:
+        database.close()
+
+
+def _kek():  # type: ignore[no-untyped-def]
+    from host.encryption import LocalKek
+
+    return LocalKek(os.urandom(32))
