@@ -208,7 +208,7 @@ class PostgresDatabase:
         self._lock_timeout_ms = max(1, int(lock_timeout_s * 1000))
         self._secret = _password(url)
         self.hint = (
-            f"check that PostgreSQL is running and reachable at {self.display}, that the database exists, "
+            "check that PostgreSQL is running and reachable there, that the database exists, "
             "and that WARDFN_DATABASE_URL's user, password and sslmode are right"
         )
         # One connection first, to fail at start with the server's own reason (the pool would
