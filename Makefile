@@ -14,7 +14,11 @@ KUSTOMIZE_VERSION := v5.5.0
 GATEKEEPER_VERSION := v3.15.1
 ORAS_VERSION := v1.2.0
 
-.PHONY: install serve test lint bench policy-check opa clean tools
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres, pg_dump), for the private clusters the
+# tests start (tests/postgres_server.py); found at run time, the newest version installed.
+PG_BIN_DIR = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+
+.PHONY: install serve test lint bench policy-check opa clean tools postgres
 
 install: $(STAMP)
 
@@ -41,8 +45,24 @@ policy-check: $(OPA)
 	$(OPA) check --strict policies
 	$(OPA) test policies
 
-test: lint tools policy-check
-	WARDFN_OPA_BIN=$(OPA) $(BIN)/python -m pytest
+test: lint tools policy-check postgres
+	WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) $(BIN)/python -m pytest
+
+# Installed from Debian's package with apt-get, not unpacked into the project as promtool is: the
+# server links a dozen shared libraries (ICU, LDAP, SSL, LLVM...) that only the package manager
+# resolves, and the package makes the unprivileged `postgres` user the tests run the cluster as
+# when they run as root (initdb and postgres refuse root). No system cluster is created: the
+# tests make their own, on a free loopback port, and remove it.
+postgres:
+	@if [ -z "$(PG_BIN_DIR)" ]; then \
+		command -v apt-get >/dev/null || { echo "make postgres: the tests need PostgreSQL's server (initdb, postgres, pg_dump); apt-get is missing: install it, or set WARDFN_PG_BIN to its bin directory" >&2; exit 1; }; \
+		[ "$$(id -u)" = 0 ] || { echo "make postgres: installing PostgreSQL needs root: run \`sudo apt-get install -y --no-install-recommends postgresql\`" >&2; exit 1; }; \
+		echo "installing PostgreSQL's server from Debian's postgresql package (once)"; \
+		mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" >> /etc/postgresql-common/createcluster.conf; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql \
+			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }; } \
+			|| { echo "make postgres: apt-get could not install postgresql: check that Debian's registry is reachable" >&2; exit 1; }; \
+	fi
 
 tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
 

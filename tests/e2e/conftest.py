@@ -17,11 +17,24 @@ class Patients:
     refusing_treatment: str
 
 
-@pytest.fixture(scope="module")
-def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("server"))
-    yield process
-    process.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The real server, once on each database it runs on: the SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        process = ServerProcess(tmp_path_factory.mktemp("server"))
+        yield process
+        process.stop()
+        return
+    postgres = request.getfixturevalue("postgres_server")
+    url = postgres.create_database()
+    try:
+        process = ServerProcess(tmp_path_factory.mktemp("server"), database_url=url)
+        yield process
+        process.stop()
+    finally:
+        postgres.drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from host.audit import AuditLog, open_audit
 from host.auth import issue_dev_token
 from host.config import Settings
+from host.store import ResourceStore, open_store
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, settings_for
 
 WARDFN = Path(sys.executable).parent / "wardfn"
@@ -26,21 +29,30 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`wardfn serve` with a fresh database under `workdir`; stop() ends it."""
+    """`wardfn serve` with a fresh database under `workdir` (or the PostgreSQL database at
+    `database_url`, migrated first by `wardfn db migrate`); stop() ends it."""
 
-    def __init__(self, workdir: Path, patients: int = 60, **env: str) -> None:
+    def __init__(self, workdir: Path, patients: int = 60, database_url: str | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.database = workdir / "wardfn.db"
-        self.settings: Settings = settings_for(self.database)
+        self.database = workdir / "wardfn.db"  # the SQLite file, when database_url is None
+        self.database_url = database_url
+        self.settings: Settings = settings_for(self.database, database_url=database_url)
         self.env = {
             **os.environ,
             "WARDFN_HOME": str(TEST_HOME),
             "WARDFN_DATABASE": str(self.database),
             "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
             "WARDFN_SEED_PATIENTS": str(patients),
+            **({"WARDFN_DATABASE_URL": database_url} if database_url else {}),
             **env,
         }
+        if database_url:
+            done = subprocess.run(
+                [str(WARDFN), "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=120
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"wardfn db migrate failed:\n{done.stderr}")
         self.log_path = workdir / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -61,6 +73,29 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"wardfn serve was not ready within {timeout} s:\n{self.output()}")
+
+    def open_audit(self) -> AuditLog:
+        """The server's audit trail, opened beside it (either backend)."""
+        return open_audit(self.settings)
+
+    def open_store(self) -> ResourceStore:
+        """The server's record store, opened beside it (either backend)."""
+        return open_store(self.settings)
+
+    def execute(self, sql: str, *params: object) -> None:
+        """Change the server's database behind its back (`?` placeholders), as someone with it could."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url) as conn:
+                conn.execute(sql.replace("?", "%s"), params)
+            return
+        conn = sqlite3.connect(self.database)
+        try:
+            with conn:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from host.audit import AuditLog
 from host.service import AUDIT_QUERY_PURPOSE
 from host.store import open_store
 from tests.e2e.server import ServerProcess, serve_imported
@@ -128,7 +127,7 @@ def test_patient_search_finds_and_audits_its_query(server: ServerProcess) -> Non
     result = response.json()["result"]
     assert [m["id"] for m in result["matches"]] == [patient["id"]]
     assert set(result["matches"][0]) == {"id", "name", "birth_date", "gender"}
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         [record] = [r for r in log.records(limit=100_000) if r.event.request_id == rid]
     finally:

@@ -125,6 +125,7 @@ def test_seed_is_deterministic(server: ServerProcess, tmp_path: Path) -> None:
     listings = []
     for run in ("a", "b"):
         env = {**server.env, "WARDFN_DATABASE": str(tmp_path / f"{run}.db")}
+        env.pop("WARDFN_DATABASE_URL", None)  # a file of its own, whichever database the server runs on
         assert wardfn(env, "data", "seed", "--patients", "7", "--seed", "42").returncode == 0
         listings.append(json.loads(wardfn(env, "data", "patients", "--limit", "100", "--json").stdout))
     assert len(listings[0]) == 7 and listings[0] == listings[1]

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from host.audit import AuditLog
 from host.policy import RegoPolicyEngine, build_input, input_hash
 from host.store import ResourceStore, open_store
 from host.types import AuditRecord, Subject
@@ -80,7 +79,7 @@ def _summary(
 
 
 def _record(server: ServerProcess, request_id: str) -> AuditRecord:
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         [record] = [r for r in log.records(limit=100_000) if r.event.request_id == request_id]
         return record
@@ -126,7 +125,7 @@ def test_the_same_nurse_breaks_the_glass_and_is_flagged_for_review(
         assert decision.allow and decision.break_glass and decision.revision == event.policy_revision
     finally:
         engine.close()
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         assert log.verify().ok
     finally:

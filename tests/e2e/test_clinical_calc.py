@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from host.audit import AuditLog
 from tests.e2e.conftest import Patients
 from tests.e2e.server import ServerProcess
 
@@ -22,7 +21,7 @@ def test_calculations_answer_and_are_audited_without_a_patient(server: ServerPro
     response = httpx.post(server.url + PATH, json={"args": EGFR}, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["result"] == {"calculator": "egfr", "value": 64.5, "unit": "mL/min/1.73m2", "stage": "G2"}
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         [record] = [r for r in log.records(limit=100_000) if r.event.request_id == "calc-egfr-1"]
     finally:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from host.audit import AuditLog
 from host.store import open_store
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
@@ -55,7 +53,7 @@ def test_concurrent_invocations_are_correct_and_each_audited_once(server: Server
         assert summary["demographics"]["name"]["family"] == families[patient_id]  # type: ignore[index]
         assert body["request_id"] == rid
 
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         records = [r for r in log.records(limit=100_000) if r.event.request_id.startswith("conc-")]
     finally:
@@ -67,9 +65,7 @@ def test_concurrent_invocations_are_correct_and_each_audited_once(server: Server
     assert verified.returncode == 0, verified.stderr
 
     victim = records[len(records) // 2].seq
-    with sqlite3.connect(server.database) as db:
-        db.execute("UPDATE audit SET purpose = 'HRESCH' WHERE seq = ?", (victim,))
-    db.close()
+    server.execute("UPDATE audit SET purpose = 'HRESCH' WHERE seq = ?", victim)
     broken = _verify(server)
     assert broken.returncode != 0
     assert f"record {victim}" in broken.stderr + broken.stdout

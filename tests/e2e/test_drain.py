@@ -12,7 +12,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host.audit import AuditLog
 from host.store import open_store
 from tests.e2e.server import ServerProcess
 
@@ -70,7 +69,7 @@ def test_sigterm_drains_in_flight_calls(built_functions: list[str], tmp_path_fac
         # uvicorn re-raises the SIGTERM it caught once it has shut down: the exit status says "terminated".
         assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
         assert outcomes == ["504"] * CALLS  # each ran to its deadline and was answered, none cut off
-        log = AuditLog(server.database)
+        log = server.open_audit()
         try:
             audited = [r for r in log.records(limit=1000) if r.event.request_id.startswith("drain-")]
         finally:

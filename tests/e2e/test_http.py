@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host.audit import AuditLog
 from host.auth import ensure_dev_keypair
 from host.store import open_store
 from tests.e2e.conftest import Patients
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.components
 
 
 def _audit_for(server: ServerProcess, request_id: str) -> list[object]:
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         return [r for r in log.records(limit=100_000) if r.event.request_id == request_id]
     finally:

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.audit import AuditLog
 from host.policy import RegoPolicyEngine
 from host.store import open_store
 from tests.e2e.server import ServerProcess
@@ -88,7 +87,7 @@ def test_stopping_opa_makes_every_request_503_and_none_allowed(host: ServerProce
             statuses.append(response.status_code)
             assert "result" not in response.json() and patient_id not in response.text
     assert set(statuses) == {503}, statuses
-    log = AuditLog(host.database)
+    log = host.open_audit()
     try:
         tail = log.records(limit=100_000)[-len(statuses) :]
     finally:

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.audit import AuditLog
 from host.config import PROJECT_ROOT
 from host.store import open_store
 from tests.e2e.server import WARDFN, ServerProcess
@@ -81,7 +80,7 @@ def test_rebuilt_function_swaps_in_under_load_without_failures(built_functions: 
         if "0.2.0" in mine:
             assert "0.1.0" not in mine[mine.index("0.2.0") :]
     assert first_new > 0
-    log = AuditLog(server.database)
+    log = server.open_audit()
     try:
         audited = {r.event.request_id: r.event.function_version for r in log.records(limit=100_000)}
     finally:
