@@ -108,6 +108,7 @@ def test_production_refuses_development_conveniences(server: ServerProcess, tmp_
 
 def test_production_without_a_verification_key_refuses_to_start(server: ServerProcess) -> None:
     env = {**server.env, "WARDFN_ENV": "production"}
+    env.pop("WARDFN_DATABASE_URL", None)  # its sslmode would be refused first (tests/host/test_database.py)
     done = wardfn(env, "serve", "--port", "9")
     assert done.returncode != 0
     assert "WARDFN_JWT_PUBLIC_KEY_FILE" in done.stderr and "Traceback" not in done.stderr

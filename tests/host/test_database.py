@@ -236,3 +236,13 @@ def _kek():  # type: ignore[no-untyped-def]
     from host.encryption import LocalKek
 
     return LocalKek(os.urandom(32))
+
+
+def test_missing_postgresql_binaries_fail_saying_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.postgres_server import postgres_bin
+
+    monkeypatch.setenv("WARDFN_PG_BIN", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="make postgres"):
+        postgres_bin()
