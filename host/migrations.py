@@ -89,6 +89,7 @@ INITIAL_SQLITE = (
     # resource of the type.
     "DROP INDEX IF EXISTS resources_by_patient",
     "CREATE INDEX IF NOT EXISTS resources_by_patient_type_id ON resources (patient_id, resource_type, id)",
+    # key: a blind index, hex HMAC-SHA256 of (kind, normalised key) under the blind-index key.
     "CREATE TABLE IF NOT EXISTS patient_index (patient_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS patient_index_by_key ON patient_index (kind, key)",
     "CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id)",
@@ -214,10 +215,14 @@ def require_current(database: Database) -> None:
 
 def prepare(database: Database) -> None:
     """Make the database usable by this host: SQLite is migrated in place, PostgreSQL must already be."""
-    if database.dialect == "sqlite":
-        migrate(database)
-    else:
+    if database.dialect == "postgresql":
         require_current(database)
+        return
+    version, pending = status(database)
+    if version > LATEST:
+        raise _newer(database, version)
+    if pending:  # read first: opening an up-to-date file takes no write lock
+        migrate(database)
 
 
 @contextmanager

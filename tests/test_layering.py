@@ -20,6 +20,10 @@ MAY_IMPORT = {
     "prometheus_client": {"metrics"},
     # The Kubernetes schemas are the deploy module's business alone.
     "kubernetes_validate": {"deploy"},
+    # The database drivers: connecting, dialects and driver errors live in one module.
+    "sqlite3": {"database"},
+    "psycopg": {"database"},
+    "psycopg_pool": {"database"},
 }
 # Modules that nothing but the top (app, cli, assembly, bench) may import.
 TOP = {"app", "cli", "assembly", "bench"}
