@@ -107,11 +107,11 @@ class PostgresBackend(Backend):
 
     def execute(self, sql: str, *params: Any) -> None:
         with psycopg.connect(self.url) as conn:  # commits on leaving the block
-            conn.execute(sql.replace("?", "%s"), params)
+            conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return conn.execute(sql.replace("?", "%s"), params).fetchall()
+            return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
 
     def dump(self) -> bytes:
         return self.server.dump(self.url)

@@ -88,7 +88,7 @@ class ServerProcess:
             import psycopg
 
             with psycopg.connect(self.database_url) as conn:
-                conn.execute(sql.replace("?", "%s"), params)
+                conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
             return
         conn = sqlite3.connect(self.database)
         try:

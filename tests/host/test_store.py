@@ -278,3 +278,58 @@ def test_sealed_text_opens_only_for_its_purpose(store: ResourceStore) -> None:
         store.open_text(sealed, "something-else")
     with pytest.raises(StoreUnavailable):
         store.open_text("sealed:v1:not-base64!", "audit-query")
+
+
+WRITER = """
+import base64, sys, time
+from pathlib import Path
+from host.database import PostgresDatabase
+from host.encryption import LocalKek
+from host.store import ResourceStore
+
+target, name, key = sys.argv[1], sys.argv[2], base64.b64decode(sys.argv[3])
+database = PostgresDatabase(target, lock_timeout_s=30) if target.startswith("postgresql:") else Path(target)
+store = ResourceStore(database, LocalKek(key))
+time.sleep(max(0.0, float(sys.argv[4]) - time.time()))  # every process starts writing at once
+try:
+    for n in range(20):
+        # The same new patients from every process, in the same order: each one's data key is made once.
+        store.add_resources([
+            {"resourceType": "Observation", "id": f"{name}-{n}", "subject": {"reference": f"Patient/shared-{n}"}}
+        ])
+finally:
+    store.close()
+"""
+
+
+def test_processes_writing_to_one_database_share_each_patients_data_key(backend: Backend) -> None:
+    """Three hosts adding records for the same new patients at once: one data key each, all readable."""
+    import base64
+    import subprocess
+    import sys
+    import time
+
+    from host.config import PROJECT_ROOT
+
+    key = os.urandom(32)
+    backend.store(LocalKek(key)).close()  # the tables and the KEK registered before the race
+    target = backend.url if isinstance(backend, PostgresBackend) else str(backend.path)  # type: ignore[attr-defined]
+    start = time.time() + 3
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, target, f"proc{i}", base64.b64encode(key).decode(), str(start)],
+            cwd=PROJECT_ROOT,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(3)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    store = backend.store(LocalKek(key))
+    try:
+        found = {json.loads(body)["id"] for n in range(20) for body in store.search(f"shared-{n}", "Observation")}
+    finally:
+        store.close()
+    assert found == {f"proc{i}-{n}" for i in range(3) for n in range(20)}
+    assert backend.query("SELECT COUNT(*) FROM data_keys WHERE owner LIKE 'shared-%'") == [(20,)]
