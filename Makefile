@@ -15,8 +15,9 @@ GATEKEEPER_VERSION := v3.15.1
 ORAS_VERSION := v1.2.0
 
 # PostgreSQL's server binaries (initdb, pg_ctl, postgres, pg_dump), for the private clusters the
-# tests start (tests/postgres_server.py); found at run time, the newest version installed.
-PG_BIN_DIR = $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+# tests start (tests/postgres_server.py): $WARDFN_PG_BIN if set, else the newest version installed,
+# found at run time (after `make postgres` may have installed it).
+PG_BIN_DIR = $${WARDFN_PG_BIN:-$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
 .PHONY: install serve test lint bench policy-check opa clean tools postgres
 
@@ -51,16 +52,20 @@ test: lint tools policy-check postgres
 # Installed from Debian's package with apt-get, not unpacked into the project as promtool is: the
 # server links a dozen shared libraries (ICU, LDAP, SSL, LLVM...) that only the package manager
 # resolves, and the package makes the unprivileged `postgres` user the tests run the cluster as
-# when they run as root (initdb and postgres refuse root). No system cluster is created: the
-# tests make their own, on a free loopback port, and remove it.
+# when they run as root (initdb and postgres refuse root). No system cluster is created (as in the
+# official postgres image: postgresql-common first, create_main_cluster = false, then the server):
+# the tests make their own, on a free loopback port, and remove it.
 postgres:
-	@if [ -z "$(PG_BIN_DIR)" ]; then \
+	@if [ -z "$(PG_BIN_DIR)" ] || [ ! -x "$(PG_BIN_DIR)/initdb" ]; then \
 		command -v apt-get >/dev/null || { echo "make postgres: the tests need PostgreSQL's server (initdb, postgres, pg_dump); apt-get is missing: install it, or set WARDFN_PG_BIN to its bin directory" >&2; exit 1; }; \
 		[ "$$(id -u)" = 0 ] || { echo "make postgres: installing PostgreSQL needs root: run \`sudo apt-get install -y --no-install-recommends postgresql\`" >&2; exit 1; }; \
 		echo "installing PostgreSQL's server from Debian's postgresql package (once)"; \
-		mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" >> /etc/postgresql-common/createcluster.conf; \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql \
-			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }; } \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y --no-install-recommends postgresql-common \
+			|| { apt-get update && apt-get install -y --no-install-recommends postgresql-common; }; } \
+			|| { echo "make postgres: apt-get could not install postgresql-common: check that Debian's registry is reachable" >&2; exit 1; }; \
+		sed -ri 's/^#?(create_main_cluster) .*$$/\1 = false/' /etc/postgresql-common/createcluster.conf; \
+		apt-get install -y --no-install-recommends postgresql \
 			|| { echo "make postgres: apt-get could not install postgresql: check that Debian's registry is reachable" >&2; exit 1; }; \
 	fi
 
