@@ -19,6 +19,8 @@ FUNCTION_DIRS = [PROJECT_ROOT / "functions", PROJECT_ROOT / "tests" / "functions
 
 
 def settings_for(database: Path, **overrides: object) -> Settings:
+    # Checkpoints beside the test's own database, not left behind under the shared test home.
+    overrides.setdefault("audit_checkpoint_file", database.with_name(database.name + ".checkpoints.jsonl"))
     return load_settings(home=TEST_HOME, database=database, functions_dirs=FUNCTION_DIRS, **overrides)
 
 

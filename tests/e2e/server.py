@@ -37,6 +37,7 @@ class ServerProcess:
             **os.environ,
             "WARDFN_HOME": str(TEST_HOME),
             "WARDFN_DATABASE": str(self.database),
+            "WARDFN_AUDIT_CHECKPOINT_FILE": str(self.settings.audit_checkpoint_path),
             "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
             "WARDFN_SEED_PATIENTS": str(patients),
             **env,
