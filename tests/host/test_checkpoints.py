@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -361,3 +362,23 @@ def test_head_and_hash_at(settings: Settings, log: AuditLog) -> None:
         assert empty.head() == (0, GENESIS_HASH)
     finally:
         empty.close()
+
+
+def test_writers_sharing_the_checkpoint_file_never_mix_their_lines(settings: Settings, log: AuditLog) -> None:
+    # As several host processes do: each thread has its own file description, so flock orders them.
+    key = load_signing_key(settings)
+    path = settings.audit_checkpoint_path
+    checkpoint = sign_head(key, *log.head())
+
+    def write() -> None:
+        sink = CheckpointFile(path)
+        for _ in range(50):
+            sink.publish(checkpoint)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = CheckpointFile(path).read()
+    assert len(lines) == 200 and all(c == checkpoint for _, c in lines)
