@@ -9,6 +9,7 @@ from wasmtime import Engine
 from host.artifacts import ArtifactCache
 from host.audit import AuditLog, open_audit
 from host.auth import TokenVerifier
+from host.checkpoints import Checkpointer
 from host.config import Settings
 from host.metrics import Metrics
 from host.policy import PolicyEngine, RegoPolicyEngine
@@ -35,6 +36,7 @@ class Host:
     verifier: TokenVerifier
     service: InvocationService
     metrics: Metrics
+    checkpointer: Checkpointer
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
@@ -43,6 +45,7 @@ class Host:
     def close(self) -> None:
         self.pool.stop()
         self.ticker.stop()
+        self.checkpointer.stop()  # signs the final head, so it needs the audit log still open
         self.audit.close()
         self.store.close()
         self.policy.close()
@@ -73,6 +76,13 @@ def open_host(settings: Settings) -> Host:
         store.close()
         policy.close()
         raise
+    try:
+        checkpointer = Checkpointer.from_settings(audit, settings)
+    except Exception:
+        audit.close()
+        store.close()
+        policy.close()
+        raise
     metrics = Metrics()
     metrics.watch_policy(policy.healthy)
     engine = create_engine()
@@ -92,6 +102,7 @@ def open_host(settings: Settings) -> Host:
         raise
     ticker.start()
     pool.start()
+    checkpointer.start()
     service = InvocationService(
         registry,
         sandbox,
@@ -103,4 +114,18 @@ def open_host(settings: Settings) -> Host:
         break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
         search_budget=Budget(settings.search_budget, settings.search_window_s),
     )
-    return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics)
+    return Host(
+        settings,
+        engine,
+        ticker,
+        sandbox,
+        pool,
+        registry,
+        store,
+        audit,
+        policy,
+        verifier,
+        service,
+        metrics,
+        checkpointer,
+    )

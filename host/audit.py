@@ -210,11 +210,30 @@ class AuditLog:
         """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
         return self._read(f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
 
+    def head(self) -> tuple[int, str]:
+        """The newest record's (seq, hash), or (0, GENESIS_HASH) for an empty trail: what a checkpoint signs."""
+        row = self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record `seq` (GENESIS_HASH for 0), or None if there is no such record."""
+        if seq == 0:
+            return GENESIS_HASH
+        row = self._one("SELECT hash FROM audit WHERE seq = ?", (seq,))
+        return str(row[0]) if row else None
+
     def close(self) -> None:
         """Close the database. Appending afterwards raises AuditUnavailable."""
         with self._lock:
             self._db.close()
             self._close_turn_file()
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        try:
+            with self._db.connection() as conn:
+                return conn.execute(sql, params).fetchone()
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[AuditRecord]:
         try:

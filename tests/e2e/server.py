@@ -17,7 +17,7 @@ from host.audit import AuditLog, open_audit
 from host.auth import issue_dev_token
 from host.config import Settings
 from host.store import ResourceStore, open_store
-from tests.conftest import FUNCTION_DIRS, TEST_HOME, settings_for
+from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for, settings_for
 
 WARDFN = Path(sys.executable).parent / "wardfn"
 
@@ -47,6 +47,8 @@ class ServerProcess:
             **({"WARDFN_DATABASE_URL": database_url} if database_url else {}),
             **env,
         }
+        # Beside the database the server really uses (`env` may name another than self.database).
+        self.env.setdefault("WARDFN_AUDIT_CHECKPOINT_FILE", str(checkpoint_file_for(Path(self.env["WARDFN_DATABASE"]))))
         if database_url:
             done = subprocess.run(
                 [str(WARDFN), "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=120

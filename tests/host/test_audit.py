@@ -403,3 +403,9 @@ def test_flagged_lists_only_the_records_for_review(log: AuditLog) -> None:
     assert [r.seq for r in flagged] == [5]
     assert flagged[0].event.break_glass and flagged[0].event.break_glass_reason
     assert log.flagged(after_seq=5) == []
+
+
+def test_head_and_hash_at_read_the_chain_on_either_backend(log: AuditLog) -> None:
+    records = log.records()
+    assert log.head() == (6, records[-1].hash)
+    assert log.hash_at(0) == GENESIS_HASH and log.hash_at(3) == records[2].hash and log.hash_at(7) is None

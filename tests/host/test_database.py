@@ -62,6 +62,7 @@ PRODUCTION = {
     "jwt_public_key_file": Path("/dev/null"),
     "jwt_issuer": "https://idp.example",
     "kek": "A" * 43 + "=",
+    "audit_checkpoint_key_file": Path("/dev/null"),
 }
 
 
@@ -91,6 +92,7 @@ def test_the_cli_refuses_production_without_verify_full_in_one_line(tmp_path: Pa
         WARDFN_JWT_PUBLIC_KEY_FILE=str(key),
         WARDFN_JWT_ISSUER="https://idp.example",
         WARDFN_KEK="A" * 43 + "=",
+        WARDFN_AUDIT_CHECKPOINT_KEY_FILE=str(key),
         WARDFN_DATABASE_URL=f"postgresql://wardfn:{PASSWORD}@db.example/wardfn?sslmode=require",
     )
     assert done.returncode != 0
