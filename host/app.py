@@ -335,8 +335,12 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(host: HostDep) -> JSONResponse:
-        """Ready to serve: the policy engine answers and the store is reachable."""
-        checks = {"policy": host.policy.healthy(), "store": await run_in_threadpool(host.store.healthy)}
+        """Ready to serve: the policy engine answers and the store and the audit trail are reachable."""
+        # Side by side: with the database away each waits out its (short) checkout timeout.
+        store, audit = await asyncio.gather(
+            run_in_threadpool(host.store.healthy), run_in_threadpool(host.audit.healthy)
+        )
+        checks = {"policy": host.policy.healthy(), "store": store, "audit": audit}
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from host import migrations
 from host.config import Settings
-from host.database import AUDIT_LOCK, Database, SqliteDatabase, open_database
+from host.database import AUDIT_LOCK, READY_TIMEOUT_S, Database, SqliteDatabase, open_database
 from host.errors import AuditUnavailable
 from host.types import AuditEvent, AuditRecord, VerifyReport
 
@@ -222,15 +222,23 @@ class AuditLog:
         row = self._one("SELECT hash FROM audit WHERE seq = ?", (seq,))
         return str(row[0]) if row else None
 
+    def healthy(self) -> bool:
+        """True if the audit table answers a trivial query (for readiness checks); never raises."""
+        try:
+            self._one("SELECT 1 FROM audit LIMIT 1", (), READY_TIMEOUT_S)
+        except AuditUnavailable:
+            return False
+        return True
+
     def close(self) -> None:
         """Close the database. Appending afterwards raises AuditUnavailable."""
         with self._lock:
             self._db.close()
             self._close_turn_file()
 
-    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+    def _one(self, sql: str, params: tuple[Any, ...], timeout: float | None = None) -> Any:
         try:
-            with self._db.connection() as conn:
+            with self._db.connection(timeout) as conn:
                 return conn.execute(sql, params).fetchone()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
@@ -251,11 +259,8 @@ class AuditLog:
     def _unavailable(self, action: str, exc: BaseException) -> AuditUnavailable:
         db: Database | None = getattr(self, "_db", None)
         described = db.describe(exc) if db is not None else f"{type(exc).__name__}: {exc}"
-        hint = (
-            "check the file is writable and the disk not full"
-            if db is None or db.dialect == "sqlite"
-            else "check that PostgreSQL is running and reachable and its disk not full"
-        )
+        sqlite = db is None or db.dialect == "sqlite"
+        hint = "check the file is writable and the disk not full" if sqlite or db is None else db.advice(exc)
         return AuditUnavailable(
             f"could not {action} the audit trail at {self._display} ({described}); "
             f"no data is released until it can be written: {hint}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,15 @@ from host.errors import ConfigurationError
 Dialect = Literal["sqlite", "postgresql"]
 BUSY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5
+# How long a call waits for a pooled PostgreSQL connection. Short: with the server down the pool
+# has none to give, and a caller should get its 503 in seconds, not after its own client gave up.
+CHECKOUT_TIMEOUT_S = 2.0
+# The readiness probe's wait: a probe must answer well inside its own timeout (a second or two).
+READY_TIMEOUT_S = 1.0
+# How long the pool keeps retrying one lost connection (backing off) before giving the slot up; a
+# later checkout then connects afresh at once. Short, so that when the server returns after a long
+# outage the host is serving again within seconds, not after a backoff grown to minutes.
+RECONNECT_TIMEOUT_S = 5.0
 POOL_SIZE = 10
 # Keys of pg_advisory_xact_lock: each serialises one kind of write among every host on the database.
 # Arbitrary constants, fixed forever, so that hosts of different versions take the same locks.
@@ -88,7 +98,7 @@ class Database(Protocol):
     hint: str  # what to check when it cannot be reached
     errors: tuple[type[BaseException], ...]  # driver errors, to be translated by the caller
 
-    def connection(self) -> Any: ...  # a context manager yielding a Connection
+    def connection(self, timeout: float | None = None) -> Any: ...  # a context manager yielding a Connection
 
     def fresh_connection(self) -> Any: ...  # the same, never shared with other calls
 
@@ -99,6 +109,8 @@ class Database(Protocol):
     def purge_deleted(self, conn: Connection, table: str) -> None: ...
 
     def describe(self, exc: BaseException) -> str: ...  # a driver error as one line: no values, no password
+
+    def advice(self, exc: BaseException) -> str: ...  # what to do about a driver error
 
     def close(self) -> None: ...
 
@@ -121,7 +133,8 @@ class SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self, timeout: float | None = None) -> Iterator[Connection]:
+        # `timeout` is for pooled connections: a file is opened at once or not at all.
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect(shared=True)
@@ -166,6 +179,9 @@ class SqliteDatabase:
     def describe(self, exc: BaseException) -> str:
         # sqlite3 messages name tables and constraints, never bound values.
         return f"{type(exc).__name__}: {exc}"
+
+    def advice(self, exc: BaseException) -> str:
+        return self.hint
 
     def close(self) -> None:
         with self._lock:
@@ -224,17 +240,49 @@ class PostgresDatabase:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            timeout=BUSY_TIMEOUT_S,
+            timeout=CHECKOUT_TIMEOUT_S,
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
             open=True,
             name="wardfn",
         )
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self, timeout: float | None = None) -> Iterator[Connection]:
+        """A pooled connection known to answer, returned to the pool afterwards (replaced if it broke)."""
         if self._pool.closed:
             raise DatabaseClosed("the database is closed")
-        with self._pool.connection() as raw:
-            yield Connection(raw, "postgresql")
+        raw = self._checkout(CHECKOUT_TIMEOUT_S if timeout is None else timeout)
+        try:
+            with raw:  # as the pool's own connection(): roll back on error, then give it back
+                yield Connection(raw, "postgresql")
+        finally:
+            self._pool.putconn(raw)
+
+    def _checkout(self, timeout: float) -> psycopg.Connection[Any]:
+        """A connection from the pool that has just answered an empty query.
+
+        Idle connections do not notice the server going away: after PostgreSQL restarts, every one
+        in the pool is dead, and the first statement on each would fail. Each checkout therefore
+        checks its connection (one round trip); on the first dead one, every idle connection is
+        checked and the dead replaced, then one fresh checkout is tried. The pool's own `check=`
+        option is not used: it sleeps a backoff (a second, then two...) after each dead connection.
+        """
+        deadline = time.monotonic() + timeout
+        raw = self._pool.getconn(timeout)
+        try:
+            psycopg_pool.ConnectionPool.check_connection(raw)
+            return raw
+        except psycopg.Error:
+            self._pool.putconn(raw)  # broken, so closed: the pool discards it and connects anew
+        # Whatever killed one idle connection (a restart, a dropped network) killed the others.
+        self._pool.check()
+        raw = self._pool.getconn(max(0.001, deadline - time.monotonic()))
+        try:
+            psycopg_pool.ConnectionPool.check_connection(raw)
+        except BaseException:
+            self._pool.putconn(raw)
+            raise
+        return raw
 
     fresh_connection = connection
 
@@ -278,6 +326,20 @@ class PostgresDatabase:
         if self._secret:
             text = text.replace(self._secret, "***")
         return f"{type(exc).__name__}: {text}"
+
+    def advice(self, exc: BaseException) -> str:
+        """What to do about a driver error: only a lost or refused connection means the server is away."""
+        sqlstate = (exc.sqlstate if isinstance(exc, psycopg.Error) else None) or ""
+        if sqlstate[:2] in ("22", "23"):
+            return (
+                "the database refused the data (a data or integrity error) and the transaction was rolled back: "
+                "check with `wardfn db status` that the schema matches this host, then report the request id"
+            )
+        if sqlstate[:2] == "40" or sqlstate == "55P03":
+            return "the database was busy (a lock wait or a conflict) and the transaction was rolled back: retry"
+        if sqlstate[:2] == "53":
+            return "the database server is out of a resource: check its disk space, memory and max_connections"
+        return self.hint
 
 
 def open_database(settings: Settings) -> Database:

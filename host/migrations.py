@@ -231,7 +231,7 @@ def _translated(database: Database, action: str) -> Iterator[None]:
         yield
     except database.errors as exc:
         raise StoreUnavailable(
-            f"could not {action} the database at {database.display} ({database.describe(exc)}); {database.hint}"
+            f"could not {action} the database at {database.display} ({database.describe(exc)}); {database.advice(exc)}"
         ) from exc
 
 

@@ -29,7 +29,15 @@ from typing import Any
 from host import keyring, migrations
 from host.config import Settings
 from host.consent import consented, directives
-from host.database import STORE_WRITE_LOCK, Connection, Database, DatabaseClosed, SqliteDatabase, open_database
+from host.database import (
+    READY_TIMEOUT_S,
+    STORE_WRITE_LOCK,
+    Connection,
+    Database,
+    DatabaseClosed,
+    SqliteDatabase,
+    open_database,
+)
 from host.directory import DirectoryQuery, minimal_match, patient_keys
 from host.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.errors import InvalidRequest, StoreUnavailable, WardfnError
@@ -257,7 +265,7 @@ class ResourceStore:
     def healthy(self) -> bool:
         """True if the store answers a trivial query (for readiness checks); never raises."""
         try:
-            with self._use("read") as conn:
+            with self._use("read", READY_TIMEOUT_S) as conn:
                 conn.execute("SELECT 1 FROM resources LIMIT 1").fetchall()
         except StoreUnavailable:
             return False
@@ -308,9 +316,9 @@ class ResourceStore:
         return total
 
     @contextmanager
-    def _use(self, action: str) -> Iterator[Connection]:
+    def _use(self, action: str, timeout: float | None = None) -> Iterator[Connection]:
         """A connection for one call, with driver errors translated."""
-        with self._translate(action), self.database.connection() as conn:
+        with self._translate(action), self.database.connection(timeout) as conn:
             yield conn
 
     def _write(self, conn: Connection) -> Any:
@@ -331,7 +339,7 @@ class ResourceStore:
                 raise
             # Driver messages are reduced to words with no bound values: no patient data.
             described = database.describe(exc) if database is not None else f"{type(exc).__name__}: {exc}"
-            hint = database.hint if database is not None else "check that the directory is writable"
+            hint = database.advice(exc) if database is not None else "check that the directory is writable"
             raise StoreUnavailable(
                 f"could not {action} the record store at {self._display} ({described}); {hint}"
             ) from exc

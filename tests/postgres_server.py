@@ -71,12 +71,12 @@ class PostgresServer:
         self._as_user(
             self.bin / "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"
         )
-        options = (
+        self._options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             # Tests check behaviour, not crash safety, on a small shared machine: no fsync.
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
-        self._as_user(self.bin / "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options)
+        self.start()
         self.admin_url = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
 
     def _as_user(self, *command: str | Path) -> None:
@@ -117,8 +117,19 @@ class PostgresServer:
             raise RuntimeError(f"pg_dump failed: {done.stderr.decode(errors='replace')}")
         return BYTEA.sub(lambda match: bytes.fromhex(match.group(1).decode()), done.stdout)
 
+    def start(self) -> None:
+        """Start the server (again, after `halt`): same data directory, same port."""
+        self._as_user(
+            self.bin / "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-o", self._options
+        )
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data for `start`: `fast` ends every session, `immediate` crashes."""
+        self._as_user(self.bin / "pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
+
     def stop(self) -> None:
+        """Stop the server for good and remove its files."""
         try:
-            self._as_user(self.bin / "pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+            self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,7 +18,7 @@ from host import migrations
 from host.assembly import open_host
 from host.config import load_settings
 from host.database import PostgresDatabase, SqliteDatabase, redact
-from host.errors import ConfigurationError
+from host.errors import ConfigurationError, StoreUnavailable
 from host.migrations import SchemaOutOfDate
 from host.store import ResourceStore
 from tests.backends import PostgresBackend
@@ -232,6 +234,70 @@ def test_driver_errors_that_quote_values_are_described_without_them(postgres_bac
         assert "pid-secret" not in described and "23505" in described  # ...ours does not
     finally:
         database.close()
+
+
+def test_a_refused_value_is_not_blamed_on_an_unreachable_server(postgres_backend: PostgresBackend) -> None:
+    postgres_backend.execute("INSERT INTO erasures (patient_id, erased_at) VALUES ('p1', 'x')")
+    database = postgres_backend.database()
+    try:
+        with pytest.raises(psycopg.Error) as caught:
+            with database.connection() as conn:
+                conn.execute("INSERT INTO erasures (patient_id, erased_at) VALUES (?, ?)", ("p1", "x"))
+        advice = database.advice(caught.value)
+        assert "integrity error" in advice and "wardfn db status" in advice
+        assert "PostgreSQL is running" not in advice
+        assert "PostgreSQL is running" in database.advice(psycopg.OperationalError("connection refused"))
+    finally:
+        database.close()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A cluster of this test's own, to stop and start without disturbing the session's."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+def test_after_postgresql_restarts_the_first_calls_get_live_connections(own_postgres: PostgresServer) -> None:
+    backend = PostgresBackend(own_postgres)
+    database = backend.database()  # a pool of 4
+    store = ResourceStore(backend.database(), _kek())
+    try:
+        # Several connections in the pool, all idle when the server goes away.
+        with database.connection(), database.connection(), database.connection():
+            pass
+        assert store.healthy()
+        own_postgres.halt("fast")
+        own_postgres.start()
+        # Each pooled connection is dead now; not one call may fail on one.
+        for _ in range(6):
+            with database.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert store.healthy() and store.count_patients() == 0
+    finally:
+        store.close()
+        database.close()
+
+
+def test_while_postgresql_is_down_calls_fail_with_a_database_error_and_then_recover(
+    own_postgres: PostgresServer,
+) -> None:
+    backend = PostgresBackend(own_postgres)
+    store = ResourceStore(backend.database(), _kek())
+    try:
+        own_postgres.halt("immediate")
+        assert not store.healthy()
+        with pytest.raises(StoreUnavailable) as down:
+            store.count_patients()
+        assert "check that PostgreSQL is running" in str(down.value)
+        own_postgres.start()
+        deadline = time.monotonic() + 30
+        while not store.healthy() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.count_patients() == 0
+    finally:
+        store.close()
 
 
 def _kek():  # type: ignore[no-untyped-def]
