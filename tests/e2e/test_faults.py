@@ -1,10 +1,13 @@
-"""Fail closed: with the policy engine or the audit trail unable to answer, no patient data leaves."""
+"""Fail closed: with the policy engine, the audit trail or the database unable to answer, no patient data
+leaves; when the database returns, the host serves again without a restart."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from host.seed import seed_store
 from host.service import InvocationService
 from host.types import Decision
 from tests.conftest import settings_for
-from tests.e2e.server import ServerProcess, free_port
+from tests.e2e.server import WARDFN, ServerProcess, free_port
+from tests.postgres_server import SUPERUSER, PostgresServer
 
 pytestmark = pytest.mark.components
 
@@ -119,6 +123,90 @@ def test_audit_that_cannot_be_written_means_503_and_no_data(built_functions: lis
         assert server.alive()
     finally:
         server.stop()
+
+
+PASSWORD = "db-Pa55word-never-shown"
+
+
+@pytest.fixture()
+def own_postgres() -> Iterator[PostgresServer]:
+    """A cluster of this test's own: stopping it must not disturb the session's cluster."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart(
+    built_functions: list[str], tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    # The cluster trusts loopback, so the password is never checked: it is there to be kept out of sight.
+    url = own_postgres.create_database().replace(f"//{SUPERUSER}@", f"//{SUPERUSER}:{PASSWORD}@")
+    server = ServerProcess(tmp_path, patients=5, database_url=url)
+    try:
+        store = server.open_store()
+        try:
+            patient_id = store.list_patients(1)[0]["id"]
+        finally:
+            store.close()
+        summary = f"{server.url}/v1/patients/{patient_id}/summary"
+
+        def call(label: str, role: str = "authorized_medical_staff") -> tuple[str, httpx.Response]:
+            rid = f"{label}-{uuid.uuid4().hex[:12]}"
+            headers = {**server.headers("dr-grey", role), "X-Request-ID": rid}
+            return rid, httpx.get(summary, headers=headers, timeout=30)
+
+        answered: list[str] = []
+        for label, role, status in [("before", "authorized_medical_staff", 200), ("denied", "nurse", 403)]:
+            rid, response = call(label, role)
+            assert response.status_code == status, response.text
+            answered.append(rid)
+
+        own_postgres.halt("fast")
+        lost: list[str] = []
+        for _ in range(3):
+            rid, response = call("outage")
+            lost.append(rid)
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] in ("store_unavailable", "audit_unavailable")
+            assert "result" not in response.json() and patient_id not in response.text
+            assert PASSWORD not in response.text
+        ready = httpx.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["store"] is False and ready.json()["checks"]["audit"] is False
+        assert server.alive()
+
+        own_postgres.start()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{server.url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the host did not become ready again after PostgreSQL returned"
+            time.sleep(0.2)
+        for _ in range(3):
+            rid, response = call("after")
+            assert response.status_code == 200, response.text
+            assert response.json()["result"]
+            answered.append(rid)
+        assert server.alive()
+    finally:
+        server.stop()
+    assert PASSWORD not in server.output()
+
+    done = subprocess.run(
+        [str(WARDFN), "audit", "verify"], env=server.env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    audit = server.open_audit()
+    try:
+        assert audit.verify().ok
+        records = audit.records(limit=1000)
+    finally:
+        audit.close()
+    invocations = [r for r in records if r.event.outcome != "read"]  # not `wardfn audit verify`'s own
+    # One record for each call that was answered, none for a call that was not.
+    assert sorted(r.event.request_id for r in invocations) == sorted(answered)
+    assert not set(lost) & {r.event.request_id for r in records}
+    assert [r.event.outcome for r in records if r.event.outcome == "read"] == ["read"]
 
 
 def _first_patient(database: Path) -> str:
