@@ -13,6 +13,7 @@ message names the database by `display`, which redacts it.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -50,6 +51,10 @@ MIGRATE_LOCK = 0x77617264_0003
 
 class DatabaseClosed(Exception):
     """Raised when a closed database is used (the host is shutting down)."""
+
+
+class DatabaseFileLost(OSError):
+    """The SQLite file was removed or replaced while the host had it open."""
 
 
 class Rows(Protocol):
@@ -130,6 +135,7 @@ class SqliteDatabase:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file first opened
         path.parent.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
@@ -139,6 +145,8 @@ class SqliteDatabase:
         if conn is None:
             conn = self._connect(shared=True)
             self._local.conn = conn
+        else:
+            self._check_file()
         yield Connection(conn, "sqlite")
 
     @contextmanager
@@ -181,6 +189,8 @@ class SqliteDatabase:
         return f"{type(exc).__name__}: {exc}"
 
     def advice(self, exc: BaseException) -> str:
+        if isinstance(exc, DatabaseFileLost):
+            return "put the file back where it was, or restart the host to open the file now there"
         return self.hint
 
     def close(self) -> None:
@@ -194,6 +204,8 @@ class SqliteDatabase:
         with self._lock:
             if self._closed:
                 raise DatabaseClosed("the database is closed")
+            if self._identity is not None:
+                self._check_file()  # before connecting, which would make a new, empty file there
             # Autocommit mode: transactions are begun explicitly. check_same_thread=False only so
             # that close() may close it from another thread; each thread uses its own.
             conn = sqlite3.connect(
@@ -208,9 +220,26 @@ class SqliteDatabase:
             except sqlite3.Error:
                 conn.close()
                 raise
+            if self._identity is None:
+                stat = os.stat(self.path)
+                self._identity = (stat.st_dev, stat.st_ino)
             if shared:
                 self._connections.append(conn)
         return conn
+
+    def _check_file(self) -> None:
+        """Refuse to go on with a file that is no longer the one at `path`.
+
+        An open SQLite connection goes on reading and writing its file after the file is deleted or
+        renamed away: audit records would be durable only in an orphan no one will read. The
+        database has no server to lose, but its file can be lost this way. One stat per call.
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise DatabaseFileLost("the file was removed while the host had it open") from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise DatabaseFileLost("the file was replaced while the host had it open")
 
 
 class PostgresDatabase:

@@ -191,9 +191,7 @@ def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart
         server.stop()
     assert PASSWORD not in server.output()
 
-    done = subprocess.run(
-        [str(WARDFN), "audit", "verify"], env=server.env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([str(WARDFN), "audit", "verify"], env=server.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert PASSWORD not in done.stdout + done.stderr
     audit = server.open_audit()

@@ -4,9 +4,11 @@ unmigrated PostgreSQL refused at start with one line saying what to do, and migr
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,13 @@ from pydantic import ValidationError
 
 from host import migrations
 from host.assembly import open_host
+from host.audit import AuditLog
 from host.config import load_settings
 from host.database import PostgresDatabase, SqliteDatabase, redact
-from host.errors import ConfigurationError, StoreUnavailable
+from host.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from host.migrations import SchemaOutOfDate
 from host.store import ResourceStore
+from host.types import AuditEvent
 from tests.backends import PostgresBackend
 from tests.conftest import FUNCTION_DIRS, TEST_HOME
 from tests.e2e.server import WARDFN, free_port
@@ -298,6 +302,47 @@ def test_while_postgresql_is_down_calls_fail_with_a_database_error_and_then_reco
         assert store.count_patients() == 0
     finally:
         store.close()
+
+
+def test_a_sqlite_file_removed_or_replaced_under_the_host_is_refused_until_put_back(tmp_path: Path) -> None:
+    path = tmp_path / "wardfn.db"
+    store = ResourceStore(path, _kek())
+    audit = AuditLog(path)
+    try:
+        assert store.healthy() and audit.healthy()
+        path.rename(tmp_path / "moved.db")
+        assert not store.healthy() and not audit.healthy()
+        with pytest.raises(StoreUnavailable, match="removed while the host had it open.*put the file back"):
+            store.count_patients()
+        with pytest.raises(AuditUnavailable):
+            audit.append(_event())
+        assert not path.exists()  # no new, empty file made in its place
+        (tmp_path / "moved.db").rename(path)
+        assert store.healthy() and audit.healthy() and store.count_patients() == 0
+        audit.append(_event())
+
+        shutil.copy(path, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", path)
+        with pytest.raises(StoreUnavailable, match="replaced while the host had it open"):
+            store.count_patients()
+        with pytest.raises(AuditUnavailable):
+            audit.append(_event())
+    finally:
+        store.close()
+        audit.close()
+    # Opened afresh, the file now there serves, with the one record written before it was copied.
+    reopened = AuditLog(path)
+    try:
+        assert reopened.verify().ok and len(reopened.records()) == 1
+    finally:
+        reopened.close()
+
+
+def _event() -> AuditEvent:
+    return AuditEvent(
+        request_id=uuid.uuid4().hex, subject_id="dr-grey", role="authorized_medical_staff", function="f",
+        patient_id=None, purpose="TREAT", decision_id=None, allowed=None, reasons=(), outcome="ok", latency_ms=1.0,
+    )  # fmt: skip
 
 
 def _kek():  # type: ignore[no-untyped-def]
