@@ -207,6 +207,35 @@ def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart
     assert [r.event.outcome for r in records if r.event.outcome == "read"] == ["read"]
 
 
+def test_sqlite_file_moved_away_while_serving_means_503_until_it_is_put_back(
+    built_functions: list[str], tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path, patients=5)
+    try:
+        headers = server.headers()
+        patient_id = _first_patient(server.database)
+        summary = f"{server.url}/v1/patients/{patient_id}/summary"
+        assert httpx.get(summary, headers=headers).status_code == 200
+        server.database.rename(tmp_path / "moved.db")
+        response = httpx.get(summary, headers=headers)
+        assert response.status_code == 503
+        assert "result" not in response.json() and patient_id not in response.text
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"] is False
+        (tmp_path / "moved.db").rename(server.database)
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert httpx.get(summary, headers=headers).status_code == 200
+        assert server.alive()
+    finally:
+        server.stop()
+    audit = server.open_audit()
+    try:
+        assert audit.verify().ok
+        assert [r.event.outcome for r in audit.records()] == ["ok", "ok"]
+    finally:
+        audit.close()
+
+
 def _first_patient(database: Path) -> str:
     with sqlite3.connect(database) as db:
         row = db.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id LIMIT 1").fetchone()

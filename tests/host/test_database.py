@@ -20,7 +20,7 @@ from host import migrations
 from host.assembly import open_host
 from host.audit import AuditLog
 from host.config import load_settings
-from host.database import PostgresDatabase, SqliteDatabase, redact
+from host.database import AUDIT_LOCK, PostgresDatabase, SqliteDatabase, redact
 from host.errors import AuditUnavailable, ConfigurationError, StoreUnavailable
 from host.migrations import SchemaOutOfDate
 from host.store import ResourceStore
@@ -302,6 +302,21 @@ def test_while_postgresql_is_down_calls_fail_with_a_database_error_and_then_reco
         assert store.count_patients() == 0
     finally:
         store.close()
+
+
+def test_a_write_cut_off_by_a_crash_leaves_nothing_and_the_pool_recovers(own_postgres: PostgresServer) -> None:
+    backend = PostgresBackend(own_postgres)
+    database = backend.database()
+    try:
+        with pytest.raises(psycopg.Error):
+            with database.connection() as conn, database.transaction(conn, AUDIT_LOCK):
+                conn.execute("INSERT INTO erasures (patient_id, erased_at) VALUES (?, ?)", ("p1", "x"))
+                own_postgres.halt("immediate")
+        own_postgres.start()
+        with database.connection() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM erasures").fetchone() == (0,)
+    finally:
+        database.close()
 
 
 def test_a_sqlite_file_removed_or_replaced_under_the_host_is_refused_until_put_back(tmp_path: Path) -> None:
