@@ -16,6 +16,7 @@ from host.policy_cache import CachingPolicyEngine
 from host.pseudonyms import Pseudonymizer
 from host.ratelimit import Budget
 from host.registry import Registry, ReloadReport
+from host.relay import AuditRelay, open_relay
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
 from host.store import ResourceStore, open_store
@@ -35,12 +36,15 @@ class Host:
     verifier: TokenVerifier
     service: InvocationService
     metrics: Metrics
+    relay: AuditRelay | None = None
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
         return self.registry.reload(ArtifactCache(self.settings.artifact_dir, self.settings.key_dir))
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()  # first: it drains what the broker will take in a short deadline
         self.pool.stop()
         self.ticker.stop()
         self.audit.close()
@@ -98,4 +102,9 @@ def open_host(settings: Settings) -> Host:
         break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
         search_budget=Budget(settings.search_budget, settings.search_window_s),
     )
-    return Host(settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics)
+    relay = open_relay(settings)
+    if relay is not None:
+        relay.start()  # in the background: invocations never wait on the broker
+    return Host(
+        settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics, relay
+    )

@@ -69,3 +69,39 @@ def audit_review(limit: int, as_json: bool) -> None:
             f"{row['outcome']}  reason: {row['reason']}"
         )
     click.echo(f"{len(rows)} records flagged for review", err=True)
+
+
+@audit.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_status(as_json: bool) -> None:
+    """How far the relay has streamed the trail to the broker: head, cursor and the backlog between."""
+    from host.amqp import redacted
+    from host.audit import AuditLog
+    from host.relay_cursor import RelayCursor
+
+    settings = cli_settings()
+    AuditLog(settings.database_path).close()  # makes the audit table of a new database, as serve would
+    cursor = RelayCursor(settings.database_path)
+    try:
+        head, sent = cursor.head_seq(), cursor.sent_seq()
+    finally:
+        cursor.close()
+    url = settings.amqp
+    status = {
+        "head_seq": head,
+        "sent_seq": sent,
+        "backlog": head - sent,
+        "relay_configured": url is not None,
+        "broker": redacted(url) if url else None,
+        "exchange": settings.amqp_exchange if url else None,
+    }
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    click.echo(f"audit head:  {head}")
+    click.echo(f"relay sent:  {sent} (confirmed by the broker)")
+    click.echo(f"backlog:     {head - sent} records")
+    if url:
+        click.echo(f"relay:       to exchange {settings.amqp_exchange!r} at {redacted(url)}")
+    else:
+        click.echo("relay:       not configured (set WARDFN_AMQP_URL to stream the trail to RabbitMQ)")
