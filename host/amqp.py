@@ -11,6 +11,7 @@ or the CA file given); the password in a URL is never printed: see `redacted`.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class AmqpPublisher:
     def __init__(
         self, url: str, exchange: str, ca_file: Path | None = None, timeout_s: float = 10.0, heartbeat_s: int = 30
     ) -> None:
+        # pika logs every failed connection at length (a traceback, with parameters); the relay
+        # logs each failure once, as one JSON line, so pika's own are kept for the critical.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         self.exchange = exchange
         self.broker = redacted(url)
         self._parameters = _parameters(url, ca_file, timeout_s, heartbeat_s)

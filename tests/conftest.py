@@ -43,3 +43,14 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     server = OpaServer.with_policy(tmp_path_factory.mktemp("opa"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private RabbitMQ node for the whole session, with a plain and a TLS listener on loopback."""
+    from tests.rabbitmq_server import RabbitMQServer, TlsFiles
+
+    root = tmp_path_factory.mktemp("rabbitmq")
+    server = RabbitMQServer(root / "node", TlsFiles(root / "tls"))
+    yield server
+    server.stop()

@@ -1,0 +1,202 @@
+"""The audit relay against a real RabbitMQ node: order, ids, confirms before the cursor, outages, one leader."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from host.amqp import AmqpPublisher, Message
+from host.audit import AuditLog
+from host.errors import BrokerUnavailable
+from host.relay import AuditRelay
+from host.relay_cursor import RelayCursor
+from host.types import AuditEvent
+from tests.rabbitmq_server import Consumer, RabbitMQServer, Received
+from tests.tcp_proxy import TcpProxy
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(
+        request_id=f"relay-{i:05d}",
+        subject_id="dr-grey",
+        role="authorized_medical_staff",
+        function="patient_lookup",
+        patient_id=f"patient-{i % 7}",
+        purpose="TREAT",
+        decision_id=f"decision-{i}",
+        allowed=True,
+        reasons=(),
+        outcome="ok",
+        latency_ms=1.5,
+    )
+
+
+def _append(database: Path, count: int, start: int = 0) -> list[str]:
+    """Append `count` records; their hashes, in seq order."""
+    log = AuditLog(database)
+    try:
+        return [log.append(_event(start + i)).hash for i in range(count)]
+    finally:
+        log.close()
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def _ids(received: list[Received]) -> list[int]:
+    return [int(m.message_id) for m in received]
+
+
+@pytest.fixture
+def exchange() -> str:
+    return f"wardfn.test.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def consumer(rabbitmq: RabbitMQServer, exchange: str) -> Iterator[Consumer]:
+    consumer = Consumer(rabbitmq.url, exchange, f"{exchange}.q")
+    yield consumer
+    consumer.close()
+
+
+@pytest.fixture
+def cursor(tmp_path: Path) -> Iterator[RelayCursor]:
+    AuditLog(tmp_path / "wardfn.db").close()
+    cursor = RelayCursor(tmp_path / "wardfn.db")
+    yield cursor
+    cursor.close()
+
+
+def _relay(database: Path, publisher: object, **options: float) -> AuditRelay:
+    relay = AuditRelay(database, publisher, poll_s=0.05, retry_max_s=0.5, leader_retry_s=0.1, **options)  # type: ignore[arg-type]
+    relay.start()
+    return relay
+
+
+def test_records_reach_a_bound_queue_in_order_with_their_ids_and_hashes(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    hashes = _append(database, 40)
+    relay = _relay(database, AmqpPublisher(rabbitmq.url, exchange))
+    try:
+        hashes += _append(database, 30, start=40)  # appended while the relay runs
+        received = consumer.drain(lambda r: len(r) >= 70)
+        _wait(lambda: cursor.sent_seq() == 70, "the cursor reaches the head")
+    finally:
+        relay.stop()
+    assert _ids(received) == list(range(1, 71))
+    for message, digest in zip(received, hashes, strict=True):
+        document = message.json()
+        assert message.routing_key == "audit.record"
+        assert document["hash"] == message.headers["hash"] == digest
+        assert document["seq"] == int(message.message_id)
+        assert message.headers["request_id"] == document["request_id"] == f"relay-{document['seq'] - 1:05d}"
+    assert cursor.head_seq() == 70
+
+
+class FailingAfter:
+    """A transport that passes `good` messages to the real publisher, then fails while `down` is set."""
+
+    def __init__(self, inner: AmqpPublisher, good: int) -> None:
+        self.inner, self.good, self.down, self.failures = inner, good, True, 0
+
+    def publish(self, message: Message) -> None:
+        if self.down and int(message.message_id) > self.good:
+            self.failures += 1
+            raise BrokerUnavailable("test: the broker took nothing")
+        self.inner.publish(message)
+
+    def keepalive(self, seconds: float) -> None:
+        self.inner.keepalive(seconds)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_cursor_moves_only_past_confirmed_messages(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    _append(database, 20)
+    publisher = FailingAfter(AmqpPublisher(rabbitmq.url, exchange), good=7)
+    relay = _relay(database, publisher)
+    try:
+        _wait(lambda: publisher.failures >= 2, "the relay retries after a failed publish")
+        assert cursor.sent_seq() == 7  # seq 8 was never confirmed, so the cursor stops before it
+        assert _ids(consumer.drain(lambda r: len(r) >= 7)) == list(range(1, 8))
+        publisher.down = False
+        _wait(lambda: cursor.sent_seq() == 20, "the relay catches up")
+    finally:
+        relay.stop()
+    assert _ids(consumer.drain(lambda r: len(r) >= 20)) == list(range(1, 21))
+
+
+def test_an_unreachable_broker_loses_nothing(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    proxy = TcpProxy(rabbitmq.port)
+    relay = _relay(database, AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", exchange, timeout_s=2))
+    try:
+        _append(database, 10)
+        _wait(lambda: cursor.sent_seq() == 10, "the first records are sent")
+        proxy.cut()
+        _append(database, 50, start=10)
+        assert cursor.head_seq() - cursor.sent_seq() > 0  # the backlog waits in the audit table
+        proxy.resume()
+        _wait(lambda: cursor.sent_seq() == 60, "the relay catches up once the broker is back")
+    finally:
+        relay.stop()
+        proxy.cut()
+    received = consumer.drain(lambda r: set(_ids(r)) >= set(range(1, 61)))
+    assert sorted(set(_ids(received))) == list(range(1, 61))
+
+
+def test_two_relays_on_one_database_publish_once_and_the_second_takes_over(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    relays = [_relay(database, AmqpPublisher(rabbitmq.url, exchange)) for _ in range(2)]
+    try:
+        _append(database, 100)
+        _wait(lambda: cursor.sent_seq() == 100, "the cursor reaches the head")
+        assert sorted(r.published for r in relays) == [0, 100]
+        assert [r.leader for r in relays].count(True) == 1
+        leader, standby = relays if relays[0].leader else relays[::-1]
+        leader.stop()
+        _append(database, 10, start=100)
+        _wait(lambda: cursor.sent_seq() == 110, "the standby takes over")
+        assert standby.leader and standby.published == 10
+    finally:
+        for relay in relays:
+            relay.stop()
+    consumer.drain(lambda r: len(r) >= 110)
+    assert _ids(consumer.settle()) == list(range(1, 111))  # each once: nothing was published twice
+
+
+def test_amqps_verifies_the_broker_certificate(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    assert rabbitmq.tls_url is not None and rabbitmq.tls_ca is not None
+    database = tmp_path / "wardfn.db"
+    _append(database, 3)
+    untrusted = AmqpPublisher(rabbitmq.tls_url, exchange)  # the test CA is not in the system's store
+    with pytest.raises(BrokerUnavailable) as refused:
+        untrusted.publish(Message("audit.record", "0", b"{}"))
+    assert "guest:guest" not in str(refused.value)
+    relay = _relay(database, AmqpPublisher(rabbitmq.tls_url, exchange, ca_file=rabbitmq.tls_ca))
+    try:
+        _wait(lambda: cursor.sent_seq() == 3, "the records are sent over TLS")
+    finally:
+        relay.stop()
+    assert _ids(consumer.drain(lambda r: len(r) >= 3)) == [1, 2, 3]
