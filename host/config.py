@@ -23,7 +23,8 @@ KEK_BYTES = 32
 class Settings(BaseSettings):
     """Every tunable of the host. Each field reads `WARDFN_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="WARDFN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting may be a secret (WARDFN_KEK, a password in WARDFN_AMQP_URL).
+    model_config = SettingsConfigDict(env_prefix="WARDFN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     home: Path = Path(".wardfn")
