@@ -10,13 +10,15 @@ or the CA file given); the password in a URL is never printed: see `redacted`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 # pika ships inline hints but no py.typed: mypy sees Any (ignore_missing_imports), kept to this module.
@@ -159,3 +161,31 @@ def _unavailable(broker: str, action: str, exc: BaseException) -> BrokerUnavaila
         f"could not {action} the broker at {broker} ({type(exc).__name__}); "
         "the relay retries with backoff: check the broker is running and WARDFN_AMQP_URL"
     )
+
+
+class SupportsAsJson(Protocol):
+    def as_json(self) -> Mapping[str, Any]: ...
+
+
+class AmqpCheckpointSink:
+    """Publishes signed audit checkpoints, confirmed, with routing key `audit.checkpoint` (a CheckpointSink).
+
+    A connection of its own: a pika connection belongs to one thread, and the relay's to the relay's.
+    The message id is the document's sha256, so a checkpoint published twice is dropped as a duplicate.
+    """
+
+    def __init__(self, url: str, exchange: str, ca_file: Path | None = None) -> None:
+        self._publisher = AmqpPublisher(url, exchange, ca_file)
+        self._lock = threading.Lock()
+
+    def publish(self, checkpoint: Mapping[str, Any] | SupportsAsJson) -> None:
+        """Publish one checkpoint document; returns once the broker confirmed it, else raises BrokerUnavailable."""
+        document = checkpoint if isinstance(checkpoint, Mapping) else checkpoint.as_json()
+        message = json_message(CHECKPOINT_ROUTING_KEY, "", document)
+        digest = hashlib.sha256(message.body).hexdigest()
+        with self._lock:
+            self._publisher.publish(Message(CHECKPOINT_ROUTING_KEY, f"checkpoint-{digest}", message.body))
+
+    def close(self) -> None:
+        with self._lock:
+            self._publisher.close()

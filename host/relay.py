@@ -79,7 +79,11 @@ class LeaderLock:
         """True if this holder now leads (or already did); False if another relay does."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            _event("relay_lock_unavailable", lock=self.path.name, error=type(exc).__name__)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -164,12 +168,14 @@ class AuditRelay:
                 if stopping and time.monotonic() >= self._drain_until:
                     return
                 try:
-                    if reader is None or cursor is None:
-                        reader, cursor = AuditLog(self.database), RelayCursor(self.database)
+                    if reader is None:
+                        reader = AuditLog(self.database)
+                    if cursor is None:
+                        cursor = RelayCursor(self.database)
                     if not self._relay_batch(reader, cursor, stopping):
                         if stopping:
                             return  # drained
-                        self.publisher.keepalive(self.poll_s)
+                        self._idle()
                     failures = 0
                 except (BrokerUnavailable, AuditUnavailable) as exc:
                     failures += 1
@@ -189,6 +195,14 @@ class AuditRelay:
                 cursor.close()
             if reader is not None:
                 reader.close()
+
+    def _idle(self) -> None:
+        """Wait a poll interval, answering heartbeats if connected; a stop ends the wait."""
+        started = time.monotonic()
+        self.publisher.keepalive(self.poll_s)  # returns at once when not connected
+        rest = self.poll_s - (time.monotonic() - started)
+        if rest > 0:
+            self._stop.wait(rest)
 
     def _relay_batch(self, reader: AuditLog, cursor: RelayCursor, stopping: bool) -> bool:
         """Publish the next batch after the cursor; False if there was nothing to publish."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host.amqp import AmqpPublisher, Message
+from host.amqp import AmqpCheckpointSink, AmqpPublisher, Message
 from host.audit import AuditLog
 from host.errors import BrokerUnavailable
 from host.relay import AuditRelay
@@ -200,3 +200,19 @@ def test_amqps_verifies_the_broker_certificate(
     finally:
         relay.stop()
     assert _ids(consumer.drain(lambda r: len(r) >= 3)) == [1, 2, 3]
+
+
+def test_a_checkpoint_is_published_confirmed_with_its_own_routing_key(
+    rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer
+) -> None:
+    sink = AmqpCheckpointSink(rabbitmq.url, exchange)
+    checkpoint = {"head_seq": 42, "head_hash": "ab" * 32, "signature": "c2lnbmVk"}
+    try:
+        sink.publish(checkpoint)
+        sink.publish(checkpoint)  # a retry: the same message id, for the consumer to drop
+    finally:
+        sink.close()
+    received = consumer.drain(lambda r: len(r) >= 2)
+    assert {m.routing_key for m in received} == {"audit.checkpoint"}
+    assert received[0].message_id == received[1].message_id
+    assert received[0].json() == checkpoint
