@@ -216,3 +216,36 @@ def test_a_checkpoint_is_published_confirmed_with_its_own_routing_key(
     assert {m.routing_key for m in received} == {"audit.checkpoint"}
     assert received[0].message_id == received[1].message_id
     assert received[0].json() == checkpoint
+
+
+def test_stop_drains_the_backlog_it_can_before_returning(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    _append(database, 50)
+    relay = _relay(database, AmqpPublisher(rabbitmq.url, exchange))
+    relay.stop(drain_s=60)  # as Host.close does, with a deadline generous enough for any machine
+
+    assert cursor.sent_seq() == 50
+    assert _ids(consumer.drain(lambda r: len(r) >= 50)) == list(range(1, 51))
+
+
+def test_stop_with_the_broker_unreachable_leaves_the_backlog_for_the_next_relay(
+    tmp_path: Path, rabbitmq: RabbitMQServer, exchange: str, consumer: Consumer, cursor: RelayCursor
+) -> None:
+    database = tmp_path / "wardfn.db"
+    _append(database, 5)
+    proxy = TcpProxy(rabbitmq.port)
+    proxy.cut()
+    relay = _relay(database, AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", exchange, timeout_s=2))
+    relay.stop(drain_s=0.5)
+    assert not relay.leader and cursor.sent_seq() == 0
+
+    proxy.resume()
+    successor = _relay(database, AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", exchange))
+    try:
+        _wait(lambda: cursor.sent_seq() == 5, "the next relay sends the backlog")
+    finally:
+        successor.stop()
+        proxy.cut()
+    assert _ids(consumer.drain(lambda r: len(r) >= 5)) == [1, 2, 3, 4, 5]
