@@ -9,6 +9,7 @@ fail, saying how to get it: they are never skipped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -92,6 +93,8 @@ class RabbitMQServer:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120) -> None:
+        # Every refused attempt while the node boots would log a traceback into a failing test's report.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
