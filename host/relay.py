@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from host.amqp import RECORD_ROUTING_KEY, AmqpPublisher, Message, json_message
+from host.amqp import RECORD_ROUTING_KEY, AmqpCheckpointSink, AmqpPublisher, Message, json_message
 from host.audit import AuditLog
 from host.config import Settings
 from host.errors import AuditUnavailable, BrokerUnavailable
@@ -241,3 +241,11 @@ def open_relay(settings: Settings) -> AuditRelay | None:
     return AuditRelay(
         settings.database_path, publisher, batch=settings.amqp_batch, retry_max_s=settings.amqp_retry_max_s
     )
+
+
+def open_checkpoint_sink(settings: Settings) -> AmqpCheckpointSink | None:
+    """A sink publishing signed checkpoints to the relay's exchange (`audit.checkpoint`); None without a broker."""
+    url = settings.amqp
+    if url is None:
+        return None
+    return AmqpCheckpointSink(url, settings.amqp_exchange, settings.amqp_ca_file)
