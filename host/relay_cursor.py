@@ -35,7 +35,8 @@ class RelayCursor:
                 database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._conn.execute(CREATE)
-            self._conn.execute(SEED)
+            if self._conn.execute(READ).fetchone() is None:  # a write only the first time: status stays a read
+                self._conn.execute(SEED)
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
 
