@@ -179,8 +179,8 @@ class AmqpCheckpointSink:
     The message id is the document's sha256, so a checkpoint published twice is dropped as a duplicate.
     """
 
-    def __init__(self, url: str, exchange: str, ca_file: Path | None = None) -> None:
-        self._publisher = AmqpPublisher(url, exchange, ca_file)
+    def __init__(self, url: str, exchange: str, ca_file: Path | None = None, timeout_s: float = 10.0) -> None:
+        self._publisher = AmqpPublisher(url, exchange, ca_file, timeout_s)
         self._lock = threading.Lock()
 
     def publish(self, checkpoint: Mapping[str, Any] | SupportsAsJson) -> None:

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from wasmtime import Engine
 
+from host.amqp import AmqpCheckpointSink
 from host.artifacts import ArtifactCache
 from host.audit import AuditLog
 from host.auth import TokenVerifier
+from host.checkpoints import Checkpointer
 from host.config import Settings
 from host.metrics import Metrics
 from host.policy import PolicyEngine, RegoPolicyEngine
@@ -16,7 +18,7 @@ from host.policy_cache import CachingPolicyEngine
 from host.pseudonyms import Pseudonymizer
 from host.ratelimit import Budget
 from host.registry import Registry, ReloadReport
-from host.relay import AuditRelay, open_relay
+from host.relay import AuditRelay, open_checkpoint_sink, open_relay
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
 from host.store import ResourceStore, open_store
@@ -36,7 +38,9 @@ class Host:
     verifier: TokenVerifier
     service: InvocationService
     metrics: Metrics
+    checkpointer: Checkpointer
     relay: AuditRelay | None = None
+    checkpoint_sink: AmqpCheckpointSink | None = None
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
@@ -47,6 +51,9 @@ class Host:
             self.relay.stop()  # first: it drains what the broker will take in a short deadline
         self.pool.stop()
         self.ticker.stop()
+        self.checkpointer.stop()  # signs the final head, so it needs the audit log still open
+        if self.checkpoint_sink is not None:
+            self.checkpoint_sink.close()
         self.audit.close()
         self.store.close()
         self.policy.close()
@@ -72,6 +79,16 @@ def open_host(settings: Settings) -> Host:
     policy = CachingPolicyEngine(open_policy_engine(settings), settings.decision_cache_size)
     store = open_store(settings)
     audit = AuditLog(settings.database_path)
+    try:
+        checkpointer = Checkpointer.from_settings(audit, settings)
+        # Built (not connected) here, so that a malformed WARDFN_AMQP_URL fails before anything starts.
+        relay = open_relay(settings)
+        checkpoint_sink = open_checkpoint_sink(settings)
+    except Exception:
+        audit.close()
+        store.close()
+        policy.close()
+        raise
     metrics = Metrics()
     metrics.watch_policy(policy.healthy)
     engine = create_engine()
@@ -91,6 +108,10 @@ def open_host(settings: Settings) -> Host:
         raise
     ticker.start()
     pool.start()
+    if checkpoint_sink is not None:
+        # The stream: a copy of the checkpoints that the database's users cannot reach.
+        checkpointer.sinks.append(checkpoint_sink)
+    checkpointer.start()
     service = InvocationService(
         registry,
         sandbox,
@@ -102,9 +123,22 @@ def open_host(settings: Settings) -> Host:
         break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
         search_budget=Budget(settings.search_budget, settings.search_window_s),
     )
-    relay = open_relay(settings)
     if relay is not None:
         relay.start()  # in the background: invocations never wait on the broker
     return Host(
-        settings, engine, ticker, sandbox, pool, registry, store, audit, policy, verifier, service, metrics, relay
+        settings,
+        engine,
+        ticker,
+        sandbox,
+        pool,
+        registry,
+        store,
+        audit,
+        policy,
+        verifier,
+        service,
+        metrics,
+        checkpointer,
+        relay,
+        checkpoint_sink,
     )

@@ -261,6 +261,26 @@ class AuditLog:
                 raise self._unavailable("read", exc) from exc
         return [_record(row) for row in rows]
 
+    def head(self) -> tuple[int, str]:
+        """The newest record's (seq, hash), or (0, GENESIS_HASH) for an empty trail: what a checkpoint signs."""
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            except sqlite3.Error as exc:
+                raise self._unavailable("read", exc) from exc
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record `seq` (GENESIS_HASH for 0), or None if there is no such record."""
+        if seq == 0:
+            return GENESIS_HASH
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._unavailable("read", exc) from exc
+        return str(row[0]) if row else None
+
     def close(self) -> None:
         """Close the connection. Appending afterwards raises AuditUnavailable."""
         with self._lock:

@@ -7,6 +7,7 @@ token issuer). Production (`WARDFN_ENV=production`) refuses anything unsafe.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -93,6 +94,13 @@ class Settings(BaseSettings):
     kek: SecretStr | None = None
     kek_file: Path | None = None
 
+    # Audit checkpoints (issue 5): the chain's head, signed with an Ed25519 key kept out of the
+    # database, appended to a file outside it. In development the key is made once under the key
+    # directory; production requires one. The file defaults to one per trail under home.
+    audit_checkpoint_key_file: Path | None = None
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_s: float = Field(default=5.0, gt=0)
+
     # The audit relay: every audit record published, at least once, to a durable topic exchange of
     # the broker at amqp_url (unset: no relay). Production requires amqps://. A secret: the URL
     # may carry a password, and is never printed with it. amqp_ca_file: the CA that signed the
@@ -132,6 +140,29 @@ class Settings(BaseSettings):
     def package_signing_key(self) -> Path:
         """The development signing key `wardfn package` uses when given no --key."""
         return self.key_dir / "package-signing.pem"
+
+    @property
+    def audit_checkpoint_key_given(self) -> bool:
+        """True if WARDFN_AUDIT_CHECKPOINT_KEY_FILE is set (an empty variable counts as unset)."""
+        return self.audit_checkpoint_key_file is not None and str(self.audit_checkpoint_key_file) not in ("", ".")
+
+    @property
+    def audit_checkpoint_key_path(self) -> Path:
+        """The checkpoint signing key: the configured file, or the development key under the key directory."""
+        if self.audit_checkpoint_key_given:
+            assert self.audit_checkpoint_key_file is not None
+            return self.audit_checkpoint_key_file
+        return self.key_dir / "audit-checkpoint.pem"
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        """Where checkpoints are appended: the configured file, or one per audit trail under home."""
+        if self.audit_checkpoint_file is not None and str(self.audit_checkpoint_file) not in ("", "."):
+            return self.audit_checkpoint_file
+        # Named after the trail's resolved path: several databases may share one home (tests,
+        # benchmarks), and one trail's checkpoints must never be checked against another's.
+        trail = hashlib.sha256(str(self.database_path.resolve()).encode()).hexdigest()[:12]
+        return self.home / f"audit-checkpoints-{trail}.jsonl"
 
     @model_validator(mode="after")
     def _packages_need_a_pinned_key(self) -> Settings:
@@ -207,6 +238,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "WARDFN_ENV=production needs WARDFN_KEK or WARDFN_KEK_FILE, the key-encryption key of the "
                 "patient data: a generated development key is never used in production"
+            )
+        if not self.audit_checkpoint_key_given:
+            raise ValueError(
+                "WARDFN_ENV=production needs WARDFN_AUDIT_CHECKPOINT_KEY_FILE, the Ed25519 private key (PEM) that "
+                "signs audit checkpoints, kept where the database's users cannot read it: create one with "
+                "`openssl genpkey -algorithm ed25519 -out audit-checkpoint.pem && chmod 600 audit-checkpoint.pem`"
             )
         if self.amqp is not None and not self.amqp.startswith("amqps://"):
             # The records name patients: they cross the network only encrypted.

@@ -187,11 +187,12 @@ class AuditRelay:
                         return
                     self._stop.wait(delay)  # a stop during the wait still gets one drain attempt
         finally:
-            if cursor is not None:
+            if cursor is not None and reader is not None:
                 try:
-                    _event("relay_stopped", sent_seq=cursor.sent_seq(), head_seq=cursor.head_seq())
+                    _event("relay_stopped", sent_seq=cursor.sent_seq(), head_seq=reader.head()[0])
                 except AuditUnavailable:
                     _event("relay_stopped")
+            if cursor is not None:
                 cursor.close()
             if reader is not None:
                 reader.close()
@@ -248,4 +249,5 @@ def open_checkpoint_sink(settings: Settings) -> AmqpCheckpointSink | None:
     url = settings.amqp
     if url is None:
         return None
-    return AmqpCheckpointSink(url, settings.amqp_exchange, settings.amqp_ca_file)
+    # A short timeout: the checkpointer asks each sink to return within a second or so.
+    return AmqpCheckpointSink(url, settings.amqp_exchange, settings.amqp_ca_file, timeout_s=2.0)

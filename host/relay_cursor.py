@@ -22,7 +22,6 @@ SEED = "INSERT INTO audit_relay (id, sent_seq) VALUES (1, 0) ON CONFLICT (id) DO
 READ = "SELECT sent_seq FROM audit_relay WHERE id = 1"
 # Compare-and-set: a relay that lost its lock without knowing cannot move the cursor under another.
 ADVANCE = "UPDATE audit_relay SET sent_seq = ? WHERE id = 1 AND sent_seq = ?"
-HEAD = "SELECT COALESCE(MAX(seq), 0) FROM audit"
 
 
 class RelayCursor:
@@ -43,10 +42,6 @@ class RelayCursor:
     def sent_seq(self) -> int:
         """The seq of the last record the broker confirmed (0: none yet)."""
         return self._one(READ)
-
-    def head_seq(self) -> int:
-        """The seq of the newest audit record (0: the trail is empty)."""
-        return self._one(HEAD)
 
     def advance(self, expected: int, sent: int) -> bool:
         """Move the cursor from `expected` to `sent`; False if it no longer stood at `expected`."""

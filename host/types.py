@@ -126,6 +126,35 @@ class VerifyReport:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The audit chain's head at one moment, signed with a key the database does not hold."""
+
+    seq: int
+    hash: str
+    ts: str
+    key_id: str
+    signature: str = ""
+
+    def signed_fields(self) -> dict[str, Any]:
+        """What the signature covers (as canonical JSON): everything but the signature."""
+        return {"seq": self.seq, "hash": self.hash, "ts": self.ts, "key_id": self.key_id}
+
+    def as_json(self) -> dict[str, Any]:
+        """The checkpoint as one line of the checkpoint file, or one message on the stream."""
+        return {**self.signed_fields(), "sig": self.signature}
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """The outcome of checking the audit chain against its signed checkpoints."""
+
+    ok: bool
+    checkpoints: int
+    latest: Checkpoint | None = None
+    problem: str | None = None
+
+
 @dataclass
 class Invocation:
     """A function's answer, parsed, plus what the host observed while it ran."""

@@ -18,7 +18,13 @@ TEST_HOME = PROJECT_ROOT / ".wardfn" / "test-home"
 FUNCTION_DIRS = [PROJECT_ROOT / "functions", PROJECT_ROOT / "tests" / "functions"]
 
 
+def checkpoint_file_for(database: Path) -> Path:
+    """A test database's audit checkpoints: beside it, not left behind under the shared test home."""
+    return database.with_name(database.name + ".checkpoints.jsonl")
+
+
 def settings_for(database: Path, **overrides: object) -> Settings:
+    overrides.setdefault("audit_checkpoint_file", checkpoint_file_for(database))
     return load_settings(home=TEST_HOME, database=database, functions_dirs=FUNCTION_DIRS, **overrides)
 
 

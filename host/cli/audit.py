@@ -1,13 +1,37 @@
-"""`wardfn audit`: the hash-chained audit trail."""
+"""`wardfn audit`: the hash-chained audit trail, its signed checkpoints, and audited reads of it.
+
+Every command here that reads the trail first appends a record of that read (function
+`audit:<command>`, the reader as subject, no patient) and prints nothing unless that record
+is durable: reading the trail is itself on the trail.
+"""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
+import uuid
+from pathlib import Path
 
 import click
 
+from host.audit import AuditLog
+from host.checkpoints import (
+    READ_PREFIX,
+    CheckpointFile,
+    load_signing_key,
+    load_verification_key,
+    sign_head,
+    verify_checkpoints,
+)
 from host.cli.common import cli_settings
+from host.types import AuditEvent
+
+CHECKPOINTS_HELP = (
+    "The checkpoint file (default: WARDFN_AUDIT_CHECKPOINT_FILE, or this trail's file under WARDFN_HOME)."
+)
+READER_HELP = "Who is reading, as the audit record of this read names them (default: the OS user)."
 
 
 @click.group()
@@ -15,33 +39,120 @@ def audit() -> None:
     """The hash-chained audit trail."""
 
 
-@audit.command("verify")
-def audit_verify() -> None:
-    """Check the audit chain; exit non-zero naming the first bad record."""
-    from host.audit import AuditLog
+def record_read(log: AuditLog, command: str, reader: str | None) -> None:
+    """Append the audit record of this read; raises AuditUnavailable (and nothing is shown) if it cannot."""
+    log.append(
+        AuditEvent(
+            request_id=uuid.uuid4().hex,
+            subject_id=reader or _os_user(),
+            role=None,
+            function=READ_PREFIX + command,
+            patient_id=None,
+            purpose=None,
+            decision_id=None,
+            allowed=None,
+            reasons=(),
+            outcome="read",
+            latency_ms=0.0,
+        )
+    )
 
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no $USER
+        return f"uid:{os.getuid()}"
+
+
+@audit.command("verify")
+@click.option(
+    "--checkpoints", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path), help=CHECKPOINTS_HELP
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The checkpoint key's public half, PEM (default: derived from WARDFN_AUDIT_CHECKPOINT_KEY_FILE).",
+)
+@click.option("--no-checkpoint", is_flag=True, help="Check the chain alone, not against its signed checkpoints.")
+@click.option("--reader", help=READER_HELP)
+def audit_verify(
+    checkpoint_file: Path | None, public_key: Path | None, no_checkpoint: bool, reader: str | None
+) -> None:
+    """Check the audit chain and its signed checkpoints; exit non-zero naming the problem."""
     settings = cli_settings()
+    path = checkpoint_file or settings.audit_checkpoint_path
     log = AuditLog(settings.database_path)
     try:
+        record_read(log, "verify", reader)
         report = log.verify()
+        checked = None
+        if not no_checkpoint:
+            key = load_verification_key(settings, public_key)
+            checked = verify_checkpoints(log, path, key, settings.production)
+        head_seq, _ = log.head()
     finally:
         log.close()
     if report.ok:
         click.echo(f"audit chain intact: {report.checked} records verified")
-        return
-    click.echo(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", err=True)
-    sys.exit(1)
+    else:
+        click.echo(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", err=True)
+    if checked is not None:
+        if not checked.ok:
+            click.echo(f"audit checkpoint check failed: {checked.problem}", err=True)
+        elif checked.latest is None:
+            click.echo(f"no checkpoint in {path} yet: no host has written to this trail")
+        else:
+            uncovered = max(head_seq - checked.latest.seq, 0)
+            click.echo(
+                f"checkpoints hold: {checked.checkpoints} in {path}; the newest, signed at {checked.latest.ts}, "
+                f"covers record {checked.latest.seq} ({uncovered} newer records not yet covered)"
+            )
+    if not report.ok or (checked is not None and not checked.ok):
+        sys.exit(1)
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--checkpoints", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path), help=CHECKPOINTS_HELP
+)
+@click.option("--reader", help=READER_HELP)
+def audit_checkpoint(checkpoint_file: Path | None, reader: str | None) -> None:
+    """Sign the chain's head now and append it to the checkpoint file (refused if the chain does not verify)."""
+    settings = cli_settings()
+    path = checkpoint_file or settings.audit_checkpoint_path
+    key = load_signing_key(settings)
+    log = AuditLog(settings.database_path)
+    try:
+        record_read(log, "checkpoint", reader)
+        report = log.verify()
+        checked = verify_checkpoints(log, path, key.public_key(), settings.production)
+        # A first checkpoint has nothing to be checked against; any other failure must not be signed over.
+        first = not checked.ok and not CheckpointFile(path).read()
+        if not report.ok or not (checked.ok or first):
+            problem = report.problem if not report.ok else checked.problem
+            click.echo(
+                f"refusing to sign a chain that does not verify: {problem}; run `wardfn audit verify` for details",
+                err=True,
+            )
+            sys.exit(1)
+        checkpoint = sign_head(key, *log.head())
+    finally:
+        log.close()
+    CheckpointFile(path).publish(checkpoint)
+    click.echo(json.dumps(checkpoint.as_json()))
+    click.echo(f"checkpoint of record {checkpoint.seq} appended to {path}", err=True)
 
 
 @audit.command("review")
 @click.option("--limit", type=int, default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def audit_review(limit: int, as_json: bool) -> None:
+@click.option("--reader", help=READER_HELP)
+def audit_review(limit: int, as_json: bool, reader: str | None) -> None:
     """List the records flagged for review (every break-the-glass attempt), oldest first."""
-    from host.audit import AuditLog
-
     log = AuditLog(cli_settings().database_path)
     try:
+        record_read(log, "review", reader)
         records = log.flagged(limit)
     finally:
         log.close()
@@ -75,15 +186,19 @@ def audit_review(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def audit_status(as_json: bool) -> None:
     """How far the relay has streamed the trail to the broker: head, cursor and the backlog between."""
+    # Counts only, no record: this read is not itself audited, which would also move the head it reports.
     from host.amqp import redacted
-    from host.audit import AuditLog
     from host.relay_cursor import RelayCursor
 
     settings = cli_settings()
-    AuditLog(settings.database_path).close()  # makes the audit table of a new database, as serve would
+    log = AuditLog(settings.database_path)
+    try:
+        head = log.head()[0]
+    finally:
+        log.close()
     cursor = RelayCursor(settings.database_path)
     try:
-        head, sent = cursor.head_seq(), cursor.sent_seq()
+        sent = cursor.sent_seq()
     finally:
         cursor.close()
     url = settings.amqp

@@ -14,7 +14,7 @@ import httpx
 
 from host.auth import issue_dev_token
 from host.config import Settings
-from tests.conftest import FUNCTION_DIRS, TEST_HOME, settings_for
+from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for, settings_for
 
 WARDFN = Path(sys.executable).parent / "wardfn"
 
@@ -41,6 +41,8 @@ class ServerProcess:
             "WARDFN_SEED_PATIENTS": str(patients),
             **env,
         }
+        # Beside the database the server really uses (`env` may name another than self.database).
+        self.env.setdefault("WARDFN_AUDIT_CHECKPOINT_FILE", str(checkpoint_file_for(Path(self.env["WARDFN_DATABASE"]))))
         self.log_path = workdir / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

@@ -21,9 +21,11 @@ import httpx
 import pytest
 
 from host.audit import AuditLog
+from host.checkpoints import load_verification_key, signature_holds
+from host.types import Checkpoint
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
-from tests.rabbitmq_server import Consumer, RabbitMQServer
+from tests.rabbitmq_server import Consumer, RabbitMQServer, Received
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.components
@@ -78,6 +80,18 @@ def _status(server: ServerProcess) -> dict[str, Any]:
     return status
 
 
+def _records(received: list[Received]) -> list[Received]:
+    return [m for m in received if m.routing_key == "audit.record"]
+
+
+def _checkpoint_of(message: Received, seq: int) -> Checkpoint | None:
+    """The checkpoint `message` carries if it signs record `seq`."""
+    if message.routing_key != "audit.checkpoint" or message.json()["seq"] != seq:
+        return None
+    document = message.json()
+    return Checkpoint(document["seq"], document["hash"], document["ts"], document["key_id"], document["sig"])
+
+
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -107,7 +121,7 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
 
     # The relay is connected and streaming before the outage.
     assert call(9999)[1] == 200
-    consumer.drain(lambda r: len(r) >= 1)
+    consumer.drain(lambda r: len(_records(r)) >= 1)
     assert _status(server)["relay_configured"] is True
 
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
@@ -128,8 +142,8 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
     head = after["head_seq"]
     assert after["sent_seq"] == head
 
-    received = consumer.drain(lambda r: {int(m.message_id) for m in r} >= set(range(1, head + 1)))
-    received = consumer.settle()
+    consumer.drain(lambda r: {int(m.message_id) for m in _records(r)} >= set(range(1, head + 1)))
+    received = _records(consumer.settle())
     unique = {int(m.message_id): m for m in received}  # what a consumer keeps after dropping duplicates
     assert sorted(unique) == list(range(1, head + 1))
 
@@ -150,3 +164,10 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
     assert any('"relay_retry"' in line for line in relay_lines)
     # The relay's log lines are counts and seqs: no patient appears in them.
     assert not [line for line in relay_lines if any(pid in line for pid in patients.consenting)]
+
+    # The checkpoint the host signed as it stopped went to the stream too, on its own routing key.
+    checkpoints = consumer.drain(lambda r: any(_checkpoint_of(m, head) for m in r))
+    final = next(c for c in (_checkpoint_of(m, head) for m in checkpoints) if c is not None)
+    public_key = load_verification_key(server.settings)
+    assert public_key is not None and signature_holds(final, public_key)
+    assert final.hash == records[-1].hash

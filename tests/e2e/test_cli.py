@@ -82,6 +82,12 @@ def test_data_patients_lists_ids_and_names(server: ServerProcess) -> None:
 
 def _production_env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
     """Valid production settings: an identity provider's public key, its issuer, no development key."""
+    checkpoint_key = tmp_path / "audit-checkpoint.pem"
+    checkpoint_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     public = tmp_path / "idp.pem"
     public.write_bytes(
         Ed25519PrivateKey.generate()
@@ -94,6 +100,7 @@ def _production_env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
         "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
         "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
         "WARDFN_KEK": base64.b64encode(os.urandom(32)).decode(),
+        "WARDFN_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
     }
 
 

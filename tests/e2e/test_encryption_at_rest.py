@@ -24,7 +24,7 @@ from host.consent import consented
 from host.directory import normalise
 from host.seed import generate
 from host.store import ResourceStore, open_store
-from tests.conftest import FUNCTION_DIRS, TEST_HOME
+from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for
 from tests.e2e.server import WARDFN, ServerProcess
 from tests.host.test_fhir_import import synthea_dir
 
@@ -97,6 +97,7 @@ def env(workdir: Path) -> dict[str, str]:
         **os.environ,
         "WARDFN_HOME": str(TEST_HOME),
         "WARDFN_DATABASE": str(workdir / "wardfn.db"),
+        "WARDFN_AUDIT_CHECKPOINT_FILE": str(checkpoint_file_for(workdir / "wardfn.db")),
         "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
         "WARDFN_SEED_PATIENTS": "0",
         "WARDFN_KEK": new_kek(),

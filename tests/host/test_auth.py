@@ -216,7 +216,12 @@ def write_public_key(path: Path, key: PrivateKey) -> Path:
 
 def production_settings(home: Path, key_file: Path) -> Settings:
     return load_settings(
-        env="production", home=home, jwt_issuer=PROD_ISSUER, jwt_public_key_file=key_file, kek=TEST_KEK
+        env="production",
+        home=home,
+        jwt_issuer=PROD_ISSUER,
+        jwt_public_key_file=key_file,
+        kek=TEST_KEK,
+        audit_checkpoint_key_file=home / "audit-checkpoint.pem",
     )
 
 
@@ -323,7 +328,14 @@ def jwks_server() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
 
 def test_jwks_verifier(tmp_path: Path, jwks_server: tuple[str, rsa.RSAPrivateKey]) -> None:
     url, key = jwks_server
-    settings = load_settings(env="production", home=tmp_path, jwt_issuer=PROD_ISSUER, jwks_url=url, kek=TEST_KEK)
+    settings = load_settings(
+        env="production",
+        home=tmp_path,
+        jwt_issuer=PROD_ISSUER,
+        jwks_url=url,
+        kek=TEST_KEK,
+        audit_checkpoint_key_file=tmp_path / "audit-checkpoint.pem",
+    )
     verifier = TokenVerifier.from_settings(settings)
     good = jwt.encode(claims(settings), key, "RS256", headers={"kid": "idp-1"})
     assert verifier.verify(bearer(good)) == Subject("u-100", ROLE)

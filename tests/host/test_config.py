@@ -105,6 +105,7 @@ def test_production_with_a_key_source_and_a_real_issuer_loads(
     monkeypatch.setenv("WARDFN_ENV", "production")
     monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
     monkeypatch.setenv("WARDFN_KEK", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("WARDFN_AUDIT_CHECKPOINT_KEY_FILE", "/run/secrets/audit-checkpoint.pem")
     if key_source == "file":
         monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
     else:
@@ -132,7 +133,36 @@ def test_production_without_a_key_encryption_key_is_refused(
 
     assert "WARDFN_KEK" in str(refused.value) and "WARDFN_KEK_FILE" in str(refused.value)
     monkeypatch.setenv("WARDFN_KEK_FILE", str(public_key_file))
+    monkeypatch.setenv("WARDFN_AUDIT_CHECKPOINT_KEY_FILE", "/run/secrets/audit-checkpoint.pem")
     assert load_settings().kek_file == public_key_file
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_production_without_an_audit_checkpoint_key_is_refused_saying_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, public_key_file: Path, value: str | None
+) -> None:
+    monkeypatch.setenv("WARDFN_ENV", "production")
+    monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
+    monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
+    monkeypatch.setenv("WARDFN_KEK", base64.b64encode(os.urandom(32)).decode())
+    if value is not None:
+        monkeypatch.setenv("WARDFN_AUDIT_CHECKPOINT_KEY_FILE", value)
+
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+
+    assert "WARDFN_AUDIT_CHECKPOINT_KEY_FILE" in str(refused.value)
+    assert "openssl genpkey -algorithm ed25519" in str(refused.value)
+
+
+def test_checkpoints_default_to_one_file_per_trail_under_home(tmp_path: Path) -> None:
+    one = load_settings(home=tmp_path, database=tmp_path / "a.db")
+    other = load_settings(home=tmp_path, database=tmp_path / "b.db")
+    assert one.audit_checkpoint_path.parent == tmp_path
+    assert one.audit_checkpoint_path != other.audit_checkpoint_path
+    assert one.audit_checkpoint_key_path == tmp_path / "keys" / "audit-checkpoint.pem"
+    chosen = load_settings(home=tmp_path, audit_checkpoint_file=tmp_path / "c.jsonl")
+    assert chosen.audit_checkpoint_path == tmp_path / "c.jsonl"
 
 
 @pytest.mark.parametrize("value", ["not base64 at all!", base64.b64encode(b"sixteen byte key").decode()])
@@ -238,6 +268,7 @@ def test_the_broker_url_must_be_amqp_and_tls_in_production(
     monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
     monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
     monkeypatch.setenv("WARDFN_KEK", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("WARDFN_AUDIT_CHECKPOINT_KEY_FILE", str(public_key_file))  # only its presence is checked
     monkeypatch.setenv("WARDFN_AMQP_URL", url)
 
     if accepted:

@@ -44,6 +44,14 @@ def _append(database: Path, count: int, start: int = 0) -> list[str]:
         log.close()
 
 
+def _head(database: Path) -> int:
+    log = AuditLog(database)
+    try:
+        return log.head()[0]
+    finally:
+        log.close()
+
+
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -101,7 +109,7 @@ def test_records_reach_a_bound_queue_in_order_with_their_ids_and_hashes(
         assert document["hash"] == message.headers["hash"] == digest
         assert document["seq"] == int(message.message_id)
         assert message.headers["request_id"] == document["request_id"] == f"relay-{document['seq'] - 1:05d}"
-    assert cursor.head_seq() == 70
+    assert _head(database) == 70
 
 
 class FailingAfter:
@@ -152,7 +160,7 @@ def test_an_unreachable_broker_loses_nothing(
         _wait(lambda: cursor.sent_seq() == 10, "the first records are sent")
         proxy.cut()
         _append(database, 50, start=10)
-        assert cursor.head_seq() - cursor.sent_seq() > 0  # the backlog waits in the audit table
+        assert _head(database) - cursor.sent_seq() > 0  # the backlog waits in the audit table
         proxy.resume()
         _wait(lambda: cursor.sent_seq() == 60, "the relay catches up once the broker is back")
     finally:
