@@ -50,8 +50,12 @@ class Message:
 
 def redacted(url: str) -> str:
     """The URL with any password replaced by `***`, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # e.g. a malformed IPv6 host: show nothing of it rather than the password
+        return "(an unparseable URL)"
+    if password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]

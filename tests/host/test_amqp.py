@@ -16,6 +16,7 @@ from tests.e2e.server import free_port
         ("amqp://relay@broker/", "amqp://relay@broker/"),
         ("amqp://broker", "amqp://broker"),
         ("amqps://relay:p%40ss@broker:5671/vh", "amqps://relay:***@broker:5671/vh"),
+        ("amqps://relay:s3cret@[broker:5671/vh", "(an unparseable URL)"),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
