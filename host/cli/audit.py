@@ -209,3 +209,44 @@ def _open_reasons(settings: Settings, sealed: list[str | None]) -> list[str | No
         return opened
     finally:
         store.close()
+
+
+@audit.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_status(as_json: bool) -> None:
+    """How far the relay has streamed the trail to the broker: head, cursor and the backlog between."""
+    # Counts only, no record: this read is not itself audited, which would also move the head it reports.
+    from host.amqp import redacted
+    from host.database import open_database
+    from host.relay_cursor import RelayCursor
+
+    settings = cli_settings()
+    log = open_audit(settings)
+    try:
+        head = log.head()[0]
+    finally:
+        log.close()
+    cursor = RelayCursor(open_database(settings))
+    try:
+        sent = cursor.sent_seq()
+    finally:
+        cursor.close()
+    url = settings.amqp
+    status = {
+        "head_seq": head,
+        "sent_seq": sent,
+        "backlog": head - sent,
+        "relay_configured": url is not None,
+        "broker": redacted(url) if url else None,
+        "exchange": settings.amqp_exchange if url else None,
+    }
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    click.echo(f"audit head:  {head}")
+    click.echo(f"relay sent:  {sent} (confirmed by the broker)")
+    click.echo(f"backlog:     {head - sent} records")
+    if url:
+        click.echo(f"relay:       to exchange {settings.amqp_exchange!r} at {redacted(url)}")
+    else:
+        click.echo("relay:       not configured (set WARDFN_AMQP_URL to stream the trail to RabbitMQ)")
