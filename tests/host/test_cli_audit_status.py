@@ -9,6 +9,7 @@ from pathlib import Path
 
 from host.database import SqliteDatabase
 from host.relay_cursor import RelayCursor
+from tests.backends import SqliteBackend
 from tests.e2e.server import WARDFN
 from tests.host.test_relay import _append
 
@@ -41,7 +42,7 @@ def test_a_new_trail_has_no_backlog_and_no_relay(tmp_path: Path) -> None:
 
 def test_the_backlog_is_what_the_broker_has_not_confirmed(tmp_path: Path) -> None:
     database = tmp_path / "wardfn.db"
-    _append(database, 12)
+    _append(SqliteBackend(database), 12)
     cursor = RelayCursor(SqliteDatabase(database))
     try:
         assert cursor.advance(0, 5)
