@@ -13,13 +13,16 @@ OPA := $(CURDIR)/$(TOOLS_BIN)/opa
 KUSTOMIZE_VERSION := v5.5.0
 GATEKEEPER_VERSION := v3.15.1
 ORAS_VERSION := v1.2.0
+# RabbitMQ for the audit relay's tests: Debian's rabbitmq-server package (3.10 on bookworm). The tests
+# start a private node of their own from these scripts (or from $WARDFN_RABBITMQ_BIN).
+RABBITMQ_BIN ?= /usr/lib/rabbitmq/bin
 
 # PostgreSQL's server binaries (initdb, pg_ctl, postgres, pg_dump), for the private clusters the
 # tests start (tests/postgres_server.py): $WARDFN_PG_BIN if set, else the newest version installed,
 # found at run time (after `make postgres` may have installed it).
 PG_BIN_DIR = $${WARDFN_PG_BIN:-$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
-.PHONY: install serve test lint bench policy-check opa clean tools postgres
+.PHONY: install serve test lint bench policy-check opa clean tools postgres rabbitmq
 
 install: $(STAMP)
 
@@ -46,8 +49,8 @@ policy-check: $(OPA)
 	$(OPA) check --strict policies
 	$(OPA) test policies
 
-test: lint tools policy-check postgres
-	WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) $(BIN)/python -m pytest
+test: lint tools policy-check postgres rabbitmq
+	WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) WARDFN_RABBITMQ_BIN=$(RABBITMQ_BIN) $(BIN)/python -m pytest
 
 # Installed from Debian's package with apt-get, not unpacked into the project as promtool is: the
 # server links a dozen shared libraries (ICU, LDAP, SSL, LLVM...) that only the package manager
@@ -67,6 +70,20 @@ postgres:
 		sed -ri 's/^#?(create_main_cluster) .*$$/\1 = false/' /etc/postgresql-common/createcluster.conf; \
 		apt-get install -y --no-install-recommends postgresql \
 			|| { echo "make postgres: apt-get could not install postgresql: check that Debian's registry is reachable" >&2; exit 1; }; \
+	fi
+
+# Installed only when missing. A policy-rc.d answering 101 keeps the package from starting a system
+# broker (the tests run their own node on loopback); one already there is left as it was.
+rabbitmq:
+	@if [ ! -x $(RABBITMQ_BIN)/rabbitmq-server ]; then \
+		command -v apt-get >/dev/null || { echo "error: the audit relay's tests need RabbitMQ; apt-get is missing: install rabbitmq-server (3.10 or later) and set RABBITMQ_BIN to the directory holding rabbitmq-server and rabbitmqctl" >&2; exit 1; }; \
+		echo "installing Debian's rabbitmq-server for the tests (once; pulls Erlang)"; \
+		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server \
+			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server; }; \
+		status=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+		[ $$status -eq 0 ] || { echo "error: could not install rabbitmq-server with apt-get (run as root, with Debian's package archive reachable)" >&2; exit 1; }; \
+		test -x $(RABBITMQ_BIN)/rabbitmq-server || { echo "error: rabbitmq-server installed but $(RABBITMQ_BIN)/rabbitmq-server is missing: set RABBITMQ_BIN" >&2; exit 1; }; \
 	fi
 
 tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras

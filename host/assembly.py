@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from wasmtime import Engine
 
+from host.amqp import AmqpCheckpointSink
 from host.artifacts import ArtifactCache
 from host.audit import AuditLog, open_audit
 from host.auth import TokenVerifier
@@ -17,6 +18,7 @@ from host.policy_cache import CachingPolicyEngine
 from host.pseudonyms import Pseudonymizer
 from host.ratelimit import Budget
 from host.registry import Registry, ReloadReport
+from host.relay import AuditRelay, open_checkpoint_sink, open_relay
 from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
 from host.service import InvocationService
 from host.store import ResourceStore, open_store
@@ -37,15 +39,21 @@ class Host:
     service: InvocationService
     metrics: Metrics
     checkpointer: Checkpointer
+    relay: AuditRelay | None = None
+    checkpoint_sink: AmqpCheckpointSink | None = None
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
         return self.registry.reload(ArtifactCache(self.settings.artifact_dir, self.settings.key_dir))
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()  # first: it drains what the broker will take in a short deadline
         self.pool.stop()
         self.ticker.stop()
         self.checkpointer.stop()  # signs the final head, so it needs the audit log still open
+        if self.checkpoint_sink is not None:
+            self.checkpoint_sink.close()
         self.audit.close()
         self.store.close()
         self.policy.close()
@@ -78,6 +86,9 @@ def open_host(settings: Settings) -> Host:
         raise
     try:
         checkpointer = Checkpointer.from_settings(audit, settings)
+        # Built (not connected) here, so that a malformed WARDFN_AMQP_URL fails before anything starts.
+        relay = open_relay(settings)
+        checkpoint_sink = open_checkpoint_sink(settings)
     except Exception:
         audit.close()
         store.close()
@@ -102,6 +113,9 @@ def open_host(settings: Settings) -> Host:
         raise
     ticker.start()
     pool.start()
+    if checkpoint_sink is not None:
+        # The stream: a copy of the checkpoints that the database's users cannot reach.
+        checkpointer.sinks.append(checkpoint_sink)
     checkpointer.start()
     service = InvocationService(
         registry,
@@ -114,6 +128,8 @@ def open_host(settings: Settings) -> Host:
         break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
         search_budget=Budget(settings.search_budget, settings.search_window_s),
     )
+    if relay is not None:
+        relay.start()  # in the background: invocations never wait on the broker
     return Host(
         settings,
         engine,
@@ -128,4 +144,6 @@ def open_host(settings: Settings) -> Host:
         service,
         metrics,
         checkpointer,
+        relay,
+        checkpoint_sink,
     )

@@ -25,7 +25,8 @@ KEK_BYTES = 32
 class Settings(BaseSettings):
     """Every tunable of the host. Each field reads `WARDFN_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="WARDFN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting may be a secret (WARDFN_KEK, a password in WARDFN_AMQP_URL).
+    model_config = SettingsConfigDict(env_prefix="WARDFN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     home: Path = Path(".wardfn")
@@ -105,6 +106,18 @@ class Settings(BaseSettings):
     audit_checkpoint_key_file: Path | None = None
     audit_checkpoint_file: Path | None = None
     audit_checkpoint_interval_s: float = Field(default=5.0, gt=0)
+
+    # The audit relay: every audit record published, at least once, to a durable topic exchange of
+    # the broker at amqp_url (unset: no relay). Production requires amqps://. A secret: the URL
+    # may carry a password, and is never printed with it. amqp_ca_file: the CA that signed the
+    # broker's certificate, when it is not in the system's trust store.
+    amqp_url: SecretStr | None = None
+    amqp_exchange: str = Field(default="wardfn.audit", min_length=1)
+    amqp_ca_file: Path | None = None
+    # The longest wait between reconnection attempts while the broker is unreachable.
+    amqp_retry_max_s: float = Field(default=10.0, gt=0)
+    # Records read per round; each is confirmed before the cursor moves past it.
+    amqp_batch: int = Field(default=256, ge=1, le=10_000)
 
     seed_patients: int = Field(default=1000, ge=0)
     seed: int = 20261125
@@ -191,6 +204,18 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def amqp(self) -> str | None:
+        """The broker URL, or None when no relay is configured (an empty variable counts as unset)."""
+        return (self.amqp_url.get_secret_value() if self.amqp_url else "") or None
+
+    @model_validator(mode="after")
+    def _amqp_url_is_amqp(self) -> Settings:
+        url = self.amqp
+        if url is not None and not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("WARDFN_AMQP_URL must be an amqps:// (or, outside production, amqp://) URL")
+        return self
+
+    @property
     def kek_given(self) -> bool:
         """True if WARDFN_KEK or WARDFN_KEK_FILE is set (an empty variable counts as unset)."""
         return bool(self.kek and self.kek.get_secret_value()) or (
@@ -258,6 +283,12 @@ class Settings(BaseSettings):
                 "WARDFN_ENV=production needs WARDFN_AUDIT_CHECKPOINT_KEY_FILE, the Ed25519 private key (PEM) that "
                 "signs audit checkpoints, kept where the database's users cannot read it: create one with "
                 "`openssl genpkey -algorithm ed25519 -out audit-checkpoint.pem && chmod 600 audit-checkpoint.pem`"
+            )
+        if self.amqp is not None and not self.amqp.startswith("amqps://"):
+            # The records name patients: they cross the network only encrypted.
+            raise ValueError(
+                "WARDFN_AMQP_URL must use amqps:// (TLS) in production: audit records name patients; "
+                "enable a TLS listener on the broker and change the scheme"
             )
         return self
 

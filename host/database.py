@@ -12,6 +12,7 @@ message names the database by `display`, which redacts it.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import sqlite3
@@ -27,7 +28,7 @@ import psycopg
 import psycopg_pool
 
 from host.config import Settings
-from host.errors import ConfigurationError
+from host.errors import ConfigurationError, Unavailable
 
 Dialect = Literal["sqlite", "postgresql"]
 BUSY_TIMEOUT_S = 10.0
@@ -47,6 +48,14 @@ POOL_SIZE = 10
 STORE_WRITE_LOCK = 0x77617264_0001
 AUDIT_LOCK = 0x77617264_0002
 MIGRATE_LOCK = 0x77617264_0003
+# Held for a session, not a transaction: the one audit relay that may publish from this database.
+RELAY_LOCK = 0x77617264_0004
+
+
+class SessionLock(Protocol):
+    """An exclusive lock held until released or until its holder's process (or connection) ends."""
+
+    def release(self) -> None: ...
 
 
 class DatabaseClosed(Exception):
@@ -116,6 +125,8 @@ class Database(Protocol):
     def describe(self, exc: BaseException) -> str: ...  # a driver error as one line: no values, no password
 
     def advice(self, exc: BaseException) -> str: ...  # what to do about a driver error
+
+    def try_session_lock(self, key: int, name: str) -> SessionLock | None: ...  # None: another holds it
 
     def close(self) -> None: ...
 
@@ -193,6 +204,19 @@ class SqliteDatabase:
             return "put the file back where it was, or restart the host to open the file now there"
         return self.hint
 
+    def try_session_lock(self, key: int, name: str) -> SessionLock | None:
+        """An flock on `<file>.<name>` beside the database: the OS drops it when the holder dies."""
+        try:
+            fd = os.open(self.path.with_name(f"{self.path.name}.{name}"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise Unavailable(f"cannot take the {name} lock beside {self.display} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return _FileLock(fd)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -250,6 +274,7 @@ class PostgresDatabase:
 
     def __init__(self, url: str, pool_size: int = POOL_SIZE, lock_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.display = redact(url)
+        self._url = url
         self._lock_timeout_ms = max(1, int(lock_timeout_s * 1000))
         self._secret = _password(url)
         self.hint = (
@@ -341,6 +366,23 @@ class PostgresDatabase:
     def close(self) -> None:
         self._pool.close()
 
+    def try_session_lock(self, key: int, name: str) -> SessionLock | None:
+        """pg_try_advisory_lock on a connection of its own, outside the pool: the server drops the
+        lock when that connection ends, as when its holder's process dies."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.Error as exc:
+            raise Unavailable(f"cannot take the {name} lock at {self.display} ({self.describe(exc)})") from None
+        try:
+            (taken,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() or (False,)
+        except psycopg.Error as exc:
+            conn.close()
+            raise Unavailable(f"cannot take the {name} lock at {self.display} ({self.describe(exc)})") from None
+        if not taken:
+            conn.close()
+            return None
+        return _ConnectionLock(conn)
+
     def describe(self, exc: BaseException) -> str:
         """A driver error as words fit for a log: no bound values, no password."""
         if isinstance(exc, psycopg.Error):
@@ -369,6 +411,24 @@ class PostgresDatabase:
         if sqlstate[:2] == "53":
             return "the database server is out of a resource: check its disk space, memory and max_connections"
         return self.hint
+
+
+class _FileLock:
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
+class _ConnectionLock:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def release(self) -> None:
+        self._conn.close()  # the session ends and the server releases its advisory locks
 
 
 def open_database(settings: Settings) -> Database:

@@ -11,6 +11,7 @@ WardfnError
 │   ├── PolicyUnavailable        the policy engine could not answer
 │   ├── AuditUnavailable         the audit record could not be made durable
 │   └── StoreUnavailable         the record store could not answer
+├── BrokerUnavailable            the audit relay's broker took no message; the relay retries later
 ├── BuildError                   componentize or compile failed
 ├── ArtifactRejected             a cached artifact is not one the host compiled
 └── FunctionFailed               the invocation ended badly; the host goes on
@@ -72,6 +73,12 @@ class AuditUnavailable(Unavailable):
 
 class StoreUnavailable(Unavailable):
     code = "store_unavailable"
+
+
+class BrokerUnavailable(WardfnError):
+    """Not under Unavailable: the relay streams records already durable, so no invocation waits on the broker."""
+
+    code = "broker_unavailable"
 
 
 class BuildError(WardfnError):

@@ -132,6 +132,8 @@ INITIAL_POSTGRESQL = (
 # The review queue (`wardfn audit review`) reads the flagged records in seq order.
 AUDIT_FLAGGED = "CREATE INDEX {if_not_exists}audit_flagged ON audit (seq) WHERE review = 1"
 
+AUDIT_RELAY = "CREATE TABLE IF NOT EXISTS audit_relay (id INTEGER PRIMARY KEY, sent_seq BIGINT NOT NULL)"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
     Migration(
@@ -140,6 +142,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         (AUDIT_FLAGGED.format(if_not_exists="IF NOT EXISTS "),),
         (AUDIT_FLAGGED.format(if_not_exists=""),),
     ),
+    # The audit relay's durable cursor (host/relay_cursor.py): one row, the seq the broker confirmed.
+    Migration(3, "audit_relay_cursor", (AUDIT_RELAY,), (AUDIT_RELAY,)),
 )
 LATEST = MIGRATIONS[-1].version
 

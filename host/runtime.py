@@ -398,8 +398,11 @@ class Sandbox:
             {"patient-id": request.patient_id, "purpose": request.purpose, "args": orjson.dumps(request.args).decode()}
         )
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
-        store.set_epoch_deadline(ticks)
+        # The clock starts before the deadline is set: the epoch can run out no sooner than
+        # deadline_ms after this, so an interrupt is never mistaken for a trap (a 500 for a 504)
+        # when setting the deadline itself waited (the GIL, on a busy machine).
         started = time.perf_counter()
+        store.set_epoch_deadline(ticks)
         try:
             with _bound_to(context):
                 result = handle(store, record)

@@ -33,6 +33,8 @@ from host.types import AuditEvent, Decision, Obligations, Scope, Subject
 OK = "ok"
 # What a sealed audit query is bound to: `ResourceStore.open_text(record.query, AUDIT_QUERY_PURPOSE)`.
 AUDIT_QUERY_PURPOSE = "audit-query"
+# The same for a break-the-glass reason: a clinician's free text, which may well name the patient.
+AUDIT_REASON_PURPOSE = "audit-break-glass-reason"
 SEARCH_ACTION = "search"
 
 
@@ -59,6 +61,7 @@ class _Attempt:
     decision: Decision | None = None
     input_hash: str | None = None
     break_glass_reason: str | None = None
+    sealed_reason: str | None = None
     function_version: str | None = None
     query: str | None = None
 
@@ -82,7 +85,7 @@ class _Attempt:
             break_glass=break_glass,
             # Every break-the-glass attempt, allowed or refused, is for a person to review.
             review=break_glass,
-            break_glass_reason=self.break_glass_reason if break_glass else None,
+            break_glass_reason=self.sealed_reason if break_glass else None,
             function_version=self.function_version,
             query=self.query,
         )
@@ -179,6 +182,9 @@ class InvocationService:
             raise InvalidRequest(f"{manifest.name} needs a patient_id")
         if manifest.patient == "none" and patient_id:
             raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
+        if attempt.break_glass_reason:
+            # Sealed before anything is decided, so that the audit record of any outcome can carry it.
+            attempt.sealed_reason = self._store.seal_text(attempt.break_glass_reason, AUDIT_REASON_PURPOSE)
         if manifest.audit_args:
             # A search's query names a patient: it is kept sealed, as identifying fields are.
             query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -82,3 +82,14 @@ def postgres_backend(postgres_server):  # type: ignore[no-untyped-def]
     opened = PostgresBackend(postgres_server)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private RabbitMQ node for the whole session, with a plain and a TLS listener on loopback."""
+    from tests.rabbitmq_server import RabbitMQServer, TlsFiles
+
+    root = tmp_path_factory.mktemp("rabbitmq")
+    server = RabbitMQServer(root / "node", TlsFiles(root / "tls"))
+    yield server
+    server.stop()

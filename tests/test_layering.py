@@ -18,6 +18,8 @@ MAY_IMPORT = {
     "wasmtime": {"runtime", "registry", "build", "assembly"},
     # Metrics live in one module that services call; only it knows prometheus-client.
     "prometheus_client": {"metrics"},
+    # The broker client is translated into host errors in one module.
+    "pika": {"amqp"},
     # The Kubernetes schemas are the deploy module's business alone.
     "kubernetes_validate": {"deploy"},
     # The database drivers: connecting, dialects and driver errors live in one module.

@@ -26,11 +26,14 @@ from host.checkpoints import (
     verify_checkpoints,
 )
 from host.cli.common import cli_settings
+from host.config import Settings
+from host.errors import StoreUnavailable
 from host.types import AuditEvent
 
 CHECKPOINTS_HELP = (
     "The checkpoint file (default: WARDFN_AUDIT_CHECKPOINT_FILE, or this trail's file under WARDFN_HOME)."
 )
+UNREADABLE_REASON = "(sealed under another key: unreadable here)"
 READER_HELP = "Who is reading, as the audit record of this read names them (default: the OS user)."
 
 
@@ -150,12 +153,14 @@ def audit_checkpoint(checkpoint_file: Path | None, reader: str | None) -> None:
 @click.option("--reader", help=READER_HELP)
 def audit_review(limit: int, as_json: bool, reader: str | None) -> None:
     """List the records flagged for review (every break-the-glass attempt), oldest first."""
-    log = open_audit(cli_settings())
+    settings = cli_settings()
+    log = open_audit(settings)
     try:
         record_read(log, "review", reader)
         records = log.flagged(limit)
     finally:
         log.close()
+    reasons = _open_reasons(settings, [r.event.break_glass_reason for r in records])
     rows = [
         {
             "seq": r.seq,
@@ -167,9 +172,9 @@ def audit_review(limit: int, as_json: bool, reader: str | None) -> None:
             "allowed": r.event.allowed,
             "outcome": r.event.outcome,
             "decision_id": r.event.decision_id,
-            "reason": r.event.break_glass_reason,
+            "reason": reason,
         }
-        for r in records
+        for r, reason in zip(records, reasons, strict=True)
     ]
     if as_json:
         click.echo(json.dumps(rows))
@@ -180,3 +185,68 @@ def audit_review(limit: int, as_json: bool, reader: str | None) -> None:
             f"{row['outcome']}  reason: {row['reason']}"
         )
     click.echo(f"{len(rows)} records flagged for review", err=True)
+
+
+def _open_reasons(settings: Settings, sealed: list[str | None]) -> list[str | None]:
+    """The break-the-glass reasons in clear: they are kept sealed under the store's key (they may name
+    the patient). A reason this store cannot open (another store's, or tampered) shows as unreadable."""
+    if not any(sealed):
+        return list(sealed)
+    from host.service import AUDIT_REASON_PURPOSE
+    from host.store import SEALED_TEXT_PREFIX, open_store
+
+    store = open_store(settings)
+    try:
+        opened: list[str | None] = []
+        for text in sealed:
+            if text is None or not text.startswith(SEALED_TEXT_PREFIX):
+                opened.append(text)  # none given, or a record written before reasons were sealed
+                continue
+            try:
+                opened.append(store.open_text(text, AUDIT_REASON_PURPOSE))
+            except StoreUnavailable:
+                opened.append(UNREADABLE_REASON)
+        return opened
+    finally:
+        store.close()
+
+
+@audit.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_status(as_json: bool) -> None:
+    """How far the relay has streamed the trail to the broker: head, cursor and the backlog between."""
+    # Counts only, no record: this read is not itself audited, which would also move the head it reports.
+    from host.amqp import redacted
+    from host.database import open_database
+    from host.relay_cursor import RelayCursor
+
+    settings = cli_settings()
+    log = open_audit(settings)
+    try:
+        head = log.head()[0]
+    finally:
+        log.close()
+    cursor = RelayCursor(open_database(settings))
+    try:
+        sent = cursor.sent_seq()
+    finally:
+        cursor.close()
+    url = settings.amqp
+    status = {
+        "head_seq": head,
+        "sent_seq": sent,
+        "backlog": head - sent,
+        "relay_configured": url is not None,
+        "broker": redacted(url) if url else None,
+        "exchange": settings.amqp_exchange if url else None,
+    }
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    click.echo(f"audit head:  {head}")
+    click.echo(f"relay sent:  {sent} (confirmed by the broker)")
+    click.echo(f"backlog:     {head - sent} records")
+    if url:
+        click.echo(f"relay:       to exchange {settings.amqp_exchange!r} at {redacted(url)}")
+    else:
+        click.echo("relay:       not configured (set WARDFN_AMQP_URL to stream the trail to RabbitMQ)")

@@ -242,3 +242,40 @@ def test_nonsense_policy_settings_are_refused(monkeypatch: pytest.MonkeyPatch, n
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         load_settings()
+
+
+def test_no_amqp_url_means_no_relay() -> None:
+    settings = load_settings()
+
+    assert settings.amqp is None
+    assert settings.amqp_exchange == "wardfn.audit"
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "accepted"),
+    [
+        ("development", "amqp://relay:s3cret@broker:5672/%2F", True),
+        ("development", "amqps://relay:s3cret@broker:5671/%2F", True),
+        ("development", "http://relay:s3cret@broker/", False),
+        ("production", "amqp://relay:s3cret@broker:5672/%2F", False),
+        ("production", "amqps://relay:s3cret@broker:5671/%2F", True),
+    ],
+)
+def test_the_broker_url_must_be_amqp_and_tls_in_production(
+    monkeypatch: pytest.MonkeyPatch, public_key_file: Path, env: str, url: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("WARDFN_ENV", env)
+    monkeypatch.setenv("WARDFN_JWT_ISSUER", "https://idp.example.org")
+    monkeypatch.setenv("WARDFN_JWT_PUBLIC_KEY_FILE", str(public_key_file))
+    monkeypatch.setenv("WARDFN_KEK", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("WARDFN_AUDIT_CHECKPOINT_KEY_FILE", str(public_key_file))  # only its presence is checked
+    monkeypatch.setenv("WARDFN_AMQP_URL", url)
+
+    if accepted:
+        assert load_settings().amqp == url
+        return
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+    message = "; ".join(str(e["msg"]) for e in refused.value.errors())
+    assert "amqps://" in message
+    assert "s3cret" not in str(refused.value)  # the password is never echoed
