@@ -259,8 +259,7 @@ class AuditLog:
     def _unavailable(self, action: str, exc: BaseException) -> AuditUnavailable:
         db: Database | None = getattr(self, "_db", None)
         described = db.describe(exc) if db is not None else f"{type(exc).__name__}: {exc}"
-        sqlite = db is None or db.dialect == "sqlite"
-        hint = "check the file is writable and the disk not full" if sqlite or db is None else db.advice(exc)
+        hint = db.advice(exc) if db is not None else "check the file is writable and the disk not full"
         return AuditUnavailable(
             f"could not {action} the audit trail at {self._display} ({described}); "
             f"no data is released until it can be written: {hint}"

@@ -140,7 +140,7 @@ class SqliteDatabase:
     def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.display = str(path)
-        self.hint = "check that the file and its directory exist and are readable and writable"
+        self.hint = "check that the file and its directory exist and are readable and writable, and the disk not full"
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
