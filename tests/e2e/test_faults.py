@@ -3,6 +3,7 @@ leaves; when the database returns, the host serves again without a restart."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import threading
@@ -189,7 +190,12 @@ def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart
         assert server.alive()
     finally:
         server.stop()
-    assert PASSWORD not in server.output()
+    output = server.output()
+    assert PASSWORD not in output
+    # The outage is in the log as JSON lines, like every other event.
+    pool_events = [json.loads(line) for line in output.splitlines() if '"database_pool"' in line]
+    assert any("Connection refused" in event["message"] for event in pool_events)
+    assert not [line for line in output.splitlines() if "connection" in line.lower() and not line.startswith("{")]
 
     done = subprocess.run([str(WARDFN), "audit", "verify"], env=server.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
