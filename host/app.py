@@ -94,6 +94,15 @@ async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
         return _error(request, status, exc.code, message)
     if isinstance(exc, PolicyDenied):
         return _error(request, 403, exc.code, "denied by policy", reasons=exc.reasons)
+    if isinstance(exc, Unavailable):
+        # The detail names the host's infrastructure (a database's address, a sidecar's URL): it is
+        # for the operators' log, keyed by request id; the caller learns what failed and what to do.
+        log.error(json.dumps({"event": exc.code, "request_id": _request_id(request), "detail": str(exc)}))
+        what = exc.code.removesuffix("_unavailable").replace("_", " ")
+        return _error(
+            request, 503, exc.code, f"the {what} is unavailable, so no data was released; retry shortly, "
+            "or quote the request id to the operators"
+        )
     status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
     return _error(request, status, exc.code, str(exc))
 

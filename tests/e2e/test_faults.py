@@ -172,6 +172,8 @@ def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart
             assert error["code"] in ("store_unavailable", "audit_unavailable")
             assert "result" not in response.json() and patient_id not in response.text
             assert PASSWORD not in response.text
+            # The database's address is for the operators' log, not for API callers.
+            assert f":{own_postgres.port}" not in response.text and "retry shortly" in error["message"]
         ready = httpx.get(f"{server.url}/readyz", timeout=30)
         assert ready.status_code == 503
         assert ready.json()["checks"]["store"] is False and ready.json()["checks"]["audit"] is False
@@ -193,6 +195,9 @@ def test_postgresql_lost_while_serving_means_503_then_recovery_without_a_restart
     output = server.output()
     assert PASSWORD not in output
     # The outage is in the log as JSON lines, like every other event.
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    detailed = {e["request_id"] for e in events if e.get("event") in ("store_unavailable", "audit_unavailable")}
+    assert set(lost) <= detailed  # each 503's detail is logged under its request id
     pool_events = [json.loads(line) for line in output.splitlines() if '"database_pool"' in line]
     assert any("Connection refused" in event["message"] for event in pool_events)
     assert not [line for line in output.splitlines() if "connection" in line.lower() and not line.startswith("{")]
