@@ -293,7 +293,7 @@ class PostgresDatabase:
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, **_liveness_defaults(url)},
             timeout=CHECKOUT_TIMEOUT_S,
             reconnect_timeout=RECONNECT_TIMEOUT_S,
             open=True,
@@ -370,7 +370,8 @@ class PostgresDatabase:
         """pg_try_advisory_lock on a connection of its own, outside the pool: the server drops the
         lock when that connection ends, as when its holder's process dies."""
         try:
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conninfo = psycopg.conninfo.make_conninfo(self._url, **_liveness_defaults(self._url))
+            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
             raise Unavailable(f"cannot take the {name} lock at {self.display} ({self.describe(exc)})") from None
         try:
@@ -436,6 +437,23 @@ def open_database(settings: Settings) -> Database:
     if settings.database_url is not None and settings.database_url.get_secret_value():
         return PostgresDatabase(settings.database_url.get_secret_value(), settings.database_pool_size)
     return SqliteDatabase(settings.database_path)
+
+
+# TCP liveness for connections to a server that vanishes without closing them (power loss, a
+# partition): without these, a query on such a connection waits for the kernel's retransmission
+# timeout, about 15 minutes, instead of failing in seconds. A URL that sets any of them wins.
+LIVENESS_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",  # ms: unacknowledged data for longer ends the connection
+}
+
+
+def _liveness_defaults(url: str) -> dict[str, str]:
+    given = {key for key, _ in parse_qsl(urlsplit(url).query)}
+    return {key: value for key, value in LIVENESS_DEFAULTS.items() if key not in given}
 
 
 def redact(url: str) -> str:

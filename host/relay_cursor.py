@@ -48,5 +48,5 @@ class RelayCursor:
     def _unavailable(self, exc: BaseException) -> AuditUnavailable:
         return AuditUnavailable(
             f"could not read or move the audit relay's cursor in {self._db.display} ({self._db.describe(exc)}): "
-            f"{self._db.hint}"
+            f"{self._db.advice(exc)}"
         )

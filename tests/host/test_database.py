@@ -374,3 +374,17 @@ def test_missing_postgresql_binaries_fail_saying_how_to_install_them(
     monkeypatch.setenv("WARDFN_PG_BIN", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="make postgres"):
         postgres_bin()
+
+
+def test_pooled_connections_detect_a_vanished_server_within_seconds(postgres_backend: PostgresBackend) -> None:
+    """TCP keepalives and a user timeout by default (a half-open connection otherwise waits ~15 min);
+    a URL that sets one keeps its own value."""
+    for url, idle in ((postgres_backend.url, "10"), (f"{postgres_backend.url}?keepalives_idle=42", "42")):
+        database = PostgresDatabase(url, pool_size=1)
+        try:
+            with database.connection() as conn:
+                parameters = conn.raw.info.get_parameters()
+        finally:
+            database.close()
+        assert parameters["keepalives_idle"] == idle
+        assert parameters["keepalives"] == "1" and parameters["tcp_user_timeout"] == "15000"
