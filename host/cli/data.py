@@ -91,6 +91,7 @@ def data_erase(patient_id: str, yes: bool) -> None:
     import uuid
 
     from host.audit import open_audit
+    from host.errors import WardfnError
     from host.store import open_store
     from host.types import AuditEvent
 
@@ -98,20 +99,12 @@ def data_erase(patient_id: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"erase patient {patient_id}? Their records can never be read again", abort=True)
     started = time.perf_counter()
-    store = open_store(settings)
-    try:
-        erased = store.erase_patient(patient_id)
-    finally:
-        store.close()
-    if not erased:
-        raise click.ClickException(f"no patient {patient_id} to erase (never stored, or already erased)")
-    # The erasure is itself on the audit trail; earlier records about the patient stay as they
-    # are (they hold the id, never record content), so the chain still verifies.
-    log = open_audit(settings)
-    try:
+    request_id = str(uuid.uuid4())
+
+    def record(outcome: str, reason: str) -> None:
         log.append(
             AuditEvent(
-                request_id=str(uuid.uuid4()),
+                request_id=request_id,
                 subject_id=f"cli:{getpass.getuser()}",
                 role="operator",
                 function=None,
@@ -119,13 +112,35 @@ def data_erase(patient_id: str, yes: bool) -> None:
                 purpose="ERASURE",
                 decision_id=None,
                 allowed=True,
-                reasons=("data erase: data key destroyed",),
-                outcome="erased",
+                reasons=(reason,),
+                outcome=outcome,
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
         )
+
+    # Audit before acting: the request is durable on the trail before any key is destroyed (an
+    # erasure no record explains cannot happen), and its outcome follows under the same request id.
+    # Earlier records about the patient stay as they are (the id, never record content): the chain
+    # still verifies.
+    log = open_audit(settings)
+    try:
+        record("erase_requested", "data erase requested")
+        store = open_store(settings)
+        try:
+            erased = store.erase_patient(patient_id)
+        except WardfnError:
+            record("erase_failed", "data erase failed: nothing was destroyed or the store did not answer")
+            raise
+        finally:
+            store.close()
+        if erased:
+            record("erased", "data erase: data key destroyed")
+        else:
+            record("patient_not_found", "data erase: no such patient (never stored, or already erased)")
     finally:
         log.close()
+    if not erased:
+        raise click.ClickException(f"no patient {patient_id} to erase (never stored, or already erased)")
     err.print(
         f"erased patient {patient_id}: their data key is destroyed and the store answers as if they never existed"
     )
