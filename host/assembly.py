@@ -84,17 +84,17 @@ def open_host(settings: Settings) -> Host:
         store.close()
         policy.close()
         raise
+    metrics = Metrics()
     try:
         checkpointer = Checkpointer.from_settings(audit, settings)
         # Built (not connected) here, so that a malformed WARDFN_AMQP_URL fails before anything starts.
-        relay = open_relay(settings)
+        relay = open_relay(settings, metrics.relay_progress)
         checkpoint_sink = open_checkpoint_sink(settings)
     except Exception:
         audit.close()
         store.close()
         policy.close()
         raise
-    metrics = Metrics()
     metrics.watch_policy(policy.healthy)
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)

@@ -78,6 +78,15 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.relay_backlog = Gauge(
+            "wardfn_audit_relay_backlog",
+            "Audit records the broker has not yet confirmed, as this process's relay last saw them "
+            "(reported only by the process whose relay leads; see wardfn_audit_relay_leader).",
+            registry=r,
+        )
+        self.relay_leader = Gauge(
+            "wardfn_audit_relay_leader", "1 while this process's audit relay is the one publishing.", registry=r
+        )
         self.audit_seconds = Histogram(
             "wardfn_audit_write_duration_seconds",
             "Time to make one audit record durable, waiting for the write lock included.",
@@ -98,6 +107,12 @@ class Metrics:
     def watch_policy(self, healthy: Callable[[], bool]) -> None:
         """Report the policy engine's health at every scrape."""
         self.policy_up.set_function(lambda: 1.0 if healthy() else 0.0)
+
+    def relay_progress(self, leading: bool, backlog: int) -> None:
+        """The audit relay's report: whether this process leads, and the backlog it last saw."""
+        self.relay_leader.set(int(leading))
+        if leading:
+            self.relay_backlog.set(backlog)
 
     @contextmanager
     def audit_write(self) -> Iterator[None]:

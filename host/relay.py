@@ -115,6 +115,7 @@ class AuditRelay:
         poll_s: float = 0.2,
         retry_max_s: float = 10.0,
         leader_retry_s: float = 2.0,
+        progress: Callable[[bool, int], None] | None = None,
     ) -> None:
         self._connect = connect
         self.publisher = publisher
@@ -122,6 +123,8 @@ class AuditRelay:
         self.poll_s = poll_s
         self.retry_max_s = retry_max_s
         self.leader_retry_s = leader_retry_s
+        # Told (leading, backlog) as the relay goes: for metrics; must not raise.
+        self._progress = progress or (lambda leading, backlog: None)
         self.published = 0  # messages confirmed by this relay, duplicates after a failure included
         self._lock = LeaderLock(connect)
         self._stop = threading.Event()
@@ -160,6 +163,7 @@ class AuditRelay:
         finally:
             self.publisher.close()
             self._lock.release()
+            self._progress(False, 0)
 
     def _lead(self) -> None:
         reader = cursor = None
@@ -174,6 +178,7 @@ class AuditRelay:
                         reader = AuditLog(self._connect())
                     if cursor is None:
                         cursor = RelayCursor(self._connect())
+                    self._progress(True, reader.head()[0] - cursor.sent_seq())
                     if not self._relay_batch(reader, cursor, stopping):
                         if stopping:
                             return  # drained
@@ -236,14 +241,18 @@ def _event(name: str, **fields: Any) -> None:
     log.info(json.dumps({"event": name, **fields}))
 
 
-def open_relay(settings: Settings) -> AuditRelay | None:
+def open_relay(settings: Settings, progress: Callable[[bool, int], None] | None = None) -> AuditRelay | None:
     """The relay the settings ask for (WARDFN_AMQP_URL), not yet started; None when no broker is set."""
     url = settings.amqp
     if url is None:
         return None
     publisher = AmqpPublisher(url, settings.amqp_exchange, settings.amqp_ca_file)
     return AuditRelay(
-        lambda: open_database(settings), publisher, batch=settings.amqp_batch, retry_max_s=settings.amqp_retry_max_s
+        lambda: open_database(settings),
+        publisher,
+        batch=settings.amqp_batch,
+        retry_max_s=settings.amqp_retry_max_s,
+        progress=progress,
     )
 
 

@@ -26,7 +26,7 @@ def test_promtool_checks_the_alert_rules() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: pytest.TempPathFactory) -> None:

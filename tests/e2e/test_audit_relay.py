@@ -80,6 +80,14 @@ def _status(server: ServerProcess) -> dict[str, Any]:
     return status
 
 
+def _gauge(server: ServerProcess, name: str) -> float:
+    """One unlabelled gauge from the server's /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert len(values) == 1, f"{name} is not exported once"
+    return values[0]
+
+
 def _records(received: list[Received]) -> list[Received]:
     return [m for m in received if m.routing_key == "audit.record"]
 
@@ -130,6 +138,7 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
         proxy.cut()
         _wait(lambda: finished >= 1 + 400, "400 invocations")
         during = _status(server)
+        _wait(lambda: _gauge(server, "wardfn_audit_relay_backlog") > 0, "the backlog shows in /metrics")
         proxy.resume()
         results = [f.result() for f in futures]
 
@@ -138,6 +147,8 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
     assert during["backlog"] > 0, during
 
     _wait(lambda: _status(server)["backlog"] == 0, "the relay catches up")
+    _wait(lambda: _gauge(server, "wardfn_audit_relay_backlog") == 0, "/metrics shows the backlog drained")
+    assert _gauge(server, "wardfn_audit_relay_leader") == 1  # one process: its relay leads
     after = _status(server)
     head = after["head_seq"]
     assert after["sent_seq"] == head
