@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from host.config import DEV_ISSUER, Settings
 from host.errors import AuthenticationError, ConfigurationError, InvalidRequest
+from host.keys import write_once
 from host.types import Subject
 
 DEV_PRIVATE_KEY = "jwt_dev_private.pem"
@@ -203,17 +204,7 @@ def _create_private_key(path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-        try:
-            os.link(temporary, path)  # fails if another process got there first; theirs wins
-        except FileExistsError:
-            pass
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_once(path, pem)
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from host.audit import AuditLog
 from host.config import Settings
 from host.errors import ConfigurationError
-from host.keys import make_private_dir
+from host.keys import make_private_dir, write_once
 from host.types import Checkpoint, CheckpointReport
 
 log = logging.getLogger("wardfn.audit")
@@ -116,19 +115,7 @@ def _create_private_key(path: Path) -> None:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Written whole then linked into place (mkstemp makes it 0600): of two processes racing,
-    # the first link wins and both sign with its key.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_once(path, pem)
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:

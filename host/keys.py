@@ -17,23 +17,28 @@ def load_or_create_key(path: Path, size: int = KEY_BYTES) -> bytes:
     """The key at `path`, made on first use; refuses a file that is not a whole key."""
     make_private_dir(path.parent)
     if not path.exists():
-        # Written whole then linked into place: a reader never sees a partial key, and
-        # of two processes racing, the first link wins and both use its key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(size))
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_once(path, secrets.token_bytes(size))
     key = path.read_bytes()
     if len(key) != size:
         raise ConfigurationError(f"{path} is not a {size}-byte key; delete it and rebuild with `wardfn build`")
     return key
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Create `path` (mode 0600) holding `data`, unless it exists. Written whole then linked into
+    place: a reader never sees a partial file, and of two processes racing, the first link wins
+    and both then read its content."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def make_private_dir(directory: Path) -> None:
