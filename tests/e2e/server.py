@@ -20,6 +20,8 @@ from host.store import ResourceStore, open_store
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for, settings_for
 
 WARDFN = Path(sys.executable).parent / "wardfn"
+# Every database the server runs on: the end-to-end suites run once on each.
+DATABASES = ["sqlite", "postgresql"]
 
 
 def free_port() -> int:

@@ -1,13 +1,13 @@
 """Encryption at rest end to end, with the real CLI and a real server: no plaintext PHI in the
 database's bytes, a wrong key-encryption key refused at start, erasure by crypto-shredding with the
-audit chain still verifying, and a KEK rotation while the service answers."""
+audit chain still verifying, and a KEK rotation while the service answers; on each database: the
+SQLite file's bytes, and PostgreSQL's real pg_dump (bytea decoded), as a stolen backup holds them."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -24,8 +24,9 @@ from host.consent import consented
 from host.directory import normalise
 from host.seed import generate
 from host.store import ResourceStore, open_store
+from tests.backends import Backend, PostgresBackend, SqliteBackend
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for
-from tests.e2e.server import WARDFN, ServerProcess
+from tests.e2e.server import DATABASES, WARDFN, ServerProcess
 from tests.host.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
@@ -40,12 +41,6 @@ def new_kek() -> str:
 
 def wardfn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(WARDFN), *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-def file_bytes(database: Path) -> bytes:
-    """What a stolen disk or backup holds: the database file and its write-ahead log."""
-    wal = database.with_name(database.name + "-wal")
-    return database.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
 
 def needles(patient: dict[str, Any]) -> set[bytes]:
@@ -80,8 +75,8 @@ def synthea_patients() -> list[dict[str, Any]]:
     ]
 
 
-def leaks(database: Path, patients: list[dict[str, Any]]) -> list[bytes]:
-    raw = file_bytes(database)
+def leaks(backend: Backend, patients: list[dict[str, Any]]) -> list[bytes]:
+    raw = backend.dump()
     assert all(p["id"].encode() in raw for p in patients), "ids are stored in clear: the dump must show them"
     return sorted(needle for p in patients for needle in needles(p) if needle in raw)
 
@@ -91,40 +86,61 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("encrypted")
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def backend(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Backend]:
+    """The database this module's CLI and servers share: the SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield SqliteBackend(workdir / "wardfn.db")
+        return
+    opened = PostgresBackend(request.getfixturevalue("postgres_server"))
+    yield opened
+    opened.close()
+
+
 @pytest.fixture(scope="module")
-def env(workdir: Path) -> dict[str, str]:
+def env(workdir: Path, backend: Backend) -> dict[str, str]:
     return {
         **os.environ,
         "WARDFN_HOME": str(TEST_HOME),
         "WARDFN_DATABASE": str(workdir / "wardfn.db"),
-        "WARDFN_AUDIT_CHECKPOINT_FILE": str(checkpoint_file_for(workdir / "wardfn.db")),
+        # One trail per database, so one checkpoint file each.
+        "WARDFN_AUDIT_CHECKPOINT_FILE": str(checkpoint_file_for(workdir / f"{backend.name}.trail")),
         "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
         "WARDFN_SEED_PATIENTS": "0",
         "WARDFN_KEK": new_kek(),
+        **backend.env(),
     }
 
 
 @pytest.fixture(scope="module")
-def database(env: dict[str, str]) -> Path:
+def database(env: dict[str, str], backend: Backend) -> Backend:
     """Seeded, then the Synthea bundles imported, by the CLI; the dump is checked after each step."""
-    path = Path(env["WARDFN_DATABASE"])
     seeded = wardfn(env, "data", "seed", "--patients", str(SEEDED), "--seed", str(SEED))
     assert seeded.returncode == 0, seeded.stderr
-    assert leaks(path, seeded_patients()) == []
+    assert leaks(backend, seeded_patients()) == []
     imported = wardfn(env, "data", "import", str(synthea_dir()))
     assert imported.returncode == 0, imported.stderr
-    return path
+    return backend
 
 
 def store_for(env: dict[str, str], kek: str | None = None) -> ResourceStore:
-    settings = load_settings(home=TEST_HOME, database=Path(env["WARDFN_DATABASE"]), kek=kek or env["WARDFN_KEK"])
+    settings = load_settings(
+        home=TEST_HOME,
+        database=Path(env["WARDFN_DATABASE"]),
+        database_url=env.get("WARDFN_DATABASE_URL"),
+        kek=kek or env["WARDFN_KEK"],
+    )
     return open_store(settings)
 
 
 @pytest.fixture(scope="module")
-def server(built_functions: list[str], database: Path, env: dict[str, str], workdir: Path) -> Iterator[ServerProcess]:
-    (workdir / "first").mkdir()
-    process = ServerProcess(workdir / "first", patients=0, **_server_env(env))
+def server(
+    built_functions: list[str], database: Backend, env: dict[str, str], workdir: Path
+) -> Iterator[ServerProcess]:
+    first = workdir / f"first-{database.name}"
+    first.mkdir()
+    url = env.get("WARDFN_DATABASE_URL")
+    process = ServerProcess(first, patients=0, database_url=url, **_server_env(env))
     yield process
     process.stop()
 
@@ -151,14 +167,14 @@ def treatable(env: dict[str, str]) -> list[str]:
         store.close()
 
 
-def test_the_database_bytes_hold_no_plaintext_phi_after_seeding_and_importing(database: Path) -> None:
+def test_the_database_bytes_hold_no_plaintext_phi_after_seeding_and_importing(database: Backend) -> None:
     patients = [*seeded_patients(), *synthea_patients()]
     assert len(patients) == SEEDED + 11
     assert sum(len(needles(p)) for p in patients) > 300
     assert leaks(database, patients) == []
 
 
-def test_a_wrong_kek_refuses_to_start_with_one_clear_line(database: Path, env: dict[str, str]) -> None:
+def test_a_wrong_kek_refuses_to_start_with_one_clear_line(database: Backend, env: dict[str, str]) -> None:
     done = wardfn({**env, "WARDFN_KEK": new_kek()}, "serve", "--port", "9")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "wrong key-encryption key" in line]
@@ -179,7 +195,7 @@ def test_the_server_answers_through_decryption(server: ServerProcess, env: dict[
 
 
 def test_erasure_leaves_the_fields_unreadable_and_the_audit_chain_green(
-    server: ServerProcess, env: dict[str, str], database: Path
+    server: ServerProcess, env: dict[str, str], database: Backend
 ) -> None:
     patient_id = treatable(env)[-1]
     summaries(server, [patient_id])  # an audited read before the erasure
@@ -195,11 +211,9 @@ def test_erasure_leaves_the_fields_unreadable_and_the_audit_chain_green(
         assert patient_id not in [p["id"] for p in store.list_patients(1000)]
     finally:
         store.close()
-    with sqlite3.connect(database) as conn:
-        sealed = conn.execute("SELECT COUNT(*) FROM resources WHERE patient_id = ?", (patient_id,)).fetchone()[0]
-        keys = conn.execute("SELECT COUNT(*) FROM data_keys WHERE owner = ?", (patient_id,)).fetchone()[0]
-        outcomes = [row[0] for row in conn.execute("SELECT outcome FROM audit WHERE patient_id = ?", (patient_id,))]
-    conn.close()
+    [(sealed,)] = database.query("SELECT COUNT(*) FROM resources WHERE patient_id = ?", patient_id)
+    [(keys,)] = database.query("SELECT COUNT(*) FROM data_keys WHERE owner = ?", patient_id)
+    outcomes = [o for (o,) in database.query("SELECT outcome FROM audit WHERE patient_id = ? ORDER BY seq", patient_id)]
     assert sealed > 0 and keys == 0  # the ciphertext is still there, its key is not
     # The erasure is on the trail, its request durable before any key was destroyed.
     assert outcomes[-4:] == ["ok", "erase_requested", "erased", "patient_not_found"]
@@ -211,7 +225,7 @@ def test_erasure_leaves_the_fields_unreadable_and_the_audit_chain_green(
 
 
 def test_rotation_with_the_service_running_keeps_every_record_readable(
-    server: ServerProcess, env: dict[str, str], workdir: Path
+    server: ServerProcess, env: dict[str, str], workdir: Path, backend: Backend
 ) -> None:
     patient_ids = treatable(env)[:8]
     before = summaries(server, patient_ids)
@@ -240,8 +254,10 @@ def test_rotation_with_the_service_running_keeps_every_record_readable(
     assert status.returncode == 0 and len(status.stdout.splitlines()) == 2
 
     # A host restarted on the new key serves the same answers while the old one still runs.
-    (workdir / "second").mkdir()
-    second = ServerProcess(workdir / "second", patients=0, **_server_env(env, WARDFN_KEK=new))
+    elsewhere = workdir / f"second-{backend.name}"
+    elsewhere.mkdir()
+    url = env.get("WARDFN_DATABASE_URL")
+    second = ServerProcess(elsewhere, patients=0, database_url=url, **_server_env(env, WARDFN_KEK=new))
     try:
         assert summaries(second, patient_ids) == before == summaries(server, patient_ids)
         server.stop()
@@ -267,8 +283,10 @@ def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
+    # On the SQLite file whichever database the module runs on: a PostgreSQL URL without
+    # sslmode=verify-full would be refused first, for another reason.
     production = {
-        **{k: v for k, v in env.items() if k != "WARDFN_KEK"},
+        **{k: v for k, v in env.items() if k not in ("WARDFN_KEK", "WARDFN_DATABASE_URL")},
         "WARDFN_ENV": "production",
         "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
         "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
