@@ -8,7 +8,7 @@ import pytest
 
 from host.consent import consented
 from host.store import open_store
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import DATABASES, ServerProcess, on_each_database
 
 
 @dataclass(frozen=True)
@@ -17,24 +17,12 @@ class Patients:
     refusing_treatment: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def server(
     request: pytest.FixtureRequest, built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """The real server, once on each database it runs on: the SQLite file, then PostgreSQL."""
-    if request.param == "sqlite":
-        process = ServerProcess(tmp_path_factory.mktemp("server"))
-        yield process
-        process.stop()
-        return
-    postgres = request.getfixturevalue("postgres_server")
-    url = postgres.create_database()
-    try:
-        process = ServerProcess(tmp_path_factory.mktemp("server"), database_url=url)
-        yield process
-        process.stop()
-    finally:
-        postgres.drop_database(url)
+    yield from on_each_database(request, lambda url: ServerProcess(tmp_path_factory.mktemp("server"), database_url=url))
 
 
 @pytest.fixture(scope="module")

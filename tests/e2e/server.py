@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from host.audit import AuditLog, open_audit
 from host.auth import issue_dev_token
@@ -126,13 +128,37 @@ class ServerProcess:
         self._log.close()
 
 
-def serve_imported(workdir: Path, bundles: Path) -> ServerProcess:
-    """A server whose database holds exactly the FHIR bundles under `bundles`, imported by the CLI."""
+def serve_imported(workdir: Path, bundles: Path, database_url: str | None = None) -> ServerProcess:
+    """A server whose database (the SQLite file under `workdir`, or the PostgreSQL database at
+    `database_url`) holds exactly the FHIR bundles under `bundles`, imported by the CLI."""
     # Imported under the server's home: the data is sealed under the key-encryption key made there.
     env = {"WARDFN_DATABASE": str(workdir / "wardfn.db"), "WARDFN_HOME": str(TEST_HOME), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(WARDFN), "data", "import", str(bundles)], env=env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"wardfn data import failed:\n{done.stderr}")
-    return ServerProcess(workdir, patients=0)
+    steps = [["data", "import", str(bundles)]]
+    if database_url:
+        env["WARDFN_DATABASE_URL"] = database_url
+        steps.insert(0, ["db", "migrate"])
+    for step in steps:
+        done = subprocess.run([str(WARDFN), *step], env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"wardfn {' '.join(step)} failed:\n{done.stderr}")
+    return ServerProcess(workdir, patients=0, database_url=database_url)
+
+
+def on_each_database(
+    request: pytest.FixtureRequest, start: Callable[[str | None], ServerProcess]
+) -> Iterator[ServerProcess]:
+    """The body of a module fixture parametrised over DATABASES: `start(database_url)` gives the
+    server (None: the SQLite file); on PostgreSQL it gets a fresh database, dropped afterwards."""
+    if request.param == "sqlite":
+        process = start(None)
+        yield process
+        process.stop()
+        return
+    postgres = request.getfixturevalue("postgres_server")
+    url = postgres.create_database()
+    try:
+        process = start(url)
+        yield process
+        process.stop()
+    finally:
+        postgres.drop_database(url)

@@ -15,7 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from host.service import AUDIT_QUERY_PURPOSE
 from host.store import open_store
-from tests.e2e.server import ServerProcess, serve_imported
+from tests.e2e.server import DATABASES, ServerProcess, on_each_database, serve_imported
 from tests.host.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
@@ -28,11 +28,13 @@ EXPORTED = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = serve_imported(tmp_path_factory.mktemp("catalogue"), synthea_dir())
-    yield process
-    process.stop()
+@pytest.fixture(scope="module", params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    yield from on_each_database(
+        request, lambda url: serve_imported(tmp_path_factory.mktemp("catalogue"), synthea_dir(), url)
+    )
 
 
 def _bundle(name: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import WARDFN, ServerProcess, serve_imported
+from tests.e2e.server import DATABASES, WARDFN, ServerProcess, on_each_database, serve_imported
 from tests.host.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
@@ -19,11 +19,13 @@ pytestmark = pytest.mark.components
 BUNDLES = sorted(p.name for p in synthea_dir().glob("*.json"))
 
 
-@pytest.fixture(scope="module")
-def server(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = serve_imported(tmp_path_factory.mktemp("synthea"), synthea_dir())
-    yield process
-    process.stop()
+@pytest.fixture(scope="module", params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    yield from on_each_database(
+        request, lambda url: serve_imported(tmp_path_factory.mktemp("synthea"), synthea_dir(), url)
+    )
 
 
 def _expected(bundle: dict[str, Any]) -> dict[str, Any]:
