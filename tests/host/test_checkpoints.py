@@ -1,5 +1,6 @@
 """Signed checkpoints of the audit chain: deleted tails and rewritten chains fail `wardfn audit verify`,
-and reading the trail is itself on the trail. Real SQLite files, real Ed25519 keys, the real CLI."""
+and reading the trail is itself on the trail. Real SQLite files (the tampering cases on PostgreSQL too), real
+Ed25519 keys, the real CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from host.checkpoints import (
 from host.cli import main
 from host.config import Settings, load_settings
 from host.types import AuditEvent, Checkpoint
+from tests.backends import Backend
 
 PATIENT = "p-0b1c2d3e"
 
@@ -92,32 +95,48 @@ def execute(path: Path, sql: str, *params: Any) -> None:
         conn.close()
 
 
-def rewrite_consistently(path: Path, seq: int, purpose: str) -> None:
+def rewrite_consistently(backend: Backend, seq: int, purpose: str) -> None:
     """Edit one record, then recompute every hash after it, as someone with the database could."""
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        with conn:
-            prev = GENESIS_HASH
-            for row in conn.execute("SELECT * FROM audit ORDER BY seq").fetchall():
-                fields = {
-                    "seq": row["seq"], "ts": row["ts"], "request_id": row["request_id"],
-                    "subject_id": row["subject_id"], "role": row["role"], "function": row["function"],
-                    "patient_id": row["patient_id"],
-                    "purpose": purpose if row["seq"] == seq else row["purpose"],
-                    "decision_id": row["decision_id"],
-                    "allowed": None if row["allowed"] is None else bool(row["allowed"]),
-                    "reasons": json.loads(row["reasons"]), "outcome": row["outcome"],
-                    "latency_ms": row["latency_ms"], "prev_hash": prev,
-                }  # fmt: skip
-                digest = chain_hash(fields)
-                conn.execute(
-                    "UPDATE audit SET purpose = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                    (fields["purpose"], prev, digest, row["seq"]),
-                )
-                prev = digest
-    finally:
-        conn.close()
+    prev = GENESIS_HASH
+    columns = (
+        "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose", "decision_id",
+        "allowed", "reasons", "outcome", "latency_ms",
+    )  # fmt: skip
+    for values in backend.query(f"SELECT {', '.join(columns)} FROM audit ORDER BY seq"):
+        row = dict(zip(columns, values, strict=True))
+        fields = {
+            **row,
+            "purpose": purpose if row["seq"] == seq else row["purpose"],
+            "allowed": None if row["allowed"] is None else bool(row["allowed"]),
+            "reasons": json.loads(row["reasons"]),
+            "prev_hash": prev,
+        }
+        digest = chain_hash(fields)
+        backend.execute(
+            "UPDATE audit SET purpose = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            fields["purpose"], prev, digest, row["seq"],
+        )  # fmt: skip
+        prev = digest
+
+
+@dataclass
+class Trail:
+    """Six records on one database, with the settings (in the CLI's environment too) that reach it."""
+
+    backend: Backend
+    settings: Settings
+    log: AuditLog
+
+
+@pytest.fixture
+def trail(settings: Settings, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trail]:
+    for name, value in backend.env().items():
+        monkeypatch.setenv(name, value)
+    opened = backend.audit()
+    for n in range(6):
+        opened.append(event(n))
+    yield Trail(backend, load_settings(), opened)
+    opened.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -130,18 +149,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
 # --- verify against the checkpoint -------------------------------------------------------
 
 
-def test_an_untouched_trail_verifies_against_its_checkpoint(settings: Settings, log: AuditLog) -> None:
-    checkpoint_now(settings, log)
+def test_an_untouched_trail_verifies_against_its_checkpoint(trail: Trail) -> None:
+    checkpoint_now(trail.settings, trail.log)
     done = wardfn("audit", "verify")
     assert done.exit_code == 0, done.output
     assert "audit chain intact" in done.stdout
     assert "the newest, signed at" in done.stdout and "covers record 6" in done.stdout
 
 
-def test_deleting_the_newest_records_fails_against_the_checkpoint(settings: Settings, log: AuditLog) -> None:
-    signed = checkpoint_now(settings, log)
-    execute(settings.database_path, "DELETE FROM audit WHERE seq > 3")
-    assert log.verify().ok  # the shorter chain holds together: only the checkpoint can tell
+def test_deleting_the_newest_records_fails_against_the_checkpoint(trail: Trail) -> None:
+    signed = checkpoint_now(trail.settings, trail.log)
+    trail.backend.execute("DELETE FROM audit WHERE seq > 3")
+    assert trail.log.verify().ok  # the shorter chain holds together: only the checkpoint can tell
 
     done = wardfn("audit", "verify")
     assert done.exit_code == 1 and done.stdout == "audit chain intact: 4 records verified\n"
@@ -150,25 +169,23 @@ def test_deleting_the_newest_records_fails_against_the_checkpoint(settings: Sett
     assert "records were deleted" in done.stderr
 
 
-def test_rewriting_the_whole_chain_consistently_fails_against_the_checkpoint(settings: Settings, log: AuditLog) -> None:
-    signed = checkpoint_now(settings, log)
-    rewrite_consistently(settings.database_path, 2, "HRESCH")
-    assert log.verify().ok  # every hash recomputed: the chain alone cannot tell
-    assert log.records(limit=1, after_seq=1)[0].event.purpose == "HRESCH"
+def test_rewriting_the_whole_chain_consistently_fails_against_the_checkpoint(trail: Trail) -> None:
+    signed = checkpoint_now(trail.settings, trail.log)
+    rewrite_consistently(trail.backend, 2, "HRESCH")
+    assert trail.log.verify().ok  # every hash recomputed: the chain alone cannot tell
+    assert trail.log.records(limit=1, after_seq=1)[0].event.purpose == "HRESCH"
 
     done = wardfn("audit", "verify")
     assert done.exit_code == 1
     assert f"record 6 is not the one a checkpoint signed at {signed.ts} covers: the chain was rewritten" in done.stderr
 
 
-def test_a_chain_rewritten_and_then_signed_again_still_fails_on_the_older_checkpoint(
-    settings: Settings, log: AuditLog
-) -> None:
-    checkpoint_now(settings, log)
-    rewrite_consistently(settings.database_path, 2, "HRESCH")
-    log.append(event(7))
+def test_a_chain_rewritten_and_then_signed_again_still_fails_on_the_older_checkpoint(trail: Trail) -> None:
+    checkpoint_now(trail.settings, trail.log)
+    rewrite_consistently(trail.backend, 2, "HRESCH")
+    trail.log.append(event(7))
     # Another process (which never signed the old head) signs the rewritten chain.
-    checkpoint_now(settings, log)
+    checkpoint_now(trail.settings, trail.log)
     done = wardfn("audit", "verify")
     assert done.exit_code == 1 and "the chain was rewritten" in done.stderr
 
