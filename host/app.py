@@ -39,6 +39,8 @@ from host.errors import (
 )
 from host.http_schemas import (
     PATIENT_ID_PATTERN,
+    AuditPage,
+    AuditRecordOut,
     ErrorResponse,
     FunctionInfo,
     InvokeBody,
@@ -46,9 +48,11 @@ from host.http_schemas import (
     Purpose,
 )
 from host.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from host.types import Subject
+from host.service import AUDIT_READ_FUNCTION
+from host.types import AuditRecord, Subject
 
 SUMMARY_FUNCTION = "patient_lookup"
+AUDIT_PAGE_MAX = 1000
 REQUEST_ID_HEADER = "X-Request-ID"
 BREAK_GLASS_HEADER = "X-Break-Glass-Reason"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -316,6 +320,30 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         `X-Break-Glass-Reason` header."""
         return await run(request, host, subject, SUMMARY_FUNCTION, patient_id, purpose, {})
 
+    @app.get("/v1/audit/records", response_model=AuditPage, tags=["audit"])
+    async def audit_records(
+        request: Request,
+        host: HostDep,
+        subject: SubjectDep,
+        purpose: Annotated[Purpose, Query()] = Purpose.HCOMPL,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = 100,
+    ) -> AuditPage:
+        """The audit trail, oldest first, a page at a time: for compliance officers (role
+        `compliance_officer`, purpose HCOMPL, as the policy decides). Every read, allowed or refused,
+        is itself an audit record, written before anything is read."""
+        request.state.function = AUDIT_READ_FUNCTION
+        own_seq, records = await asyncio.get_running_loop().run_in_executor(
+            app.state.invokers,
+            functools.partial(host.service.read_audit, _request_id(request), subject, purpose.value, after_seq, limit),
+        )
+        request.state.outcome = "ok"
+        return AuditPage(
+            audit_seq=own_seq,
+            records=[_audit_record_out(r) for r in records],
+            next_after_seq=records[-1].seq if records else after_seq,
+        )
+
     @app.get("/v1/functions", response_model=list[FunctionInfo], tags=["functions"])
     async def functions(host: HostDep, _subject: SubjectDep) -> list[FunctionInfo]:
         """The functions this host serves."""
@@ -365,6 +393,34 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         }
 
     return app
+
+
+def _audit_record_out(record: AuditRecord) -> AuditRecordOut:
+    event = record.event
+    sealed = [name for name in ("query", "break_glass_reason") if getattr(event, name) is not None]
+    return AuditRecordOut(
+        seq=record.seq,
+        ts=record.timestamp,
+        request_id=event.request_id,
+        subject_id=event.subject_id,
+        role=event.role,
+        function=event.function,
+        function_version=event.function_version,
+        patient_id=event.patient_id,
+        purpose=event.purpose,
+        decision_id=event.decision_id,
+        allowed=event.allowed,
+        reasons=list(event.reasons),
+        outcome=event.outcome,
+        latency_ms=event.latency_ms,
+        policy_revision=event.policy_revision,
+        input_hash=event.input_hash,
+        break_glass=event.break_glass,
+        review=event.review,
+        sealed=sealed,
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+    )
 
 
 def _reload_on_sighup(host: Host) -> None:

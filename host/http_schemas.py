@@ -20,6 +20,7 @@ class Purpose(StrEnum):
     HOPERAT = "HOPERAT"
     HRESCH = "HRESCH"
     PATRQT = "PATRQT"
+    HCOMPL = "HCOMPL"
 
 
 class InvokeBody(BaseModel):
@@ -60,3 +61,37 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class AuditRecordOut(BaseModel):
+    """One audit record as stored and hashed, less the fields kept sealed (named in `sealed`)."""
+
+    seq: int
+    ts: str
+    request_id: str
+    subject_id: str | None
+    role: str | None
+    function: str | None
+    function_version: str | None
+    patient_id: str | None
+    purpose: str | None
+    decision_id: str | None
+    allowed: bool | None
+    reasons: list[str]
+    outcome: str
+    latency_ms: float
+    policy_revision: str | None
+    input_hash: str | None
+    break_glass: bool
+    review: bool
+    # A search's query and a break-the-glass reason may name a patient: they stay sealed here
+    # (`wardfn audit review` opens reasons for the review queue).
+    sealed: list[str]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    audit_seq: int  # the record of this read, written before the page was read
+    records: list[AuditRecordOut]
+    next_after_seq: int  # pass as after_seq for the next page

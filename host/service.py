@@ -28,7 +28,7 @@ from host.ratelimit import Budget
 from host.registry import LoadedFunction, Registry
 from host.runtime import FunctionRequest, InstancePool, Sandbox
 from host.store import ResourceStore
-from host.types import AuditEvent, Decision, Obligations, Scope, Subject
+from host.types import AuditEvent, AuditRecord, Decision, Obligations, Scope, Subject
 
 OK = "ok"
 # What a sealed audit query is bound to: `ResourceStore.open_text(record.query, AUDIT_QUERY_PURPOSE)`.
@@ -36,6 +36,9 @@ AUDIT_QUERY_PURPOSE = "audit-query"
 # The same for a break-the-glass reason: a clinician's free text, which may well name the patient.
 AUDIT_REASON_PURPOSE = "audit-break-glass-reason"
 SEARCH_ACTION = "search"
+# Reading the audit trail over HTTP: the policy's action, and the function name its own record carries.
+AUDIT_READ_ACTION = "read-audit"
+AUDIT_READ_FUNCTION = "audit:records"
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,25 @@ class InvocationService:
             audit_seq=record.seq,
             body=body,
         )
+
+    def read_audit(
+        self, request_id: str, subject: Subject, purpose: str, after_seq: int, limit: int
+    ) -> tuple[int, list[AuditRecord]]:
+        """Up to `limit` audit records after `after_seq`, for a subject the policy lets read the trail;
+        (the seq of this read's own record, the records). The read is on the trail before any record
+        is read: reading the trail is itself audited, allowed or refused."""
+        attempt = _Attempt(request_id, time.perf_counter(), subject, AUDIT_READ_FUNCTION, None, purpose)
+        try:
+            policy_input = build_input(subject, AUDIT_READ_ACTION, purpose, None)
+            attempt.input_hash = input_hash(policy_input)
+            decision = attempt.decision = self._decide(policy_input)
+            if not decision.allow:
+                raise PolicyDenied(list(decision.reasons), decision.id)
+        except WardfnError as exc:
+            self._append(attempt.event(exc.code))
+            raise
+        own = self._append(attempt.event(OK))
+        return own.seq, self._audit.records(limit, after_seq)
 
     def record_rejected(self, request_id: str, outcome: str, function: str | None, patient_id: str | None) -> None:
         """Audit an attempt refused before it had a subject (a missing or bad token). Never sees the token."""

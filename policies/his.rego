@@ -7,7 +7,7 @@
 # Two input shapes are answered:
 #
 # - the host's (it has `subject`): subject {id, roles}, action (read-summary, search,
-#   export-deidentified, export-record, calculate), purpose (an HL7 PurposeOfUse code), patient
+#   export-deidentified, export-record, calculate, read-audit), purpose (an HL7 PurposeOfUse code), patient
 #   {id, care_team: [practitioner ids], consent_directives: [{decision, purposes}]} or null,
 #   break_glass {reason} (optional), audit {enabled};
 # - the seed case's (no `subject`): action "access_patient_data", user {id, role},
@@ -139,11 +139,11 @@ kept_by_some_grant(field) if {
 # ---------------------------------------------------------------------------------------------
 # Vocabulary.
 
-purposes_of_use := {"TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT"}
+purposes_of_use := {"TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT", "HCOMPL"}
 
 patient_actions := {"read-summary", "export-deidentified", "export-record"}
 
-no_patient_actions := {"search", "calculate"}
+no_patient_actions := {"search", "calculate", "read-audit"}
 
 clinicians := {"physician", "nurse"}
 
@@ -176,8 +176,10 @@ grant_types("registration-search") := {"Patient"}
 
 grant_types("calculate") := set()
 
+grant_types("audit-review") := set()
+
 # Only registration sees the national identifier unmasked (and a calculator reads no record).
-unmasked_grants := {"registration", "registration-search", "calculate"}
+unmasked_grants := {"registration", "registration-search", "calculate", "audit-review"}
 
 grant_masks(g) := {national_identifier} if not g in unmasked_grants
 
@@ -395,6 +397,15 @@ grants contains "calculate" if {
 	has_role(clinicians | {"authorized_medical_staff"})
 	input.purpose in {"TREAT", "ETREAT"}
 	input.action == "calculate"
+	not has_patient
+}
+
+# Reading the audit trail (who accessed which patient, and why): compliance officers, for
+# compliance (HCOMPL), on no single patient. It reads no patient record.
+grants contains "audit-review" if {
+	has_role({"compliance_officer"})
+	input.purpose == "HCOMPL"
+	input.action == "read-audit"
 	not has_patient
 }
 
