@@ -283,10 +283,14 @@ def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    # On the SQLite file whichever database the module runs on: a PostgreSQL URL without
-    # sslmode=verify-full would be refused first, for another reason.
+    # On PostgreSQL with the certificate check production requires (without it the URL would be
+    # refused first, for another reason). The test cluster speaks no TLS: the refusal must come
+    # before any connection is tried, or the error would be about TLS instead.
+    url = env.get("WARDFN_DATABASE_URL")
+    verified = {"WARDFN_DATABASE_URL": f"{url}{'&' if '?' in url else '?'}sslmode=verify-full"} if url else {}
     production = {
         **{k: v for k, v in env.items() if k not in ("WARDFN_KEK", "WARDFN_DATABASE_URL")},
+        **verified,
         "WARDFN_ENV": "production",
         "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
         "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
