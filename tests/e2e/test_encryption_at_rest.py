@@ -90,7 +90,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def backend(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Backend]:
     """The database this module's CLI and servers share: the SQLite file, or a PostgreSQL database."""
     if request.param == "sqlite":
-        yield SqliteBackend(workdir / "wardfn.db")
+        yield SqliteBackend(workdir / "sqlite" / "wardfn.db")
         return
     opened = PostgresBackend(request.getfixturevalue("postgres_server"))
     yield opened
@@ -102,7 +102,9 @@ def env(workdir: Path, backend: Backend) -> dict[str, str]:
     return {
         **os.environ,
         "WARDFN_HOME": str(TEST_HOME),
-        "WARDFN_DATABASE": str(workdir / "wardfn.db"),
+        # Each database its own path: on PostgreSQL a command that ignored the URL would make a
+        # fresh file here (see the last test), not quietly use the SQLite run's.
+        "WARDFN_DATABASE": str(workdir / backend.name / "wardfn.db"),
         # One trail per database, so one checkpoint file each.
         "WARDFN_AUDIT_CHECKPOINT_FILE": str(checkpoint_file_for(workdir / f"{backend.name}.trail")),
         "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
@@ -298,3 +300,8 @@ def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir:
     done = wardfn(production, "serve", "--port", "9")
     assert done.returncode != 0
     assert "WARDFN_KEK or WARDFN_KEK_FILE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_command_used_the_database_it_was_given(env: dict[str, str], backend: Backend) -> None:
+    """Last in the module: on PostgreSQL no CLI command or server made a SQLite file beside it."""
+    assert Path(env["WARDFN_DATABASE"]).exists() == (backend.name == "sqlite")
