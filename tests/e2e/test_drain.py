@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from host.store import open_store
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import DATABASES, ServerProcess, on_each_database
 
 pytestmark = pytest.mark.components
 
@@ -33,47 +34,57 @@ def _wait_until_running(server: ServerProcess, calls: int, timeout: float = 20) 
     raise AssertionError(f"{calls} calls did not start within {timeout} s")
 
 
-def test_sigterm_drains_in_flight_calls(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """On each database: on PostgreSQL the audit records of the drained calls go through the pool,
+    which must outlive them."""
     # No prepared instances: each call instantiates when it starts, which /metrics counts, so the
     # test knows when every call is inside its sandbox before it sends the signal.
-    server = ServerProcess(tmp_path_factory.mktemp("drain"), patients=10, WARDFN_PREPARED_INSTANCES="0")
+    yield from on_each_database(
+        request,
+        lambda url: ServerProcess(
+            tmp_path_factory.mktemp("drain"), patients=10, database_url=url, WARDFN_PREPARED_INSTANCES="0"
+        ),
+    )
+
+
+def test_sigterm_drains_in_flight_calls(server: ServerProcess) -> None:
+    store = open_store(server.settings)
     try:
-        store = open_store(server.settings)
-        try:
-            patient_id = store.list_patients(1)[0]["id"]
-        finally:
-            store.close()
-        headers = server.headers()
-
-        ready = threading.Barrier(CALLS + 1)
-
-        def call(index: int) -> str:
-            body = {"patient_id": patient_id, "purpose": "TREAT", "args": {"mode": "loop"}}
-            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
-                client.get("/healthz")  # the connection is open before the signal
-                ready.wait()
-                try:
-                    response = client.post(
-                        "/v1/functions/hostile/invoke", json=body, headers={"X-Request-ID": f"drain-{index:04d}"}
-                    )
-                except httpx.HTTPError as exc:
-                    return f"cut off: {type(exc).__name__}"
-            return str(response.status_code)
-
-        with ThreadPoolExecutor(max_workers=CALLS) as pool:
-            futures = [pool.submit(call, i) for i in range(CALLS)]
-            ready.wait()
-            _wait_until_running(server, CALLS)  # each call is now in its 200 ms endless loop
-            server.process.terminate()
-            outcomes = [f.result() for f in futures]
-        # uvicorn re-raises the SIGTERM it caught once it has shut down: the exit status says "terminated".
-        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert outcomes == ["504"] * CALLS  # each ran to its deadline and was answered, none cut off
-        log = server.open_audit()
-        try:
-            audited = [r for r in log.records(limit=1000) if r.event.request_id.startswith("drain-")]
-        finally:
-            log.close()
-        assert len(audited) == CALLS
+        patient_id = store.list_patients(1)[0]["id"]
     finally:
-        server.stop()
+        store.close()
+    headers = server.headers()
+
+    ready = threading.Barrier(CALLS + 1)
+
+    def call(index: int) -> str:
+        body = {"patient_id": patient_id, "purpose": "TREAT", "args": {"mode": "loop"}}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            client.get("/healthz")  # the connection is open before the signal
+            ready.wait()
+            try:
+                response = client.post(
+                    "/v1/functions/hostile/invoke", json=body, headers={"X-Request-ID": f"drain-{index:04d}"}
+                )
+            except httpx.HTTPError as exc:
+                return f"cut off: {type(exc).__name__}"
+        return str(response.status_code)
+
+    with ThreadPoolExecutor(max_workers=CALLS) as pool:
+        futures = [pool.submit(call, i) for i in range(CALLS)]
+        ready.wait()
+        _wait_until_running(server, CALLS)  # each call is now in its 200 ms endless loop
+        server.process.terminate()
+        outcomes = [f.result() for f in futures]
+    # uvicorn re-raises the SIGTERM it caught once it has shut down: the exit status says "terminated".
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert outcomes == ["504"] * CALLS  # each ran to its deadline and was answered, none cut off
+    log = server.open_audit()
+    try:
+        audited = [r for r in log.records(limit=1000) if r.event.request_id.startswith("drain-")]
+    finally:
+        log.close()
+    assert len(audited) == CALLS

@@ -90,7 +90,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def backend(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Backend]:
     """The database this module's CLI and servers share: the SQLite file, or a PostgreSQL database."""
     if request.param == "sqlite":
-        yield SqliteBackend(workdir / "wardfn.db")
+        yield SqliteBackend(workdir / "sqlite" / "wardfn.db")
         return
     opened = PostgresBackend(request.getfixturevalue("postgres_server"))
     yield opened
@@ -102,7 +102,9 @@ def env(workdir: Path, backend: Backend) -> dict[str, str]:
     return {
         **os.environ,
         "WARDFN_HOME": str(TEST_HOME),
-        "WARDFN_DATABASE": str(workdir / "wardfn.db"),
+        # Each database its own path: on PostgreSQL a command that ignored the URL would make a
+        # fresh file here (see the last test), not quietly use the SQLite run's.
+        "WARDFN_DATABASE": str(workdir / backend.name / "wardfn.db"),
         # One trail per database, so one checkpoint file each.
         "WARDFN_AUDIT_CHECKPOINT_FILE": str(checkpoint_file_for(workdir / f"{backend.name}.trail")),
         "WARDFN_FUNCTIONS_DIRS": json.dumps([str(d) for d in FUNCTION_DIRS]),
@@ -283,10 +285,14 @@ def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    # On the SQLite file whichever database the module runs on: a PostgreSQL URL without
-    # sslmode=verify-full would be refused first, for another reason.
+    # On PostgreSQL with the certificate check production requires (without it the URL would be
+    # refused first, for another reason). The test cluster speaks no TLS: the refusal must come
+    # before any connection is tried, or the error would be about TLS instead.
+    url = env.get("WARDFN_DATABASE_URL")
+    verified = {"WARDFN_DATABASE_URL": f"{url}{'&' if '?' in url else '?'}sslmode=verify-full"} if url else {}
     production = {
         **{k: v for k, v in env.items() if k not in ("WARDFN_KEK", "WARDFN_DATABASE_URL")},
+        **verified,
         "WARDFN_ENV": "production",
         "WARDFN_JWT_PUBLIC_KEY_FILE": str(public),
         "WARDFN_JWT_ISSUER": "https://idp.hospital.example",
@@ -294,3 +300,8 @@ def test_production_without_a_kek_refuses_to_start(env: dict[str, str], workdir:
     done = wardfn(production, "serve", "--port", "9")
     assert done.returncode != 0
     assert "WARDFN_KEK or WARDFN_KEK_FILE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_command_used_the_database_it_was_given(env: dict[str, str], backend: Backend) -> None:
+    """Last in the module: on PostgreSQL no CLI command or server made a SQLite file beside it."""
+    assert Path(env["WARDFN_DATABASE"]).exists() == (backend.name == "sqlite")

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from host.consent import consented
-from host.store import open_store
-from tests.conftest import settings_for
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.components
@@ -43,9 +40,9 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _patients(database: Path) -> tuple[list[str], list[str], list[str]]:
+def _patients(server: ServerProcess) -> tuple[list[str], list[str], list[str]]:
     """Consenting ids, refusing ids, and every given and family name."""
-    store = open_store(settings_for(database))
+    store = server.open_store()
     try:
         ids = [p["id"] for p in store.list_patients(1000)]
         names: set[str] = set()
@@ -63,7 +60,7 @@ def _patients(database: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 def test_histograms_move_and_logs_hold_no_patient_data(cold_server: ServerProcess) -> None:
-    consenting, refusing, names = _patients(cold_server.database)
+    consenting, refusing, names = _patients(cold_server)
     assert consenting and refusing and names
     before = _samples(cold_server)
     headers = cold_server.headers()

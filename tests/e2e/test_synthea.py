@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends import Backend
 from tests.e2e.server import DATABASES, WARDFN, ServerProcess, on_each_database, serve_imported
 from tests.host.test_fhir_import import synthea_dir
 
@@ -68,9 +69,16 @@ def test_summary_agrees_with_the_bundle(server: ServerProcess, bundle_name: str)
     assert {v["code"]: v.get("value") for v in summary["vital_signs"]} == expected["vitals"]
 
 
-def test_import_runs_from_a_path_with_spaces_and_accents(tmp_path: Path) -> None:
+def test_import_runs_from_a_path_with_spaces_and_accents(backend: Backend, tmp_path: Path) -> None:
     accented = next(p for p in synthea_dir().glob("*.json") if " " in p.name)
-    env = {"WARDFN_DATABASE": str(tmp_path / "w.db"), "PATH": "/usr/bin:/bin"}
+    patient_id = next(
+        e["resource"]["id"] for e in json.loads(accented.read_bytes())["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )  # fmt: skip
+    # A home of its own: the import makes the key-encryption key there for this fresh database.
+    env = {"WARDFN_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", **backend.env()}
     done = subprocess.run([str(WARDFN), "data", "import", str(accented)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "1 patients" in done.stderr
+    # In the database the environment names, not in a SQLite file beside it.
+    assert backend.query("SELECT DISTINCT patient_id FROM resources WHERE patient_id IS NOT NULL") == [(patient_id,)]
