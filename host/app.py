@@ -395,31 +395,15 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     return app
 
 
+# Fields that may name a patient (a search's query, a break-the-glass reason): never sent, only named.
+_SEALED_AUDIT_FIELDS = ("query", "break_glass_reason")
+
+
 def _audit_record_out(record: AuditRecord) -> AuditRecordOut:
-    event = record.event
-    sealed = [name for name in ("query", "break_glass_reason") if getattr(event, name) is not None]
+    fields = dataclasses.asdict(record.event)
+    sealed = [name for name in _SEALED_AUDIT_FIELDS if fields.pop(name) is not None]
     return AuditRecordOut(
-        seq=record.seq,
-        ts=record.timestamp,
-        request_id=event.request_id,
-        subject_id=event.subject_id,
-        role=event.role,
-        function=event.function,
-        function_version=event.function_version,
-        patient_id=event.patient_id,
-        purpose=event.purpose,
-        decision_id=event.decision_id,
-        allowed=event.allowed,
-        reasons=list(event.reasons),
-        outcome=event.outcome,
-        latency_ms=event.latency_ms,
-        policy_revision=event.policy_revision,
-        input_hash=event.input_hash,
-        break_glass=event.break_glass,
-        review=event.review,
-        sealed=sealed,
-        prev_hash=record.prev_hash,
-        hash=record.hash,
+        **fields, seq=record.seq, ts=record.timestamp, sealed=sealed, prev_hash=record.prev_hash, hash=record.hash
     )
 
 

@@ -8,10 +8,12 @@ through it, and reach behind the host's back (as someone with the database could
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from host import migrations
 from host.audit import AuditLog
@@ -19,6 +21,7 @@ from host.database import BUSY_TIMEOUT_S, Database, PostgresDatabase, SqliteData
 from host.encryption import KeyProvider
 from host.store import ResourceStore
 from tests.postgres_server import PostgresServer
+from tests.sql import execute
 
 
 class Backend:
@@ -65,12 +68,7 @@ class SqliteBackend(Backend):
         return AuditLog(self.path, busy_timeout_s=busy_timeout_s, max_batch=max_batch)
 
     def execute(self, sql: str, *params: Any) -> None:
-        conn = sqlite3.connect(self.path)
-        try:
-            with conn:
-                conn.execute(sql, params)
-        finally:
-            conn.close()
+        execute(self.path, sql, *params)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(self.path)
@@ -106,8 +104,7 @@ class PostgresBackend(Backend):
         return PostgresDatabase(self.url, pool_size=4, lock_timeout_s=lock_timeout_s)
 
     def execute(self, sql: str, *params: Any) -> None:
-        with psycopg.connect(self.url) as conn:  # commits on leaving the block
-            conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        execute(self.url, sql, *params)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -121,3 +118,14 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         self.server.drop_database(self.url)
+
+
+def open_backend(request: pytest.FixtureRequest, sqlite_path: Path) -> Iterator[Backend]:
+    """The body of a fixture parametrised over the databases: the SQLite file at `sqlite_path`, or a
+    fresh, migrated database on the session's PostgreSQL cluster, dropped afterwards."""
+    if request.param == "sqlite":
+        yield SqliteBackend(sqlite_path)
+        return
+    opened = PostgresBackend(request.getfixturevalue("postgres_server"))
+    yield opened
+    opened.close()

@@ -64,14 +64,9 @@ def postgres_server():  # type: ignore[no-untyped-def]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Each database the store and audit trail run on: a fresh SQLite file, or a fresh PostgreSQL database."""
-    from tests.backends import PostgresBackend, SqliteBackend
+    from tests.backends import open_backend
 
-    if request.param == "sqlite":
-        yield SqliteBackend(tmp_path / "nested" / "wardfn.db")
-        return
-    opened = PostgresBackend(request.getfixturevalue("postgres_server"))
-    yield opened
-    opened.close()
+    yield from open_backend(request, tmp_path / "nested" / "wardfn.db")
 
 
 @pytest.fixture

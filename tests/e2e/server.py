@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from host.auth import issue_dev_token
 from host.config import Settings
 from host.store import ResourceStore, open_store
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for, settings_for
+from tests.sql import execute
 
 WARDFN = Path(sys.executable).parent / "wardfn"
 # Every database the server runs on: the end-to-end suites run once on each.
@@ -90,18 +90,7 @@ class ServerProcess:
 
     def execute(self, sql: str, *params: object) -> None:
         """Change the server's database behind its back (`?` placeholders), as someone with it could."""
-        if self.database_url:
-            import psycopg
-
-            with psycopg.connect(self.database_url) as conn:
-                conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
-            return
-        conn = sqlite3.connect(self.database)
-        try:
-            with conn:
-                conn.execute(sql, params)
-        finally:
-            conn.close()
+        execute(self.database_url or self.database, sql, *params)
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -24,7 +24,7 @@ from host.consent import consented
 from host.directory import normalise
 from host.seed import generate
 from host.store import ResourceStore, open_store
-from tests.backends import Backend, PostgresBackend, SqliteBackend
+from tests.backends import Backend, open_backend
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for
 from tests.e2e.server import DATABASES, WARDFN, ServerProcess
 from tests.host.test_fhir_import import synthea_dir
@@ -89,12 +89,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=DATABASES)
 def backend(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Backend]:
     """The database this module's CLI and servers share: the SQLite file, or a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield SqliteBackend(workdir / "sqlite" / "wardfn.db")
-        return
-    opened = PostgresBackend(request.getfixturevalue("postgres_server"))
-    yield opened
-    opened.close()
+    yield from open_backend(request, workdir / "sqlite" / "wardfn.db")
 
 
 @pytest.fixture(scope="module")
