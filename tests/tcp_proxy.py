@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+import time
+from pathlib import Path
 
-from tests.e2e.server import free_port
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+REBIND_S = 10.0
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free loopback port the kernel never hands out as a client's source port. While the proxy is
+    cut, a client retrying to connect to an ephemeral-range port can get that very port as its own
+    source port (a TCP self-connect) and hold it, so the proxy could not listen there again."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port below {low}")
 
 
 class TcpProxy:
@@ -14,7 +37,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int, port: int | None = None) -> None:
         self.target_port = target_port
-        self.port = port or free_port()
+        self.port = port or port_outside_ephemeral_range()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -24,7 +47,17 @@ class TcpProxy:
         """Accept connections again, on the same port."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        deadline = time.monotonic() + REBIND_S
+        while True:
+            try:
+                listener.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                # A connection the cut dropped may still be closing on this port.
+                if time.monotonic() >= deadline:
+                    listener.close()
+                    raise
+                time.sleep(0.05)
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
