@@ -21,14 +21,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-import psycopg
-import psycopg_pool
-
-from host.config import Settings
 from host.errors import ConfigurationError, Unavailable
+
+if TYPE_CHECKING:
+    # Imported where PostgreSQL is opened, not here: a host (or a tool) on SQLite never pays for
+    # the driver's import (about 100 ms of every process start).
+    import psycopg
+
+    from host.config import Settings
 
 Dialect = Literal["sqlite", "postgresql"]
 BUSY_TIMEOUT_S = 10.0
@@ -270,9 +273,17 @@ class PostgresDatabase:
     """PostgreSQL through a psycopg connection pool; autocommit, transactions explicit."""
 
     dialect: Dialect = "postgresql"
-    errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout, OSError, DatabaseClosed)
 
     def __init__(self, url: str, pool_size: int = POOL_SIZE, lock_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        import psycopg
+        import psycopg_pool
+
+        self.errors: tuple[type[BaseException], ...] = (
+            psycopg.Error,
+            psycopg_pool.PoolTimeout,
+            OSError,
+            DatabaseClosed,
+        )
         self.display = redact(url)
         self._url = url
         self._lock_timeout_ms = max(1, int(lock_timeout_s * 1000))
@@ -321,6 +332,9 @@ class PostgresDatabase:
         checked and the dead replaced, then one fresh checkout is tried. The pool's own `check=`
         option is not used: it sleeps a backoff (a second, then two...) after each dead connection.
         """
+        import psycopg
+        import psycopg_pool
+
         deadline = time.monotonic() + timeout
         raw = self._pool.getconn(timeout)
         try:
@@ -369,6 +383,8 @@ class PostgresDatabase:
     def try_session_lock(self, key: int, name: str) -> SessionLock | None:
         """pg_try_advisory_lock on a connection of its own, outside the pool: the server drops the
         lock when that connection ends, as when its holder's process dies."""
+        import psycopg
+
         try:
             conninfo = psycopg.conninfo.make_conninfo(self._url, **_liveness_defaults(self._url))
             conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
@@ -386,6 +402,8 @@ class PostgresDatabase:
 
     def describe(self, exc: BaseException) -> str:
         """A driver error as words fit for a log: no bound values, no password."""
+        import psycopg
+
         if isinstance(exc, psycopg.Error):
             sqlstate = exc.sqlstate or ""
             # Data and integrity errors (classes 22, 23) quote the values involved: patient data.
@@ -401,6 +419,8 @@ class PostgresDatabase:
 
     def advice(self, exc: BaseException) -> str:
         """What to do about a driver error: only a lost or refused connection means the server is away."""
+        import psycopg
+
         sqlstate = (exc.sqlstate if isinstance(exc, psycopg.Error) else None) or ""
         if sqlstate[:2] in ("22", "23"):
             return (

@@ -25,14 +25,21 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from host.config import KEK_BYTES, Settings
 from host.errors import ConfigurationError
 from host.keys import load_or_create_key
+
+if TYPE_CHECKING:
+    # Only for annotations: reading the store (a tool, the process-per-call baseline) should not
+    # pay for the settings machinery's import (pydantic, about 100 ms).
+    from host.config import Settings
+
+# An AES-256 key. host.config checks WARDFN_KEK against the same length (a leaf, it cannot import it).
+KEK_BYTES = 32
 
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12

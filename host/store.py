@@ -24,10 +24,9 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host import keyring, migrations
-from host.config import Settings
 from host.consent import consented, directives
 from host.database import (
     READY_TIMEOUT_S,
@@ -41,6 +40,9 @@ from host.database import (
 from host.directory import DirectoryQuery, minimal_match, patient_keys
 from host.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.errors import InvalidRequest, StoreUnavailable, WardfnError
+
+if TYPE_CHECKING:
+    from host.config import Settings
 
 REWRAP_BATCH = 500
 # One patient's resources of one type, with the patient's data key as wrapped under this host's KEK.

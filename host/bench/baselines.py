@@ -20,18 +20,21 @@ from types import ModuleType
 from typing import Any
 
 from host.config import Settings
-from host.encryption import kek_from_settings
+from host.encryption import DEV_KEK_FILE, kek_from_settings
 from host.store import ResourceStore
 
+# Only what the lookup needs (the store, the cipher, the function's module): a process per call
+# costs at least this, and importing the host's settings or web stack would flatter the Wasm side.
 LOOKUP_SCRIPT = """
-import json, sys
+import base64, json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import summary
-from host.config import load_settings
-from host.encryption import kek_from_settings
+from host.encryption import LocalKek, read_kek_file
 from host.store import ResourceStore
-store = ResourceStore(Path(sys.argv[2]), kek_from_settings(load_settings()))
+secret = os.environ.get("WARDFN_KEK")
+kek = LocalKek(base64.b64decode(secret) if secret else read_kek_file(Path(sys.argv[4]), "WARDFN_KEK_FILE"))
+store = ResourceStore(Path(sys.argv[2]), kek)
 patient_id = sys.argv[3]
 def read(resource_type):
     return summary.parse(store.search(patient_id, resource_type))
@@ -82,7 +85,11 @@ def baseline_for(
 
             return json.loads(json.dumps(summary.build_summary(read), separators=(",", ":")))
 
-        return Baseline(lookup, [sys.executable, "-c", LOOKUP_SCRIPT, str(directory), str(database), patient_id])
+        # The child reads the KEK the settings name: WARDFN_KEK from the environment it inherits,
+        # else this file (the development key, made above if it was missing).
+        kek_file = settings.kek_file if settings.kek_file and settings.kek_given else settings.key_dir / DEV_KEK_FILE
+        command = [sys.executable, "-c", LOOKUP_SCRIPT, str(directory), str(database), patient_id, str(kek_file)]
+        return Baseline(lookup, command)
     if name == "clinical_calc":
         calc = _module(directory, "calc")
         encoded = json.dumps(args)
