@@ -13,6 +13,8 @@ import hmac
 import json
 import os
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,6 +86,17 @@ class ArtifactCache:
             cwasm_path=cwasm_path,
             wasm_path=wasm_path,
         )
+
+    def lookup_all(self, wanted: Sequence[tuple[str, str]]) -> list[Artifact | None]:
+        """`lookup` for each (name, key), side by side; the first rejection is raised.
+
+        Checking a digest hashes tens of megabytes (tens of milliseconds each, every start) and
+        hashlib lets go of the GIL meanwhile, so the files are hashed on every core there is.
+        """
+        if len(wanted) <= 1:
+            return [self.lookup(name, key) for name, key in wanted]
+        with ThreadPoolExecutor(max_workers=min(len(wanted), os.cpu_count() or 1)) as hashing:
+            return list(hashing.map(lambda item: self.lookup(*item), wanted))
 
     def store(self, name: str, version: str, key: str, wasm: bytes, cwasm: bytes) -> Artifact:
         """Write the component and its compiled form atomically, then their signed record."""

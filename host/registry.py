@@ -119,10 +119,12 @@ class Registry:
 
     def load_all(self, cache: ArtifactCache) -> None:
         """Load every function at start-up; any that is not built or not valid stops the host."""
-        loaded = {
-            source.name: self._prepare(source, cache) for source in discover_functions(self._settings.functions_dirs)
+        sources = discover_functions(self._settings.functions_dirs)
+        artifacts = cache.lookup_all([(s.name, cache_key(s, self._settings.wit_dir)) for s in sources])
+        self._functions = {
+            source.name: self._register(source.manifest, _built(source, artifact), _arguments_schema(source))
+            for source, artifact in zip(sources, artifacts, strict=True)
         }
-        self._functions = loaded
 
     def reload(self, cache: ArtifactCache) -> ReloadReport:
         """Swap in every function whose sources were rebuilt; a function that fails to load keeps its running
@@ -171,13 +173,8 @@ class Registry:
             self._packaged.add(loaded.name)
 
     def _prepare(self, source: FunctionSource, cache: ArtifactCache) -> LoadedFunction:
-        key = cache_key(source, self._settings.wit_dir)
-        artifact = cache.lookup(source.name, key)
-        if artifact is None:
-            raise ConfigurationError(
-                f"function {source.name!r} is not built for its current sources: run `wardfn build {source.name}`"
-            )
-        return self._register(source.manifest, artifact, _arguments_schema(source))
+        artifact = cache.lookup(source.name, cache_key(source, self._settings.wit_dir))
+        return self._register(source.manifest, _built(source, artifact), _arguments_schema(source))
 
     def _load_package(self, package: VerifiedPackage, cache: ArtifactCache) -> LoadedFunction:
         name = package.manifest.name
@@ -237,3 +234,12 @@ def _layouts(directories: list[Path]) -> list[Path]:
         else:
             raise ConfigurationError(f"packages directory {directory} does not exist (WARDFN_PACKAGES_DIRS)")
     return found
+
+
+def _built(source: FunctionSource, artifact: Artifact | None) -> Artifact:
+    """The artifact, or the error that says how to build it."""
+    if artifact is None:
+        raise ConfigurationError(
+            f"function {source.name!r} is not built for its current sources: run `wardfn build {source.name}`"
+        )
+    return artifact

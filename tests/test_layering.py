@@ -68,3 +68,17 @@ def test_services_never_import_the_top(module: str) -> None:
     for name in _imports(module):
         if name.startswith("host."):
             assert name.removeprefix("host.").split(".")[0] not in TOP, f"host/{module}.py imports {name}"
+
+
+def test_reading_the_store_imports_neither_the_settings_machinery_nor_the_postgresql_driver() -> None:
+    # The process-per-call baseline of `wardfn bench cold-start` imports just these; were pydantic
+    # (the settings) or psycopg pulled in, it would pay ~200 ms of imports and flatter Wasm.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import host.store, host.encryption; "
+        "print(sorted(m for m in ('pydantic', 'psycopg', 'psycopg_pool', 'fastapi') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

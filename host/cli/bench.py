@@ -34,6 +34,13 @@ def cold_start(names: tuple[str, ...], iterations: int, out: Path) -> None:
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds per run.")
 @click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds not counted.")
 @click.option("--startup-runs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Server processes for the host and the floor alike; 0 is one per CPU core (WARDFN_WORKERS is ignored).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def load(
     url: str | None,
@@ -42,9 +49,13 @@ def load(
     duration: float,
     warmup: float,
     startup_runs: int,
+    workers: int,
     out: Path,
 ) -> None:
     """Full path (token, policy, Wasm, audit) and clinical_calc against the floor, closed and open loop."""
     from host.bench.load import run_load
 
-    run_load(cli_settings(), url, connections, rate, duration, out, err, warmup, startup_runs)
+    # A host serving on one core of several measures the default, not the platform: both the
+    # host and the floor get the same processes, every core unless told otherwise.
+    settings = cli_settings().model_copy(update={"workers": workers})
+    run_load(settings, url, connections, rate, duration, out, err, warmup, startup_runs)

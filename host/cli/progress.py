@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from host.artifacts import ArtifactCache
-from host.build import build_function
+from host.build import build_function, cache_key
 from host.config import Settings
 from host.errors import FunctionNotFound
 from host.manifest import discover_functions
@@ -22,13 +22,21 @@ def build_functions(settings: Settings, names: list[str], force: bool, console: 
     chosen = [s for s in sources if not names or s.name in names]
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
     engine = create_engine()
-    for index, source in enumerate(chosen, 1):
+    with console.status("checking the cache"):
+        cached = (
+            [None] * len(chosen)
+            if force
+            else cache.lookup_all([(s.name, cache_key(s, settings.wit_dir)) for s in chosen])
+        )
+    for index, (source, artifact) in enumerate(zip(chosen, cached, strict=True), 1):
         label = f"[{index}/{len(chosen)}] {source.name}"
-        with console.status(f"{label}: checking the cache") as status:
+        built = artifact is None
+        if artifact is None:
+            with console.status(f"{label}: building") as status:
 
-            def progress(step: str, label: str = label) -> None:
-                status.update(f"{label}: {step}")
+                def progress(step: str, label: str = label) -> None:
+                    status.update(f"{label}: {step}")
 
-            artifact, built = build_function(source, settings.wit_dir, cache, engine, progress, force)
+                artifact, built = build_function(source, settings.wit_dir, cache, engine, progress, force)
         state = "built" if built else "up to date"
         console.print(f"{label} {source.manifest.version}: {state} (sha256:{artifact.cwasm_sha256[:12]})")

@@ -36,7 +36,6 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     """Build missing functions, seed an empty development database, and serve HTTP."""
     import uvicorn
 
-    from host.app import configure_logging, create_app
     from host.cli.progress import build_functions
     from host.seed import seed_store
     from host.store import open_store
@@ -53,7 +52,6 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
             err.print(f"seeded {added} synthetic patients into {store.database.display}")
     finally:
         store.close()
-    configure_logging()
     _print_how_to_call(settings)
     common: dict[str, Any] = {
         "host": settings.host,
@@ -65,8 +63,14 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     }
     workers = settings.worker_count
     if workers == 1:
+        from host.app import configure_logging, create_app
+
+        configure_logging()
         uvicorn.run(create_app(settings), **common)
         return
+    # The app is not imported here: each worker imports and builds its own (app_from_environment
+    # configures its logging), and this process only supervises; importing it first would delay
+    # every worker's start by the import (a third of a second).
     # Several processes to use every core (one process runs Python on one core at a time). Each
     # worker builds its own host from the WARDFN_* environment, so the flags go there too; they
     # share the database, whose write lock keeps one audit chain.

@@ -85,3 +85,12 @@ def test_a_kek_file_that_is_not_a_key_is_refused_naming_the_setting(tmp_path: Pa
     assert "not a key" not in str(refused.value)
     with pytest.raises(ConfigurationError, match="WARDFN_KEK_FILE"):
         kek_from_settings(load_settings(home=tmp_path, kek_file=tmp_path / "missing.key"))
+
+
+def test_the_settings_check_the_kek_length_the_cipher_needs() -> None:
+    # host.config, a leaf, keeps its own copy of the length it checks WARDFN_KEK against.
+    from host import config, encryption
+
+    assert config.KEK_BYTES == encryption.KEK_BYTES == 32
+    with pytest.raises(ConfigurationError):
+        encryption.LocalKek(bytes(config.KEK_BYTES - 1))
