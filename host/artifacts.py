@@ -4,6 +4,14 @@ A `.cwasm` is native code that wasmtime runs without validating it, so the host
 loads only artifacts it compiled itself: each has a record of its SHA-256 digest,
 signed with an HMAC key that only the host holds, in a directory only the host
 can write. A file that fails any check is refused, never loaded.
+
+Hashing every `.cwasm` (tens of megabytes each) at every start cost most of a start-up, in
+every worker process. So, as git's index does, a file once hashed gets a witness: an HMAC,
+under the same key, of its digest and its identity (device, inode, size, mtime and ctime in
+nanoseconds). While the identity is unchanged the content is: any write moves the ctime, which
+no unprivileged process can set back. A file whose ctime is within `RACY_S` of when it was
+hashed gets no witness (a second write within the same coarse clock tick could go unseen), and
+a read-only cache simply hashes at every start.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hmac
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +31,8 @@ from host.errors import ArtifactRejected
 from host.keys import load_or_create_key, make_private_dir, require_private_dir
 
 KEY_FILE = "artifact-hmac.key"
+WITNESS_SUFFIX = ".verified"
+RACY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class ArtifactCache:
             raise ArtifactRejected(f"{record_path}: signature does not match; rebuild with `wardfn build {name}`")
         if fields.get("key") != key or fields.get("name") != name:
             raise ArtifactRejected(f"{record_path}: describes another build; rebuild with `wardfn build {name}`")
-        if not cwasm_path.is_file() or sha256_file(cwasm_path) != fields.get("cwasm_sha256"):
+        if not cwasm_path.is_file() or not self._holds(cwasm_path, str(fields.get("cwasm_sha256"))):
             raise ArtifactRejected(
                 f"{cwasm_path}: digest does not match its record; rebuild with `wardfn build {name}`"
             )
@@ -118,9 +129,42 @@ class ArtifactCache:
         _write_atomic(record_path, json.dumps(record, indent=2, sort_keys=True).encode())
         return artifact
 
+    def _holds(self, path: Path, digest: str) -> bool:
+        """True if the file at `path` has the SHA-256 `digest`: by its witness while the file is
+        unchanged since it was last hashed, else by hashing it now (and leaving a witness)."""
+        witness_path = path.with_suffix(WITNESS_SUFFIX)
+        try:
+            before = _identity(path)
+        except OSError:
+            return False
+        try:
+            witness = json.loads(witness_path.read_bytes())
+            if isinstance(witness, dict) and hmac.compare_digest(
+                self._sign({"cwasm_sha256": digest, "identity": before}), str(witness.get("hmac", ""))
+            ):
+                return True
+        except (OSError, ValueError):
+            pass  # no witness, or an unreadable one: hash
+        if sha256_file(path) != digest:
+            return False
+        # Unchanged while it was read, and last changed long enough ago: worth a witness.
+        if _identity(path) == before and time.time_ns() - before[-1] > RACY_S * 1e9:
+            try:
+                signed = self._sign({"cwasm_sha256": digest, "identity": before})
+                _write_atomic(witness_path, json.dumps({"hmac": signed}).encode())
+            except OSError:
+                pass  # a read-only cache: hash again next time
+        return True
+
     def _sign(self, fields: dict[str, object]) -> str:
         message = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
+
+
+def _identity(path: Path) -> list[int]:
+    """What changes whenever the file's content does (the ctime cannot be set back unprivileged)."""
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

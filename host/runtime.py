@@ -564,22 +564,31 @@ class InstancePool:
             self._wake.clear()
             with self._lock:
                 slots = list(self._slots.values())
+            warmups: dict[int, Warmup | None] = {}
             for slot in slots:
-                # Reusable instances are made on demand and kept: topping up to one is enough.
-                target = 1 if slot.reuse else self._size
                 # Warming costs more CPU than it saves the call (a warm-up call, then a cheaper
                 # real one, against one cold call). Worth it while demand leaves CPU to spare;
                 # when takes find the pool empty the host is saturated: instantiate only.
                 saturated, slot.misses = slot.misses > 0, 0
-                warmup = None if saturated else slot.warmup
-                while slot.ready.qsize() < target and not self._stop.is_set():
+                warmups[id(slot)] = None if saturated else slot.warmup
+            # One instance per function a round: after a start or a reload every function has one
+            # ready within a round, instead of the last waiting for all the others' full pools.
+            wanting = slots
+            while wanting and not self._stop.is_set():
+                topped: list[_Slot] = []
+                for slot in wanting:
+                    # Reusable instances are made on demand and kept: topping up to one is enough.
+                    if slot.ready.qsize() >= (1 if slot.reuse else self._size):
+                        continue
                     try:
-                        prepared = self._prepare(slot.component, slot.limits, slot.label, warmup, slot.reuse)
+                        prepared = self._prepare(slot.component, slot.limits, slot.label, warmups[id(slot)], slot.reuse)
                     except (FunctionFailed, ArtifactRejected):
-                        break
+                        continue  # not this function again until the next wake
                     try:
                         slot.ready.put_nowait(prepared)
                     except queue.Full:
                         prepared.discard()
-                        break
-                self._metrics.pool_ready.labels(slot.label).set(slot.ready.qsize())
+                        continue
+                    self._metrics.pool_ready.labels(slot.label).set(slot.ready.qsize())
+                    topped.append(slot)
+                wanting = topped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import stat
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from host.artifacts import KEY_FILE, Artifact, ArtifactCache
+from host import artifacts
+from host.artifacts import KEY_FILE, WITNESS_SUFFIX, Artifact, ArtifactCache
 from host.errors import ArtifactRejected, ConfigurationError
 
 NAME = "demo"
@@ -199,3 +201,78 @@ def test_a_key_file_that_is_not_a_whole_key_is_refused(tmp_path: Path, content: 
     key_file.write_bytes(content)
     with pytest.raises(ConfigurationError, match="32-byte key"):
         ArtifactCache(tmp_path / "cache", tmp_path / "keys")
+
+
+# The witness: a file hashed once is trusted while its identity (inode, size, times) is unchanged.
+
+
+def counting_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    hashed: list[Path] = []
+    real = artifacts.sha256_file
+
+    def counted(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(artifacts, "sha256_file", counted)
+    return hashed
+
+
+def rewrite_keeping_size_and_times(path: Path, content: bytes) -> None:
+    before = path.stat()
+    assert len(content) == before.st_size
+    with path.open("r+b") as f:  # in place: same inode
+        f.write(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_cwasm_hashed_once_is_not_hashed_again_while_unchanged(
+    cache: ArtifactCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "RACY_S", -1.0)  # the file was just written: trust it at once
+    artifact = stored(cache)
+    hashed = counting_hashes(monkeypatch)
+
+    assert cache.lookup(NAME, KEY) == artifact
+    assert ArtifactCache(cache.directory, artifact.cwasm_path.parent.parent / "keys").lookup(NAME, KEY) == artifact
+
+    assert hashed == [artifact.cwasm_path]
+    assert artifact.cwasm_path.with_suffix(WITNESS_SUFFIX).stat().st_mode & 0o077 == 0
+
+
+def test_a_cwasm_rewritten_in_place_with_its_times_put_back_is_hashed_again_and_refused(
+    cache: ArtifactCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "RACY_S", -1.0)
+    artifact = stored(cache)
+    cache.lookup(NAME, KEY)  # hashed, witnessed
+    hashed = counting_hashes(monkeypatch)
+
+    rewrite_keeping_size_and_times(artifact.cwasm_path, CWASM[:-1] + b"!")
+
+    with pytest.raises(ArtifactRejected, match="digest does not match"):
+        cache.lookup(NAME, KEY)
+    assert hashed == [artifact.cwasm_path]  # the ctime moved: the witness no longer held
+
+
+def test_a_witness_signed_with_another_key_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(artifacts, "RACY_S", -1.0)
+    cache = ArtifactCache(tmp_path / "cache", tmp_path / "keys")
+    artifact = stored(cache)
+    rewrite_keeping_size_and_times(artifact.cwasm_path, CWASM[:-1] + b"!")
+    # An attacker's witness for the tampered file, claiming the recorded digest, under their own key.
+    forger = ArtifactCache(tmp_path / "forged", tmp_path / "other-keys")
+    forged = forger._sign({"cwasm_sha256": artifact.cwasm_sha256, "identity": artifacts._identity(artifact.cwasm_path)})
+    artifact.cwasm_path.with_suffix(WITNESS_SUFFIX).write_text(json.dumps({"hmac": forged}))
+
+    with pytest.raises(ArtifactRejected, match="digest does not match"):
+        cache.lookup(NAME, KEY)
+
+
+def test_a_cwasm_changed_moments_before_it_was_hashed_gets_no_witness(cache: ArtifactCache) -> None:
+    artifact = stored(cache)  # written just now: a second write in the same clock tick could go unseen
+
+    assert cache.lookup(NAME, KEY) == artifact
+
+    assert not artifact.cwasm_path.with_suffix(WITNESS_SUFFIX).exists()
