@@ -104,8 +104,11 @@ async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
         log.error(json.dumps({"event": exc.code, "request_id": _request_id(request), "detail": str(exc)}))
         what = exc.code.removesuffix("_unavailable").replace("_", " ")
         return _error(
-            request, 503, exc.code, f"the {what} is unavailable, so no data was released; retry shortly, "
-            "or quote the request id to the operators"
+            request,
+            503,
+            exc.code,
+            f"the {what} is unavailable, so no data was released; retry shortly, "
+            "or quote the request id to the operators",
         )
     status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
     return _error(request, status, exc.code, str(exc))

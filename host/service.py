@@ -145,6 +145,7 @@ class InvocationService:
         # Only a registered name becomes a metric label: the requested name is caller input.
         label = UNKNOWN_FUNCTION
         outcome = OK
+        loaded: LoadedFunction | None = None
         try:
             try:
                 loaded = self._registry.get(function)
@@ -163,6 +164,10 @@ class InvocationService:
             outcome = exc.code
             raise
         finally:
+            if loaded is not None and not loaded.manifest.reuse_instances:
+                # Its instance is spent: replaced now that the call and its audit are done, so
+                # that preparing the next one does not slow this one down.
+                self._pool.finished(loaded.pool_key)
             self.metrics.invocation_seconds.labels(label, outcome).observe(time.perf_counter() - attempt.started)
         assert attempt.decision is not None
         return InvocationResult(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from host.errors import FunctionOutputRejected
-from host.obligations import MASK, apply, check_output, parse_selector
+from host.obligations import MASK, apply, apply_to_text, check_output, parse_selector
 from host.seed import generate
 
 RESOURCES = list(generate(3, 11))
@@ -86,3 +86,40 @@ def test_an_answer_with_an_unmasked_resource_is_refused() -> None:
 def test_an_answer_that_keeps_the_obligations_passes() -> None:
     masked = apply(PATIENT, NATIONAL, frozenset({"*.note"}), set())
     _check({"patient": masked, "mrn": MRN, "flag": MASK, "short": "M"}, {"Patient"}, {SSN, "M", MASK})
+
+
+# The text form, on the record-reading path: a resource no selector names passes as stored.
+
+
+def test_a_stored_resource_of_a_type_no_selector_names_passes_as_stored() -> None:
+    observation = next(r for r in RESOURCES if r["resourceType"] == "Observation")
+    body = json.dumps(observation, indent=1)  # a layout no encoder here would reproduce
+    withheld: set[str] = set()
+
+    assert apply_to_text(body, NATIONAL, frozenset({"Patient.telecom"}), withheld) is body
+    assert withheld == set()
+
+
+def test_a_stored_resource_a_selector_names_is_masked_as_apply_masks_it() -> None:
+    withheld: set[str] = set()
+
+    text = apply_to_text(json.dumps(PATIENT), NATIONAL, frozenset(), withheld)
+
+    assert json.loads(text) == apply(PATIENT, NATIONAL, frozenset(), set())
+    assert SSN not in text and MRN in text and SSN in withheld
+
+
+def test_a_wildcard_selector_names_every_stored_type() -> None:
+    note = json.dumps({"resourceType": "Condition", "id": "c1", "note": [{"text": "confided a family secret"}]})
+    withheld: set[str] = set()
+
+    assert "note" not in json.loads(apply_to_text(note, frozenset(), frozenset({"*.note"}), withheld))
+    assert "confided a family secret" in withheld
+
+
+def test_a_stored_body_orjson_cannot_read_is_judged_by_the_exact_decoder() -> None:
+    # 1e400 is beyond a double: orjson refuses it, the standard decoder reads it (as infinity).
+    body = json.dumps({"resourceType": "Patient", "identifier": PATIENT["identifier"]})[:-1] + ', "x": 1e400}'
+    withheld: set[str] = set()
+
+    assert SSN not in apply_to_text(body, NATIONAL, frozenset(), withheld) and SSN in withheld

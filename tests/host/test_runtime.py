@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,27 @@ def test_warm_up_reads_synthetic_records_never_the_store(harness: Harness) -> No
     body = sandbox.call(prepared, FunctionRequest(PATIENT, "TREAT", {}), scope, limits).body
     assert body["demographics"]["id"] == PATIENT and body["demographics"]["name"]["family"] == "Secret"
     assert {resource_type for _, resource_type in store_reads} == set(source.manifest.reads)
+
+
+def test_a_spent_instance_is_replaced_once_its_call_is_finished(harness: Harness) -> None:
+    pool = InstancePool(harness.sandbox, size=2)
+    parts = (harness.components["hostile"], harness.limits["hostile"])
+    pool.register("hostile", *parts)
+    ready = pool._slots["hostile"].ready
+
+    def until_ready(count: int) -> None:
+        deadline = time.monotonic() + 30
+        while ready.qsize() < count:
+            assert time.monotonic() < deadline, f"the pool never reached {count} ready instances"
+            time.sleep(0.01)
+
+    pool.start()
+    try:
+        until_ready(2)
+        spent = pool.take("hostile", *parts)
+        spent.discard()
+        pool.finished("hostile")
+        until_ready(2)
+        assert spent not in list(ready.queue)
+    finally:
+        pool.stop()
