@@ -40,6 +40,7 @@ from host.errors import (
 from host.metrics import Metrics
 from host.obligations import apply_to_text as apply_obligations
 from host.types import Scope
+from host.wasm_values import add_search_func, call_handle, handle_has_known_shape
 
 WIT_PACKAGE = "wardfn:patient"
 WIT_VERSION = "0.1.0"
@@ -238,9 +239,13 @@ class PreparedInstance:
     functions that read no records and receive no patient id) serves many, one at a time.
     """
 
-    def __init__(self, store: Store, handle: Func, stdio: _Bounded, reusable: bool = False) -> None:
+    def __init__(
+        self, store: Store, handle: Func, stdio: _Bounded, reusable: bool = False, direct: bool = False
+    ) -> None:
         self._store: Store | None = store
         self.handle = handle
+        # `handle` has the WIT's exact shape: called with direct conversion (host.wasm_values).
+        self.direct = direct
         self.stdio = stdio
         self.reusable = reusable
         self.calls = 0
@@ -285,7 +290,8 @@ class Sandbox:
         self.linker.add_wasip2()
         with self.linker.root() as root:
             with root.add_instance(f"{WIT_PACKAGE}/records@{WIT_VERSION}") as records:
-                records.add_func("search", _records_search)
+                # The hottest import: converted directly, not by wasmtime-py's generic conversion.
+                add_search_func(records, "search", _records_search)
                 records.add_func("pseudonym", _records_pseudonym)
             with root.add_instance(f"{WIT_PACKAGE}/directory@{WIT_VERSION}") as patients:
                 patients.add_func("search", _directory_search)
@@ -328,7 +334,8 @@ class Sandbox:
         if handle is None:
             store.close()
             raise ArtifactRejected(f"the component does not export {HANDLER_EXPORT}#handle")
-        prepared = PreparedInstance(store, handle, stdio, reusable)
+        direct = handle_has_known_shape(component, store, handle)
+        prepared = PreparedInstance(store, handle, stdio, reusable, direct)
         if warmup is not None:
             self._warm(prepared, warmup, limits)
         return prepared
@@ -338,7 +345,7 @@ class Sandbox:
         assert prepared._store is not None
         context = _CallContext(scope=warmup.scope, read=warmup.read, log=_Bounded(limits.log_bytes))
         try:
-            self._run(prepared._store, prepared.handle, warmup.request, context, limits)
+            self._run(prepared._store, prepared, warmup.request, context, limits)
         except FunctionFailed:
             prepared.discard()
             raise
@@ -365,7 +372,7 @@ class Sandbox:
         stdio_before = prepared.stdio.used
         ok = False
         try:
-            result = self._run(store, prepared.handle, request, context, limits)
+            result = self._run(store, prepared, request, context, limits)
             ok = True
         finally:
             if not prepared.reusable:
@@ -386,14 +393,16 @@ class Sandbox:
         )
 
     def _run(
-        self, store: Store, handle: Func, request: FunctionRequest, context: _CallContext, limits: SandboxLimits
+        self,
+        store: Store,
+        prepared: PreparedInstance,
+        request: FunctionRequest,
+        context: _CallContext,
+        limits: SandboxLimits,
     ) -> tuple[float, object]:
         """One call into the handler under the deadline; (milliseconds, the raw lifted result)."""
-        # wasmtime lowers a WIT record from the attributes named as in the WIT (kebab-case).
-        record = Record()
-        record.__dict__.update(
-            {"patient-id": request.patient_id, "purpose": request.purpose, "args": orjson.dumps(request.args).decode()}
-        )
+        handle = prepared.handle
+        args = orjson.dumps(request.args).decode()
         ticks = math.ceil(limits.deadline_ms / self._tick_ms) + 1
         # The clock starts before the deadline is set: the epoch can run out no sooner than
         # deadline_ms after this, so an interrupt is never mistaken for a trap (a 500 for a 504)
@@ -402,7 +411,10 @@ class Sandbox:
         store.set_epoch_deadline(ticks)
         try:
             with _bound_to(context):
-                result = handle(store, record)
+                if prepared.direct:
+                    result: object = call_handle(store, handle, request.patient_id, request.purpose, args)
+                else:
+                    result = handle(store, _request_record(request, args))
                 handle.post_return(store)
         except WasmtimeError as exc:
             # A failed call carries no trap code we can rely on: the host's own clock decides.
@@ -412,6 +424,13 @@ class Sandbox:
         except (ValueError, TypeError, UnicodeError) as exc:
             raise FunctionOutputRejected("the function's answer is not the promised shape") from exc
         return (time.perf_counter() - started) * 1000, result
+
+
+def _request_record(request: FunctionRequest, args: str) -> Record:
+    """The request for wasmtime-py's generic conversion, which reads the attributes named as in the WIT."""
+    record = Record()
+    record.__dict__.update({"patient-id": request.patient_id, "purpose": request.purpose, "args": args})
+    return record
 
 
 def _unwrap(result: object) -> str:

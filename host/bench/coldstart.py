@@ -202,7 +202,7 @@ def _call_again(
     store = prepared._store
     assert store is not None
     context = runtime._CallContext(scope=scope, read=sandbox._read, log=runtime._Bounded(limits.log_bytes))
-    _, raw = sandbox._run(store, prepared.handle, request, context, limits)
+    _, raw = sandbox._run(store, prepared, request, context, limits)
     return runtime._parse_body(runtime._unwrap(raw), limits.output_bytes)
 
 
