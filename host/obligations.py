@@ -14,6 +14,7 @@ rewrite, and the obligations need only top-level elements and one identifier fil
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -45,6 +46,9 @@ class Selector:
         return self.resource_type in ("*", resource_type)
 
 
+# Selectors come from the policy's obligations, a handful of strings; each record read applies
+# them again, so each is parsed once rather than once per record.
+@functools.lru_cache(maxsize=256)
 def parse_selector(text: str) -> Selector:
     """`Type.element`, `*.element` or `Type.element(CODE)`; ValueError otherwise."""
     match = _SELECTOR.match(text)
