@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from host.bench.fixtures import open_bench_runtime
-from host.build import build_function
+from host.catalogue.build import build_function
+from host.catalogue.manifest import discover_functions
+from host.catalogue.registry import limits_for
+from host.catalogue.warmup import warmup_for
 from host.config import Settings, load_settings
-from host.manifest import discover_functions
-from host.registry import limits_for, warmup_for
-from host.runtime import FunctionRequest, Sandbox, SandboxLimits, Warmup
+from host.runtime.calls import FunctionRequest, SandboxLimits, Warmup
+from host.runtime.sandbox import Sandbox
 from host.types import Scope
 
 

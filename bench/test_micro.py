@@ -11,10 +11,10 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.conftest import Parts
-from host.audit import AuditLog
+from host.audit.trail import AuditLog
 from host.auth import TokenVerifier, issue_dev_token
 from host.config import load_settings
-from host.policy import RegoPolicyEngine, build_input
+from host.policy.engine import RegoPolicyEngine, build_input
 from host.types import AuditEvent, Subject
 
 FUNCTIONS = ["patient_lookup", "clinical_calc"]

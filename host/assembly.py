@@ -6,22 +6,24 @@ from dataclasses import dataclass
 
 from wasmtime import Engine
 
-from host.amqp import AmqpCheckpointSink
-from host.artifacts import ArtifactCache
-from host.audit import AuditLog, open_audit
+from host.audit.broker import AmqpCheckpointSink
+from host.audit.checkpoints import Checkpointer
+from host.audit.relay import AuditRelay, open_checkpoint_sink, open_relay
+from host.audit.trail import AuditLog, open_audit
 from host.auth import TokenVerifier
-from host.checkpoints import Checkpointer
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.registry import Registry, ReloadReport
 from host.config import Settings
 from host.metrics import Metrics
-from host.policy import PolicyEngine, RegoPolicyEngine
-from host.policy_cache import CachingPolicyEngine
-from host.pseudonyms import Pseudonymizer
+from host.policy.cache import CachingPolicyEngine
+from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.ratelimit import Budget
-from host.registry import Registry, ReloadReport
-from host.relay import AuditRelay, open_checkpoint_sink, open_relay
-from host.runtime import EpochTicker, InstancePool, Sandbox, create_engine
+from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.pool import InstancePool
+from host.runtime.sandbox import Sandbox
 from host.service import InvocationService
-from host.store import ResourceStore, open_store
+from host.store.pseudonyms import Pseudonymizer
+from host.store.resources import ResourceStore, open_store
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Host:
 def open_policy_engine(settings: Settings) -> PolicyEngine:
     """The engine the settings name: the embedded regopy engine or the OPA sidecar."""
     if settings.policy == "opa":
-        from host.opa import OpaPolicyEngine
+        from host.policy.opa import OpaPolicyEngine
 
         assert settings.opa_url is not None  # Settings validation guarantees it
         return OpaPolicyEngine(

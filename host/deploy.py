@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from host.catalogue.manifest import FunctionSource
 from host.config import PROJECT_ROOT
 from host.errors import ConfigurationError
-from host.manifest import FunctionSource
 
 KUBERNETES_VERSION = "1.31.0"
 DEPLOY_DIR = PROJECT_ROOT / "runtimeclass"

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from host.audit import AuditLog
+from host.audit.trail import AuditLog
+from host.catalogue.registry import LoadedFunction, Registry
 from host.errors import (
     AuditUnavailable,
     InvalidRequest,
@@ -22,12 +23,13 @@ from host.errors import (
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION, Metrics
-from host.obligations import check_output
-from host.policy import PolicyEngine, build_input, input_hash
+from host.policy.engine import PolicyEngine, build_input, input_hash
+from host.policy.obligations import check_output
 from host.ratelimit import Budget
-from host.registry import LoadedFunction, Registry
-from host.runtime import FunctionRequest, InstancePool, Sandbox
-from host.store import ResourceStore
+from host.runtime.calls import FunctionRequest
+from host.runtime.pool import InstancePool
+from host.runtime.sandbox import Sandbox
+from host.store.resources import ResourceStore
 from host.types import AuditEvent, AuditRecord, Decision, Obligations, Scope, Subject
 
 OK = "ok"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,3 +166,33 @@ class Invocation:
     instantiate_ms: float
     call_ms: float
     log_lines: list[str] = field(default_factory=list)
+
+
+NAME_KINDS = ("family", "given", "full")
+
+
+def normalise(text: str) -> str:
+    """Casefolded, accents removed, runs of spaces, hyphens and apostrophes made one space."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[\s\-'’.]+", " ", bare.casefold()).strip()
+
+
+@dataclass(frozen=True)
+class DirectoryQuery:
+    """A search of the patient directory: every key given must match exactly, after `normalise`."""
+
+    name: str | None = None
+    birth_date: str | None = None
+    identifier: str | None = None
+
+    def keys(self) -> list[tuple[tuple[str, ...], str]]:
+        """(kinds, key) pairs that must all match; empty when the query names nothing."""
+        pairs: list[tuple[tuple[str, ...], str]] = []
+        if self.name and normalise(self.name):
+            pairs.append((NAME_KINDS, normalise(self.name)))
+        if self.birth_date and self.birth_date.strip():
+            pairs.append((("birth_date",), self.birth_date.strip()))
+        if self.identifier and self.identifier.strip():
+            pairs.append((("identifier",), normalise(self.identifier)))
+        return pairs

@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from host import migrations
-from host.audit import AuditLog
-from host.database import BUSY_TIMEOUT_S, Database, PostgresDatabase, SqliteDatabase
-from host.encryption import KeyProvider
-from host.store import ResourceStore
+from host.audit.trail import AuditLog
+from host.store import migrations
+from host.store.database import BUSY_TIMEOUT_S, Database, PostgresDatabase, SqliteDatabase
+from host.store.encryption import KeyProvider
+from host.store.resources import ResourceStore
 from tests.postgres_server import PostgresServer
 from tests.sql import execute
 

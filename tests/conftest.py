@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from host.artifacts import ArtifactCache
-from host.build import build_function
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.build import build_function
+from host.catalogue.manifest import discover_functions
 from host.config import PROJECT_ROOT, Settings, load_settings
-from host.manifest import discover_functions
-from host.runtime import create_engine
+from host.runtime.engine import create_engine
 
 # Keys and compiled artifacts persist across test runs (the cache key decides
 # what is stale); databases are always fresh, per test.

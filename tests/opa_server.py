@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.bundle import write_bundle
 from host.config import PROJECT_ROOT
+from host.policy.bundle import write_bundle
 from tests.e2e.server import free_port
 
 OPA_VERSION = "1.22.3"

@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import Any
 
 from host.config import Settings
-from host.encryption import DEV_KEK_FILE, kek_from_settings
-from host.store import ResourceStore
+from host.store.encryption import DEV_KEK_FILE, kek_from_settings
+from host.store.resources import ResourceStore
 
 # Only what the lookup needs (the store, the cipher, the function's module): a process per call
 # costs at least this, and importing the host's settings or web stack would flatter the Wasm side.
@@ -30,8 +30,8 @@ import base64, json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import summary
-from host.encryption import LocalKek, read_kek_file
-from host.store import ResourceStore
+from host.store.encryption import LocalKek, read_kek_file
+from host.store.resources import ResourceStore
 secret = os.environ.get("WARDFN_KEK")
 kek = LocalKek(base64.b64decode(secret) if secret else read_kek_file(Path(sys.argv[4]), "WARDFN_KEK_FILE"))
 store = ResourceStore(Path(sys.argv[2]), kek)

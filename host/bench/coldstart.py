@@ -21,18 +21,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from host import runtime
 from host.bench import report
 from host.bench.baselines import baseline_for
 from host.bench.fixtures import PURPOSE, open_bench_runtime
 from host.bench.machine import describe
 from host.bench.stats import ratio, summarise
-from host.build import build_function, compile_component, componentize
+from host.catalogue.build import build_function, compile_component, componentize
+from host.catalogue.manifest import FunctionSource, discover_functions
+from host.catalogue.registry import limits_for
+from host.catalogue.warmup import warmup_for
 from host.config import Settings
 from host.errors import FunctionNotFound
-from host.manifest import FunctionSource, discover_functions
-from host.registry import limits_for, warmup_for
-from host.runtime import FunctionRequest, PreparedInstance, Sandbox, SandboxLimits
+from host.runtime.calls import FunctionRequest, SandboxLimits
+from host.runtime.imports import Bounded, CallContext
+from host.runtime.results import parse_body, unwrap
+from host.runtime.sandbox import PreparedInstance, Sandbox
 from host.types import Scope
 
 DEFAULT_FUNCTIONS = ("patient_lookup", "clinical_calc")
@@ -201,9 +204,9 @@ def _call_again(
     it is measured here as the lower bound a prepared fresh instance is compared with."""
     store = prepared._store
     assert store is not None
-    context = runtime._CallContext(scope=scope, read=sandbox._read, log=runtime._Bounded(limits.log_bytes))
+    context = CallContext(scope=scope, read=sandbox._read, log=Bounded(limits.log_bytes))
     _, raw = sandbox._run(store, prepared, request, context, limits)
-    return runtime._parse_body(runtime._unwrap(raw), limits.output_bytes)
+    return parse_body(unwrap(raw), limits.output_bytes)
 
 
 def _timed(call: Callable[[], object]) -> float:

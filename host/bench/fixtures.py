@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.artifacts import ArtifactCache
+from host.catalogue.artifacts import ArtifactCache
 from host.config import Settings
-from host.consent import consented
-from host.encryption import kek_from_settings
-from host.runtime import EpochTicker, Sandbox, create_engine
-from host.seed import seed_store
-from host.store import ResourceStore
+from host.data.synthetic import seed_store
+from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.sandbox import Sandbox
+from host.store.consent import consented
+from host.store.encryption import kek_from_settings
+from host.store.resources import ResourceStore
 
 BENCH_DATABASE = "bench.db"
 PURPOSE = "TREAT"

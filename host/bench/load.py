@@ -28,17 +28,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from host.artifacts import ArtifactCache
-from host.audit import AuditLog
+from host.audit.trail import AuditLog
 from host.auth import issue_dev_token
 from host.bench import report
 from host.bench.fixtures import bench_database, consenting_patients
 from host.bench.machine import describe
 from host.bench.stats import percentile, ratio
-from host.build import build_function
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.build import build_function
+from host.catalogue.manifest import discover_functions
 from host.config import Settings
-from host.manifest import discover_functions
-from host.runtime import create_engine
+from host.runtime.engine import create_engine
 
 TARGETS = {
     "p99_over_floor_at_200rps": ("<=", 3.0),

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import click
 
-from host.audit import AuditLog, open_audit
-from host.checkpoints import (
+from host.audit.checkpoints import (
     READ_PREFIX,
     CheckpointFile,
     load_signing_key,
@@ -25,6 +24,7 @@ from host.checkpoints import (
     sign_head,
     verify_checkpoints,
 )
+from host.audit.trail import AuditLog, open_audit
 from host.cli.common import cli_settings
 from host.config import Settings
 from host.errors import StoreUnavailable
@@ -193,7 +193,7 @@ def _open_reasons(settings: Settings, sealed: list[str | None]) -> list[str | No
     if not any(sealed):
         return list(sealed)
     from host.service import AUDIT_REASON_PURPOSE
-    from host.store import SEALED_TEXT_PREFIX, open_store
+    from host.store.resources import SEALED_TEXT_PREFIX, open_store
 
     store = open_store(settings)
     try:
@@ -216,9 +216,9 @@ def _open_reasons(settings: Settings, sealed: list[str | None]) -> list[str | No
 def audit_status(as_json: bool) -> None:
     """How far the relay has streamed the trail to the broker: head, cursor and the backlog between."""
     # Counts only, no record: this read is not itself audited, which would also move the head it reports.
-    from host.amqp import redacted
-    from host.database import open_database
-    from host.relay_cursor import RelayCursor
+    from host.audit.broker import redacted
+    from host.audit.relay_cursor import RelayCursor
+    from host.store.database import open_database
 
     settings = cli_settings()
     log = open_audit(settings)

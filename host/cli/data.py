@@ -22,8 +22,8 @@ def data() -> None:
 @click.option("--seed", "seed_value", type=int, default=20261125, show_default=True)
 def data_seed(patients: int, seed_value: int) -> None:
     """Add deterministic synthetic patients to the database."""
-    from host.seed import seed_store
-    from host.store import open_store
+    from host.data.synthetic import seed_store
+    from host.store.resources import open_store
 
     settings = cli_settings()
     store = open_store(settings)
@@ -40,8 +40,8 @@ def data_seed(patients: int, seed_value: int) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def data_import(paths: tuple[Path, ...]) -> None:
     """Import FHIR R4 Bundles (files, or every *.json in a directory); each bundle is all or nothing."""
-    from host.fhir_import import bundle_files, import_bundles
-    from host.store import open_store
+    from host.data.fhir_import import bundle_files, import_bundles
+    from host.store.resources import open_store
 
     settings = cli_settings()
     files = bundle_files(list(paths))
@@ -64,7 +64,7 @@ def data_import(paths: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def data_patients(limit: int, as_json: bool) -> None:
     """List patients, for development only (refused when WARDFN_ENV=production)."""
-    from host.store import open_store
+    from host.store.resources import open_store
 
     settings = cli_settings()
     if settings.production or os.environ.get("WARDFN_ENV") == "production":
@@ -90,9 +90,9 @@ def data_erase(patient_id: str, yes: bool) -> None:
     import time
     import uuid
 
-    from host.audit import open_audit
+    from host.audit.trail import open_audit
     from host.errors import WardfnError
-    from host.store import open_store
+    from host.store.resources import open_store
     from host.types import AuditEvent
 
     settings = cli_settings()

@@ -17,8 +17,8 @@ def db() -> None:
 @db.command("status")
 def db_status() -> None:
     """Print the schema version and the pending migrations; exit 1 if any is pending."""
-    from host import migrations
-    from host.database import open_database
+    from host.store import migrations
+    from host.store.database import open_database
 
     database = open_database(cli_settings())
     try:
@@ -39,8 +39,8 @@ def db_status() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply every pending migration, each in its own transaction (safe to run while hosts serve)."""
-    from host import migrations
-    from host.database import open_database
+    from host.store import migrations
+    from host.store.database import open_database
 
     database = open_database(cli_settings())
     try:

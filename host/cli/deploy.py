@@ -28,9 +28,9 @@ def deploy() -> None:
 @click.option("--packages-tag", default="latest", show_default=True, help="Tag of the function-packages image.")
 def deploy_render(out: Path, overlay: str, public_key: Path | None, registry: str | None, packages_tag: str) -> None:
     """Render an overlay for the functions in the registry into OUT (wardfn.yaml, gatekeeper.yaml)."""
+    from host.catalogue.manifest import discover_functions
+    from host.catalogue.oci import development_signing_key, public_key_path
     from host.deploy import DEFAULT_REGISTRY, render
-    from host.manifest import discover_functions
-    from host.oci import development_signing_key, public_key_path
 
     settings = cli_settings()
     if public_key is None:

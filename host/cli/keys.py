@@ -14,7 +14,7 @@ from host.cli.common import cli_settings, err
 
 def _kek_option(path: Path | None, variable: str, what: str) -> bytes:
     """A KEK from a file (raw or base64) or from the named variable (base64); never from a flag's value."""
-    from host.encryption import read_kek_file
+    from host.store.encryption import read_kek_file
 
     if path is not None:
         return read_kek_file(path, f"--{what}-kek-file")
@@ -38,7 +38,7 @@ def keys() -> None:
 @keys.command("status")
 def keys_status() -> None:
     """Show this host's KEK id and how many data keys are wrapped under each KEK the database knows."""
-    from host.store import open_store
+    from host.store.resources import open_store
 
     settings = cli_settings()
     store = open_store(settings)
@@ -63,8 +63,8 @@ def keys_status() -> None:
 )
 def keys_rotate(new_kek_file: Path | None) -> None:
     """Wrap every data key under a new KEK as well, with the service running; nothing is re-encrypted."""
-    from host.encryption import LocalKek
-    from host.store import open_store
+    from host.store.encryption import LocalKek
+    from host.store.resources import open_store
 
     settings = cli_settings()
     new = LocalKek(_kek_option(new_kek_file, "WARDFN_NEW_KEK", "new"))
@@ -92,8 +92,8 @@ def keys_rotate(new_kek_file: Path | None) -> None:
 )
 def keys_retire(old_kek_file: Path | None) -> None:
     """Finish a rotation: wrap stragglers under this host's KEK, then delete every wrapping under the old one."""
-    from host.encryption import LocalKek
-    from host.store import open_store
+    from host.store.encryption import LocalKek
+    from host.store.resources import open_store
 
     settings = cli_settings()
     old = LocalKek(_kek_option(old_kek_file, "WARDFN_OLD_KEK", "old"))

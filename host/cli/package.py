@@ -23,12 +23,12 @@ from host.cli.common import cli_settings, err
 )
 def package(name: str, out: Path, key: Path | None) -> None:
     """Build NAME and write it as a signed OCI image layout (application/wasm layer) into OUT."""
-    from host.artifacts import ArtifactCache
-    from host.build import WORLD, cache_key
+    from host.catalogue.artifacts import ArtifactCache
+    from host.catalogue.build import WORLD, cache_key
+    from host.catalogue.manifest import discover_functions
+    from host.catalogue.oci import development_signing_key, load_private_key, public_key_path, write_layout
     from host.cli.progress import build_functions
-    from host.manifest import discover_functions
-    from host.oci import development_signing_key, load_private_key, public_key_path, write_layout
-    from host.runtime import WIT_PACKAGE, WIT_VERSION
+    from host.runtime.engine import WIT_PACKAGE, WIT_VERSION
 
     settings = cli_settings()
     if key is None and settings.production:

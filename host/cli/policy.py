@@ -62,7 +62,7 @@ def policy_eval(input_file: Path, engine: str | None, opa_url: str | None) -> No
     "--table",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The decision table (JSON). Default: the project's tests/host/policy_cases.json.",
+    help="The decision table (JSON). Default: the one shipped with wardfn (host/policy/decision_table.json).",
 )
 @ENGINE
 @OPA_URL
@@ -70,7 +70,7 @@ def policy_test(table: Path | None, engine: str | None, opa_url: str | None) -> 
     """Run every case of the decision table; exit non-zero if any fails."""
     from host.assembly import open_policy_engine
     from host.errors import PolicyUnavailable
-    from host.policy_table import DEFAULT_TABLE, load_table, mismatches
+    from host.policy.table import DEFAULT_TABLE, load_table, mismatches
 
     cases = load_table(table or DEFAULT_TABLE)
     engine_ = open_policy_engine(_settings(engine, opa_url))
@@ -99,7 +99,7 @@ def policy_test(table: Path | None, engine: str | None, opa_url: str | None) -> 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tar.gz to write.")
 def policy_bundle(out: Path) -> None:
     """Write an OPA bundle of the policy (tar.gz with .manifest and revision) for the sidecar."""
-    from host.bundle import write_bundle
+    from host.policy.bundle import write_bundle
 
     revision = write_bundle(cli_settings().policy_dir, out)
     click.echo(f"wrote {out} (revision {revision})", err=True)

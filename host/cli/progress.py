@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from host.artifacts import ArtifactCache
-from host.build import build_function, cache_key
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.build import build_function, cache_key
+from host.catalogue.manifest import discover_functions
 from host.config import Settings
 from host.errors import FunctionNotFound
-from host.manifest import discover_functions
-from host.runtime import create_engine
+from host.runtime.engine import create_engine
 
 
 def build_functions(settings: Settings, names: list[str], force: bool, console: Console) -> None:

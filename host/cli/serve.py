@@ -37,8 +37,8 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     import uvicorn
 
     from host.cli.progress import build_functions
-    from host.seed import seed_store
-    from host.store import open_store
+    from host.data.synthetic import seed_store
+    from host.store.resources import open_store
 
     settings = cli_settings(host=bind_host, port=port, policy=engine, opa_url=opa_url)
     # Opened first, even in production: an unreachable or unmigrated database, or a wrong
@@ -63,7 +63,8 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     }
     workers = settings.worker_count
     if workers == 1:
-        from host.app import configure_logging, create_app
+        from host.http.app import create_app
+        from host.http.logs import configure_logging
 
         configure_logging()
         uvicorn.run(create_app(settings), **common)
@@ -77,7 +78,7 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     for name, value in (("WARDFN_POLICY", settings.policy), ("WARDFN_OPA_URL", settings.opa_url)):
         if value is not None:
             os.environ[name] = value
-    uvicorn.run("host.app:app_from_environment", factory=True, workers=workers, **common)
+    uvicorn.run("host.http.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 FIRST_PATIENT = "python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"id\"])'"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from host.consent import consented
-from host.store import open_store
+from host.store.consent import consented
+from host.store.resources import open_store
 from tests.e2e.server import DATABASES, ServerProcess, on_each_database
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.audit import AuditLog, open_audit
+from host.audit.trail import AuditLog, open_audit
 from host.auth import issue_dev_token
 from host.config import Settings
-from host.store import ResourceStore, open_store
+from host.store.resources import ResourceStore, open_store
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for, settings_for
 from tests.sql import execute
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.audit import AuditLog
-from host.store import open_store
+from host.audit.trail import AuditLog
+from host.store.resources import open_store
 from tests.e2e.server import WARDFN, ServerProcess
 
 pytestmark = pytest.mark.components

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from host.audit import AuditLog
-from host.checkpoints import load_verification_key, signature_holds
+from host.audit.checkpoints import load_verification_key, signature_holds
+from host.audit.trail import AuditLog
 from host.types import Checkpoint
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess

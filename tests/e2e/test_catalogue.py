@@ -14,9 +14,9 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from host.service import AUDIT_QUERY_PURPOSE
-from host.store import open_store
+from host.store.resources import open_store
 from tests.e2e.server import DATABASES, ServerProcess, on_each_database, serve_imported
-from tests.host.test_fhir_import import synthea_dir
+from tests.host.data.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from host.policy import RegoPolicyEngine, build_input, input_hash
+from host.policy.engine import RegoPolicyEngine, build_input, input_hash
 from host.service import AUDIT_REASON_PURPOSE
-from host.store import ResourceStore, open_store
+from host.store.resources import ResourceStore, open_store
 from host.types import AuditRecord, Subject
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from host.store import open_store
+from host.store.resources import open_store
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
 

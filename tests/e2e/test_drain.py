@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host.store import open_store
+from host.store.resources import open_store
 from tests.e2e.server import DATABASES, ServerProcess, on_each_database
 
 pytestmark = pytest.mark.components

@@ -20,14 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from host.config import load_settings
-from host.consent import consented
-from host.directory import normalise
-from host.seed import generate
-from host.store import ResourceStore, open_store
+from host.data.synthetic import generate
+from host.store.consent import consented
+from host.store.resources import ResourceStore, open_store
+from host.types import normalise
 from tests.backends import Backend, open_backend
 from tests.conftest import FUNCTION_DIRS, TEST_HOME, checkpoint_file_for
 from tests.e2e.server import DATABASES, WARDFN, ServerProcess
-from tests.host.test_fhir_import import synthea_dir
+from tests.host.data.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
 

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import uvicorn
 
-from host.app import create_app
 from host.assembly import Host, open_host
 from host.auth import issue_dev_token
+from host.data.synthetic import seed_store
 from host.errors import PolicyUnavailable
-from host.seed import seed_store
+from host.http.app import create_app
 from host.service import InvocationService
 from host.types import Decision
 from tests.conftest import settings_for

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from host.auth import ensure_dev_keypair
-from host.store import open_store
+from host.store.resources import open_store
 from tests.e2e.conftest import Patients
 from tests.e2e.server import ServerProcess
 

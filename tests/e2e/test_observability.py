@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host.consent import consented
+from host.store.consent import consented
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.components

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.policy import RegoPolicyEngine
-from host.store import open_store
+from host.policy.engine import RegoPolicyEngine
+from host.store.resources import open_store
 from tests.e2e.server import ServerProcess
 from tests.opa_server import OpaServer
 

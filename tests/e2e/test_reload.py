@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from host.config import PROJECT_ROOT
-from host.store import open_store
+from host.store.resources import open_store
 from tests.e2e.server import WARDFN, ServerProcess
 
 pytestmark = pytest.mark.components

@@ -13,7 +13,7 @@ import pytest
 
 from tests.backends import Backend
 from tests.e2e.server import DATABASES, WARDFN, ServerProcess, on_each_database, serve_imported
-from tests.host.test_fhir_import import synthea_dir
+from tests.host.data.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
 

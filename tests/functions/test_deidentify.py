@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from host.fhir_import import bundle_files, read_bundle
-from host.seed import generate
+from host.data.fhir_import import bundle_files, read_bundle
+from host.data.synthetic import generate
 from tests.functions.loader import load
-from tests.host.test_fhir_import import synthea_dir
+from tests.host.data.test_fhir_import import synthea_dir
 
 safe_harbor = load("deidentify", "safe_harbor")
 TODAY = datetime.date(2026, 11, 25)

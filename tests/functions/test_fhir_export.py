@@ -7,7 +7,7 @@ import json
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from host.seed import generate
+from host.data.synthetic import generate
 from tests.functions.loader import load
 
 export = load("fhir_export", "export")

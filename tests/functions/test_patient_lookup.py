@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from host.seed import generate
+from host.data.synthetic import generate
 from tests.functions.loader import load
 
 summary = load("patient_lookup", "summary")

@@ -1,0 +1,365 @@
+"""Signed checkpoints of the audit chain's head, kept outside the database.
+
+A hash chain alone cannot show that its newest records were deleted, nor that someone with
+the database recomputed every hash after an edit. So the host signs the chain's head (seq,
+hash, time, key id) with an Ed25519 key the database does not hold, and appends it, one JSON
+line each, to a file outside the database (and, through further sinks, to the RabbitMQ
+stream). `verify_checkpoints` then fails when a signed head is no longer in the chain.
+
+What a checkpoint cannot catch: records changed after the newest checkpoint (at most one
+interval's worth), or an attacker who holds the signing key, or who deletes the checkpoint
+file as well as the rows (the stream is the copy they cannot reach).
+
+Sinks: anything with `publish(checkpoint: Checkpoint) -> None` is a `CheckpointSink`. A sink
+may raise; the `Checkpointer` logs the failure (one JSON line, no record content) and goes
+on, so a sink can never block or fail an invocation. A sink is called from the checkpointer's
+own thread, one checkpoint at a time, and should return within a second or so. To verify a
+published checkpoint elsewhere: check `sig` (base64 Ed25519) over `canonical_json` of the
+other four fields with the public key whose `key_id` (`key_id_of`) the checkpoint names.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from host.audit.trail import AuditLog
+from host.config import Settings
+from host.errors import ConfigurationError
+from host.keys import make_private_dir, write_once
+from host.types import Checkpoint, CheckpointReport
+
+log = logging.getLogger("wardfn.audit")
+
+# Audit records the CLI appends for its own reads of the trail (`wardfn audit verify`, ...).
+READ_PREFIX = "audit:"
+
+
+class CheckpointSink(Protocol):
+    """Somewhere checkpoints go: the checkpoint file, the RabbitMQ stream. May raise on failure."""
+
+    def publish(self, checkpoint: Checkpoint) -> None: ...
+
+
+def canonical_json(value: Any) -> bytes:
+    """The bytes a checkpoint's signature covers: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """A short name for a public key: the first 16 hex digits of sha256 over its raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_head(key: Ed25519PrivateKey, seq: int, chain_hash: str) -> Checkpoint:
+    """A checkpoint of the head (seq, chain_hash), stamped now and signed with `key`."""
+    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    unsigned = Checkpoint(seq=seq, hash=chain_hash, ts=ts, key_id=key_id_of(key.public_key()))
+    signature = base64.b64encode(key.sign(canonical_json(unsigned.signed_fields()))).decode()
+    return Checkpoint(seq=seq, hash=chain_hash, ts=ts, key_id=unsigned.key_id, signature=signature)
+
+
+def signature_holds(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> bool:
+    """True if `checkpoint` was signed by the private half of `public_key`."""
+    if checkpoint.key_id != key_id_of(public_key):
+        return False
+    try:
+        public_key.verify(
+            base64.b64decode(checkpoint.signature, validate=True), canonical_json(checkpoint.signed_fields())
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The checkpoint signing key: WARDFN_AUDIT_CHECKPOINT_KEY_FILE, or in development one made once."""
+    path = settings.audit_checkpoint_key_path
+    if not settings.audit_checkpoint_key_given and not path.exists():
+        if settings.production:  # Settings refuses this already; never make a key in production
+            raise ConfigurationError("WARDFN_ENV=production needs WARDFN_AUDIT_CHECKPOINT_KEY_FILE")
+        _create_private_key(path)
+    return _load_private_key(path)
+
+
+def load_verification_key(settings: Settings, public_key_file: Path | None = None) -> Ed25519PublicKey | None:
+    """The key checkpoints are checked with: `public_key_file` (a public or private PEM), else the
+    signing key's public half; None if there is neither (a development host never ran here)."""
+    if public_key_file is not None:
+        return _load_public_key(public_key_file)
+    path = settings.audit_checkpoint_key_path
+    if not settings.audit_checkpoint_key_given and not path.exists():
+        return None
+    return _load_private_key(path).public_key()
+
+
+def _create_private_key(path: Path) -> None:
+    make_private_dir(path.parent)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_once(path, pem)
+
+
+def _load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"the audit checkpoint key {path} is not a readable unencrypted PEM private key ({type(exc).__name__}): "
+            "create one with `openssl genpkey -algorithm ed25519 -out audit-checkpoint.pem`"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(
+            f"the audit checkpoint key {path} is not an Ed25519 key: make one with openssl genpkey"
+        )
+    return key
+
+
+def _load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the checkpoint public key {path}: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        return _load_private_key(path).public_key()
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ConfigurationError(f"{path} is not a PEM public key (make one with `openssl pkey -pubout`)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigurationError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+# --- the checkpoint file ------------------------------------------------------------------
+
+
+class CheckpointFile:
+    """A file of checkpoints, one JSON line each, appended by every host process that shares the trail."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def publish(self, checkpoint: Checkpoint) -> None:
+        """Append one line, durable when this returns."""
+        line = canonical_json(checkpoint.as_json()) + b"\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # O_APPEND alone keeps one write whole on a local disk; the lock keeps lines whole
+            # where it does not (network file systems) and orders the fsyncs.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        if created:  # the new file's name must survive a crash too
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def read(self) -> list[tuple[int, Checkpoint | None]]:
+        """Every line as (line number, checkpoint), None where a line is not a checkpoint; [] if no file."""
+        try:
+            with self.path.open("rb") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # never read a line half written
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the checkpoint file {self.path} ({exc.strerror}): check its permissions"
+            ) from None
+        return [(number, _parse(line)) for number, line in enumerate(lines, start=1)]
+
+
+def _parse(line: bytes) -> Checkpoint | None:
+    try:
+        value = json.loads(line)
+        checkpoint = Checkpoint(
+            seq=value["seq"], hash=value["hash"], ts=value["ts"], key_id=value["key_id"], signature=value["sig"]
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    fields_ok = isinstance(checkpoint.seq, int) and checkpoint.seq >= 0
+    strings_ok = all(
+        isinstance(v, str) for v in (checkpoint.hash, checkpoint.ts, checkpoint.key_id, checkpoint.signature)
+    )
+    return checkpoint if fields_ok and strings_ok else None
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+def verify_checkpoints(
+    audit: AuditLog, path: Path, public_key: Ed25519PublicKey | None, production: bool
+) -> CheckpointReport:
+    """Check every signed checkpoint in `path` still holds in the chain; the first that does not fails."""
+    head_seq, _ = audit.head()
+    lines = CheckpointFile(path).read()
+    if not lines:  # no file, or an empty one
+        if not production and _only_reads(audit):
+            # A development trail no host has written to (empty, or only the CLI's own reads).
+            return CheckpointReport(ok=True, checkpoints=0)
+        return CheckpointReport(
+            ok=False,
+            checkpoints=0,
+            problem=(
+                f"there is no checkpoint in {path}, so the trail's {head_seq} records cannot be checked for "
+                "deleted or rewritten records: a running host writes one (WARDFN_AUDIT_CHECKPOINT_FILE); "
+                "restore it from a backup or the stream, or pass --no-checkpoint to check the chain alone"
+            ),
+        )
+    if public_key is None:
+        return CheckpointReport(
+            ok=False,
+            checkpoints=len(lines),
+            problem=(
+                f"no key to check the checkpoints in {path} with: set WARDFN_AUDIT_CHECKPOINT_KEY_FILE "
+                "or pass --public-key"
+            ),
+        )
+    checkpoints: list[Checkpoint] = []
+    for number, checkpoint in lines:
+        if checkpoint is None or not signature_holds(checkpoint, public_key):
+            return CheckpointReport(
+                ok=False,
+                checkpoints=len(lines),
+                problem=(
+                    f"line {number} of {path} is not a checkpoint signed by the checkpoint key: the checkpoint file "
+                    "was altered (or written with another key); compare it with the stream's copy"
+                ),
+            )
+        checkpoints.append(checkpoint)
+    # The newest head first (the issue's check), then every older one: a host that signed a
+    # rewritten chain later must not hide the rewrite from the checkpoints signed before it.
+    ordered = sorted(checkpoints, key=lambda c: (c.seq, c.ts), reverse=True)
+    seen: set[tuple[int, str]] = set()
+    for checkpoint in ordered:
+        if (checkpoint.seq, checkpoint.hash) in seen:
+            continue
+        seen.add((checkpoint.seq, checkpoint.hash))
+        stored = audit.hash_at(checkpoint.seq)
+        if stored is None:
+            problem = (
+                f"the trail ends at record {head_seq} but a checkpoint signed at {checkpoint.ts} covers record "
+                f"{checkpoint.seq}: records were deleted"
+            )
+        elif stored != checkpoint.hash:
+            problem = (
+                f"record {checkpoint.seq} is not the one a checkpoint signed at {checkpoint.ts} covers: "
+                "the chain was rewritten"
+            )
+        else:
+            continue
+        return CheckpointReport(ok=False, checkpoints=len(checkpoints), latest=ordered[0], problem=problem)
+    return CheckpointReport(ok=True, checkpoints=len(checkpoints), latest=ordered[0])
+
+
+def _only_reads(audit: AuditLog) -> bool:
+    """True if every record is one the CLI appended for its own reads of the trail."""
+    after = 0
+    try:
+        while page := audit.records(limit=1000, after_seq=after):
+            if any(not (r.event.function or "").startswith(READ_PREFIX) for r in page):
+                return False
+            after = page[-1].seq
+    except (TypeError, ValueError):  # a mangled row: not a trail that can go without a checkpoint
+        return False
+    return True
+
+
+# --- the background signer ----------------------------------------------------------------
+
+
+class Checkpointer:
+    """Signs the chain's head every `interval_s` when it moved, at start and once at stop."""
+
+    def __init__(
+        self, audit: AuditLog, key: Ed25519PrivateKey, sinks: Sequence[CheckpointSink], interval_s: float
+    ) -> None:
+        self._audit = audit
+        self._key = key
+        self.sinks = list(sinks)
+        self._interval_s = interval_s
+        self._last: tuple[int, str] | None = None
+        self._lock = threading.Lock()  # one checkpoint at a time: the thread's, or stop()'s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, audit: AuditLog, settings: Settings) -> Checkpointer:
+        """The host's checkpointer: the signing key the settings name, the checkpoint file as its sink."""
+        sinks: list[CheckpointSink] = [CheckpointFile(settings.audit_checkpoint_path)]
+        return cls(audit, load_signing_key(settings), sinks, settings.audit_checkpoint_interval_s)
+
+    def start(self) -> None:
+        self.checkpoint()
+        self._thread = threading.Thread(target=self._run, name="wardfn-audit-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, then sign the final head (before the audit log closes)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.checkpoint()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self.checkpoint()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign and publish the head if it moved since the last one; never raises (failures are logged)."""
+        with self._lock:
+            try:
+                head = self._audit.head()
+                if head == self._last:
+                    return None
+                if self._last is not None and self._audit.hash_at(self._last[0]) != self._last[1]:
+                    # The record this process last signed is gone or changed: signing the new head
+                    # would vouch for a rewritten chain. Refuse, and keep refusing, loudly.
+                    _event("audit_checkpoint_refused", seq=self._last[0], reason="signed record missing or changed")
+                    return None
+                checkpoint = sign_head(self._key, *head)
+            except Exception as exc:  # the audit log may be closing or unavailable: try next time
+                _event("audit_checkpoint_failed", stage="sign", error=type(exc).__name__)
+                return None
+            self._last = head
+            for sink in self.sinks:
+                try:
+                    sink.publish(checkpoint)
+                except Exception as exc:  # a sink never fails the host; the next head goes out again
+                    _event(
+                        "audit_checkpoint_failed", stage="publish", sink=type(sink).__name__, error=type(exc).__name__
+                    )
+            return checkpoint
+
+
+def _event(name: str, **fields: Any) -> None:
+    log.warning(json.dumps({"event": name, **fields}))

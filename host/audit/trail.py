@@ -1,0 +1,412 @@
+"""The audit trail: an append-only, hash-chained table of every invocation attempt.
+
+Each record's hash is sha256 over the previous record's hash followed by the canonical JSON
+of all the record's other fields, its sequence number included. Changing, deleting or
+reordering a stored record therefore breaks the chain, and `verify()` says where. Deleting
+the newest records leaves a shorter chain that still verifies: detecting that needs the
+latest hash kept somewhere else.
+
+`append` is durable when it returns (SQLite synchronous=FULL; PostgreSQL synchronous_commit
+on), and any failure raises AuditUnavailable, so that a caller who cannot record an access
+releases no data. Several processes may append to the same database: each commit reads the
+chain's head inside its own write transaction, which is serialised (SQLite's `BEGIN IMMEDIATE`
+write lock; PostgreSQL's `pg_advisory_xact_lock(AUDIT_LOCK)`, taken before the head is read),
+so there is one chain.
+
+Group commit: the fsync behind a durable commit costs milliseconds, and one commit per
+record made every concurrent caller queue behind every other's fsync. Threads appending at
+the same time now share one transaction: the first becomes the leader and commits every
+record queued so far in one go; the others wait for that commit, and each returns only once
+the transaction holding its record is durable. A failed commit fails every record in it.
+
+Between processes on one SQLite file (the server's workers share it), SQLite's busy handler would make
+the loser of a race for the write lock sleep for whole milliseconds, growing, before trying
+again; commits are instead taken in turn through an advisory file lock beside the database,
+polled at a fine grain. SQLite's own lock still decides: the file lock only saves the sleeps.
+
+Records hold the patient id (that is what an audit trail is for) but never a token, a name
+or record content: AuditEvent has no field for them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from host.config import Settings
+from host.errors import AuditUnavailable
+from host.store import migrations
+from host.store.database import AUDIT_LOCK, READY_TIMEOUT_S, Database, SqliteDatabase, open_database
+from host.types import AuditEvent, AuditRecord, VerifyReport
+
+GENESIS_HASH = "0" * 64
+BUSY_TIMEOUT_S = 5.0
+
+# The table is made by host.migrations.
+COLUMNS = (
+    "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
+    "decision_id", "allowed", "reasons", "outcome", "latency_ms",
+    "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
+    "function_version", "query",
+    "prev_hash", "hash",
+)  # fmt: skip
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
+INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class _Pending:
+    """One record waiting for the commit that makes it durable."""
+
+    __slots__ = ("event", "record", "error", "done")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        self.record: AuditRecord | None = None
+        self.error: AuditUnavailable | None = None
+        self.done = False
+
+    def result(self) -> AuditRecord:
+        if self.record is None:
+            raise self.error or AuditUnavailable("the audit record could not be written")
+        return self.record
+
+
+class AuditLog:
+    """The audit table, shared by every thread and process that opens the same database.
+
+    Given a path, the log opens that SQLite file; given a Database, it owns it (closes it on close).
+    """
+
+    def __init__(self, database: Database | Path, busy_timeout_s: float = BUSY_TIMEOUT_S, max_batch: int = 256) -> None:
+        self.path: Path | None = database if isinstance(database, Path) else getattr(database, "path", None)
+        self._display = str(database) if isinstance(database, Path) else database.display
+        self._busy_timeout_s = busy_timeout_s
+        self._max_batch = max_batch
+        self._lock = threading.Lock()  # one commit at a time in this process
+        self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
+        self._queue: list[_Pending] = []
+        self._committing = False
+        self._turn_fd: int | None = None
+        try:
+            self._db = SqliteDatabase(database, busy_timeout_s) if isinstance(database, Path) else database
+        except OSError as exc:
+            raise self._unavailable("open", exc) from exc
+        self._turn_fd = _open_turn_file(self.path) if self.path is not None else None
+        try:
+            migrations.prepare(self._db)
+        except self._db.errors as exc:
+            self.close()
+            raise self._unavailable("open", exc) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """Add one record at the head of the chain; it is on disk when this returns."""
+        pending = _Pending(event)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while True:
+            with self._queue_lock:
+                while not pending.done and self._committing:
+                    self._queue_lock.wait()
+                if pending.done:
+                    return pending.result()
+                # No commit is running and ours is not yet written: lead the next one.
+                self._committing = True
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            try:
+                self._commit(batch)
+            finally:
+                with self._queue_lock:
+                    for item in batch:
+                        item.done = True
+                    self._committing = False
+                    self._queue_lock.notify_all()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write `batch` in one durable transaction, or fail every record in it."""
+        try:
+            with self._lock, self._turn(), self._db.connection() as conn, self._db.transaction(conn, AUDIT_LOCK):
+                head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+                rows = []
+                for item in batch:
+                    seq += 1
+                    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    event = item.event
+                    fields = _fields(seq, ts, event, prev_hash)
+                    digest = chain_hash(fields)
+                    row = {
+                        **fields,
+                        "allowed": _to_int(event.allowed),
+                        "reasons": _json(list(event.reasons)),
+                        "policy_revision": event.policy_revision,
+                        "input_hash": event.input_hash,
+                        "break_glass": int(event.break_glass),
+                        "review": int(event.review),
+                        "break_glass_reason": event.break_glass_reason,
+                        "function_version": event.function_version,
+                        "query": event.query,
+                    }
+                    rows.append([*(row[c] for c in COLUMNS[:-1]), digest])
+                    item.record = AuditRecord(seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest)
+                    prev_hash = digest
+                conn.executemany(INSERT, rows)
+        except Exception as exc:  # the contract: recorded, or AuditUnavailable and nothing released
+            for item in batch:
+                item.record, item.error = None, self._unavailable("write to", exc)
+                item.error.__cause__ = exc
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to commit, among the processes appending to the same file."""
+        fd = self._turn_fd
+        if fd is None:
+            yield
+            return
+        deadline = time.monotonic() + self._busy_timeout_s
+        locked = False
+        while not locked:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # let SQLite's own lock and busy timeout decide
+                time.sleep(0.0002)
+            except OSError:
+                break
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def verify(self) -> VerifyReport:
+        """Recompute the whole chain in order; report the first record that does not hold."""
+        try:
+            # A connection of its own, so a long check never holds up appends; its one read
+            # transaction sees a single consistent snapshot of the chain.
+            with self._db.fresh_connection() as conn, self._db.snapshot(conn):
+                return _check(iter(conn.execute(f"{SELECT} ORDER BY seq")))
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
+
+    def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records with seq greater than `after_seq`, oldest first."""
+        return self._read(f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+
+    def flagged(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
+        return self._read(f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+
+    def head(self) -> tuple[int, str]:
+        """The newest record's (seq, hash), or (0, GENESIS_HASH) for an empty trail: what a checkpoint signs."""
+        row = self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record `seq` (GENESIS_HASH for 0), or None if there is no such record."""
+        if seq == 0:
+            return GENESIS_HASH
+        row = self._one("SELECT hash FROM audit WHERE seq = ?", (seq,))
+        return str(row[0]) if row else None
+
+    def healthy(self) -> bool:
+        """True if the audit table answers a trivial query (for readiness checks); never raises."""
+        try:
+            self._one("SELECT 1 FROM audit LIMIT 1", (), READY_TIMEOUT_S)
+        except AuditUnavailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the database. Appending afterwards raises AuditUnavailable."""
+        with self._lock:
+            self._db.close()
+            self._close_turn_file()
+
+    def _one(self, sql: str, params: tuple[Any, ...], timeout: float | None = None) -> Any:
+        try:
+            with self._db.connection(timeout) as conn:
+                return conn.execute(sql, params).fetchone()
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[AuditRecord]:
+        try:
+            with self._db.connection() as conn:
+                rows = conn.execute(sql, params).fetchall()
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
+        return [_record(row) for row in rows]
+
+    def _close_turn_file(self) -> None:
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
+
+    def _unavailable(self, action: str, exc: BaseException) -> AuditUnavailable:
+        db: Database | None = getattr(self, "_db", None)
+        described = db.describe(exc) if db is not None else f"{type(exc).__name__}: {exc}"
+        hint = db.advice(exc) if db is not None else "check the file is writable and the disk not full"
+        return AuditUnavailable(
+            f"could not {action} the audit trail at {self._display} ({described}); "
+            f"no data is released until it can be written: {hint}"
+        )
+
+
+def open_audit(settings: Settings) -> AuditLog:
+    """The audit trail in the database the settings name (PostgreSQL must be migrated already)."""
+    return AuditLog(open_database(settings))
+
+
+def _open_turn_file(path: Path) -> int | None:
+    """The advisory lock file beside the database; None (no lock, only SQLite's) if it cannot be made."""
+    try:
+        return os.open(path.with_name(path.name + ".audit-turn"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+
+
+def chain_hash(fields: dict[str, Any]) -> str:
+    """sha256 of the previous hash followed by the canonical JSON of a record's other fields."""
+    return hashlib.sha256((fields["prev_hash"] + _json(fields)).encode()).hexdigest()
+
+
+def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, Any]:
+    """Every field of a record except its hash, as hashed: allowed a bool, reasons a list."""
+    return {
+        "seq": seq,
+        "ts": ts,
+        "request_id": event.request_id,
+        "subject_id": event.subject_id,
+        "role": event.role,
+        "function": event.function,
+        "patient_id": event.patient_id,
+        "purpose": event.purpose,
+        "decision_id": event.decision_id,
+        "allowed": event.allowed,
+        "reasons": list(event.reasons),
+        "outcome": event.outcome,
+        # Normalised to what the columns give back, so that a stored record hashes the same.
+        "latency_ms": float(event.latency_ms),
+        "prev_hash": prev_hash,
+        **_decision_fields(event),
+    }
+
+
+def _decision_fields(event: AuditEvent) -> dict[str, Any]:
+    """The decision log's fields, hashed only when set: records from before them hash as they did."""
+    fields: dict[str, Any] = {}
+    if event.policy_revision is not None:
+        fields["policy_revision"] = event.policy_revision
+    if event.input_hash is not None:
+        fields["input_hash"] = event.input_hash
+    if event.break_glass:
+        fields["break_glass"] = True
+    if event.review:
+        fields["review"] = True
+    if event.break_glass_reason is not None:
+        fields["break_glass_reason"] = event.break_glass_reason
+    if event.function_version is not None:
+        fields["function_version"] = event.function_version
+    if event.query is not None:
+        fields["query"] = event.query
+    return fields
+
+
+def _check(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
+    """Walk the rows in seq order; `checked` counts the records found sound before any bad one."""
+    checked = 0
+    previous_seq, previous_hash = 0, GENESIS_HASH
+    for row in rows:
+        fault = _fault(row, previous_seq, previous_hash)
+        if fault is not None:
+            bad_seq, problem = fault
+            return VerifyReport(ok=False, checked=checked, first_bad_seq=bad_seq, problem=problem)
+        checked += 1
+        previous_seq, previous_hash = row[0], row[-1]
+    return VerifyReport(ok=True, checked=checked)
+
+
+def _fault(row: tuple[Any, ...], previous_seq: int, previous_hash: str) -> tuple[int, str] | None:
+    """What is wrong with one row given the one before it, as (seq to blame, words), or None."""
+    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
+    expected = previous_seq + 1
+    if seq > expected:
+        return expected, f"record {expected} is missing"
+    if seq != expected:
+        return seq, f"record {seq} is out of sequence"
+    try:
+        record = _record(row)
+        intact = chain_hash(_fields(seq, record.timestamp, record.event, stored_prev)) == stored_hash
+    except (TypeError, ValueError):  # a column no longer holds what append wrote
+        intact = False
+    if not intact:
+        return seq, f"record {seq} was altered"
+    if stored_prev != previous_hash:
+        if previous_seq == 0:
+            return seq, f"record {seq} does not start the chain"
+        return seq, f"record {seq} does not follow record {previous_seq}"
+    return None
+
+
+def _record(row: tuple[Any, ...]) -> AuditRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    reasons = json.loads(values["reasons"])
+    if not isinstance(reasons, list):
+        raise ValueError("reasons is not a JSON array")
+    if values["allowed"] not in (None, 0, 1):
+        raise ValueError("allowed is not NULL, 0 or 1")
+    event = AuditEvent(
+        request_id=values["request_id"],
+        subject_id=values["subject_id"],
+        role=values["role"],
+        function=values["function"],
+        patient_id=values["patient_id"],
+        purpose=values["purpose"],
+        decision_id=values["decision_id"],
+        allowed=None if values["allowed"] is None else bool(values["allowed"]),
+        reasons=tuple(reasons),
+        outcome=values["outcome"],
+        latency_ms=values["latency_ms"],
+        policy_revision=values["policy_revision"],
+        input_hash=values["input_hash"],
+        break_glass=_flag(values["break_glass"]),
+        review=_flag(values["review"]),
+        break_glass_reason=values["break_glass_reason"],
+        function_version=values["function_version"],
+        query=values["query"],
+    )
+    return AuditRecord(
+        seq=values["seq"],
+        timestamp=values["ts"],
+        event=event,
+        prev_hash=values["prev_hash"],
+        hash=values["hash"],
+    )
+
+
+def _flag(value: Any) -> bool:
+    if value not in (0, 1):
+        raise ValueError("a flag column is not 0 or 1")
+    return bool(value)
+
+
+def _to_int(flag: bool | None) -> int | None:
+    return None if flag is None else int(flag)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,55 @@
+"""Reading the audit trail over HTTP, for compliance officers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from host.http.deps import HostDep, SubjectDep
+from host.http.errors import request_id_of
+from host.http.schemas import AuditPage, AuditRecordOut, Purpose
+from host.service import AUDIT_READ_FUNCTION
+from host.types import AuditRecord
+
+AUDIT_PAGE_MAX = 1000
+# Fields that may name a patient (a search's query, a break-the-glass reason): never sent, only named.
+_SEALED_AUDIT_FIELDS = ("query", "break_glass_reason")
+
+router = APIRouter()
+
+
+@router.get("/v1/audit/records", response_model=AuditPage, tags=["audit"])
+async def audit_records(
+    request: Request,
+    host: HostDep,
+    subject: SubjectDep,
+    purpose: Annotated[Purpose, Query()] = Purpose.HCOMPL,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = 100,
+) -> AuditPage:
+    """The audit trail, oldest first, a page at a time: for compliance officers (role
+    `compliance_officer`, purpose HCOMPL, as the policy decides). Every read, allowed or refused,
+    is itself an audit record, written before anything is read."""
+    request.state.function = AUDIT_READ_FUNCTION
+    own_seq, records = await asyncio.get_running_loop().run_in_executor(
+        request.app.state.invokers,
+        functools.partial(host.service.read_audit, request_id_of(request), subject, purpose.value, after_seq, limit),
+    )
+    request.state.outcome = "ok"
+    return AuditPage(
+        audit_seq=own_seq,
+        records=[_audit_record_out(r) for r in records],
+        next_after_seq=records[-1].seq if records else after_seq,
+    )
+
+
+def _audit_record_out(record: AuditRecord) -> AuditRecordOut:
+    fields = dataclasses.asdict(record.event)
+    sealed = [name for name in _SEALED_AUDIT_FIELDS if fields.pop(name) is not None]
+    return AuditRecordOut(
+        **fields, seq=record.seq, ts=record.timestamp, sealed=sealed, prev_hash=record.prev_hash, hash=record.hash
+    )

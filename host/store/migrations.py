@@ -1,0 +1,246 @@
+"""Versioned schema migrations: ordered SQL per dialect, recorded in `schema_migrations`.
+
+`wardfn db migrate` applies the pending ones; a host on PostgreSQL refuses to serve a database
+that is not at the version it was built for. The embedded SQLite file is migrated by the host
+itself when opened (a development convenience: `make serve` stays one command), and migration 1
+upgrades any file the code before migrations made, which created its tables `IF NOT EXISTS`
+and added the audit columns one by one.
+
+To change the schema, append a Migration with the next version and SQL for both dialects;
+never edit one that has shipped. Each is applied in one transaction, recorded with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from host.errors import ConfigurationError, StoreUnavailable
+from host.store.database import MIGRATE_LOCK, Connection, Database
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sqlite: tuple[str, ...] = field(repr=False)
+    postgresql: tuple[str, ...] = field(repr=False)
+    # Run after the SQLite statements: upgrades a file older than migrations, whose tables exist.
+    sqlite_upgrade: Callable[[Connection], None] | None = field(default=None, repr=False)
+
+
+# The audit columns added after the table was first shipped (issue 3 and later), for SQLite files
+# made before migrations: a trail made before them gains them (NULL / 0).
+_LATE_AUDIT_COLUMNS = {
+    "policy_revision": "TEXT",
+    "input_hash": "TEXT",
+    "break_glass": "INTEGER NOT NULL DEFAULT 0",
+    "review": "INTEGER NOT NULL DEFAULT 0",
+    "break_glass_reason": "TEXT",
+    "function_version": "TEXT",
+    "query": "TEXT",
+}
+
+
+def _add_late_audit_columns(conn: Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    for name, kind in _LATE_AUDIT_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
+
+
+_AUDIT_COLUMNS = """
+    ts TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    subject_id TEXT,
+    role TEXT,
+    function TEXT,
+    patient_id TEXT,
+    purpose TEXT,
+    decision_id TEXT,
+    allowed {small},
+    reasons TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    latency_ms {real} NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    policy_revision TEXT,
+    input_hash TEXT,
+    break_glass {small} NOT NULL DEFAULT 0,
+    review {small} NOT NULL DEFAULT 0,
+    break_glass_reason TEXT,
+    function_version TEXT,
+    query TEXT
+"""
+
+INITIAL_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS resources (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        patient_id TEXT,
+        -- nonce || AES-GCM ciphertext (a BLOB); TEXT only in files made before encryption.
+        body BLOB NOT NULL,
+        PRIMARY KEY (resource_type, id)
+    )""",
+    # (patient, type, id): every search is by patient and type, ordered by id. With only
+    # (patient, type), SQLite preferred the primary key for the ORDER BY and scanned every
+    # resource of the type.
+    "DROP INDEX IF EXISTS resources_by_patient",
+    "CREATE INDEX IF NOT EXISTS resources_by_patient_type_id ON resources (patient_id, resource_type, id)",
+    # key: a blind index, hex HMAC-SHA256 of (kind, normalised key) under the blind-index key.
+    "CREATE TABLE IF NOT EXISTS patient_index (patient_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS patient_index_by_key ON patient_index (kind, key)",
+    "CREATE INDEX IF NOT EXISTS patient_index_by_patient ON patient_index (patient_id)",
+    "CREATE TABLE IF NOT EXISTS keks (kek_id TEXT PRIMARY KEY, added_at TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS data_keys (
+        owner TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (owner, kek_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id, owner)",
+    "CREATE TABLE IF NOT EXISTS erasures (patient_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY,"
+    + _AUDIT_COLUMNS.format(small="INTEGER", real="REAL")
+    + ")",
+)
+
+INITIAL_POSTGRESQL = (
+    """CREATE TABLE resources (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        patient_id TEXT,
+        body BYTEA NOT NULL,
+        PRIMARY KEY (resource_type, id)
+    )""",
+    "CREATE INDEX resources_by_patient_type_id ON resources (patient_id, resource_type, id)",
+    "CREATE TABLE patient_index (patient_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL)",
+    "CREATE INDEX patient_index_by_key ON patient_index (kind, key)",
+    "CREATE INDEX patient_index_by_patient ON patient_index (patient_id)",
+    "CREATE TABLE keks (kek_id TEXT PRIMARY KEY, added_at TEXT NOT NULL)",
+    """CREATE TABLE data_keys (
+        owner TEXT NOT NULL, kek_id TEXT NOT NULL, wrapped BYTEA NOT NULL, PRIMARY KEY (owner, kek_id)
+    )""",
+    "CREATE INDEX data_keys_by_kek ON data_keys (kek_id, owner)",
+    "CREATE TABLE erasures (patient_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)",
+    # DOUBLE PRECISION, not REAL (float4 in PostgreSQL): latency_ms is hashed, and must read back
+    # exactly as written.
+    "CREATE TABLE audit (seq BIGINT PRIMARY KEY,"
+    + _AUDIT_COLUMNS.format(small="SMALLINT", real="DOUBLE PRECISION")
+    + ")",
+)
+
+# The review queue (`wardfn audit review`) reads the flagged records in seq order.
+AUDIT_FLAGGED = "CREATE INDEX {if_not_exists}audit_flagged ON audit (seq) WHERE review = 1"
+
+AUDIT_RELAY = "CREATE TABLE IF NOT EXISTS audit_relay (id INTEGER PRIMARY KEY, sent_seq BIGINT NOT NULL)"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
+    Migration(
+        2,
+        "audit_flagged_index",
+        (AUDIT_FLAGGED.format(if_not_exists="IF NOT EXISTS "),),
+        (AUDIT_FLAGGED.format(if_not_exists=""),),
+    ),
+    # The audit relay's durable cursor (host/audit/relay_cursor.py): one row, the seq the broker confirmed.
+    Migration(3, "audit_relay_cursor", (AUDIT_RELAY,), (AUDIT_RELAY,)),
+)
+LATEST = MIGRATIONS[-1].version
+
+CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+    "applied_at TEXT NOT NULL)"
+)
+
+
+class SchemaOutOfDate(ConfigurationError):
+    """The database's schema is not the version this host needs."""
+
+
+def current_version(conn: Connection) -> int:
+    """The highest migration applied (0 for a database never migrated)."""
+    if conn.dialect == "sqlite":
+        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+    else:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'schema_migrations' AND schemaname = current_schema()"
+        )
+    if exists.fetchone() is None:
+        return 0
+    (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+    return int(version)
+
+
+def status(database: Database) -> tuple[int, list[Migration]]:
+    """The database's schema version and the migrations it still needs."""
+    with _translated(database, "read the schema version of"), database.connection() as conn:
+        version = current_version(conn)
+    return version, [m for m in MIGRATIONS if m.version > version]
+
+
+def migrate(database: Database) -> list[Migration]:
+    """Apply every pending migration, each in its own transaction; returns those applied."""
+    applied: list[Migration] = []
+    with _translated(database, "migrate"), database.connection() as conn:
+        for migration in MIGRATIONS:
+            # Several hosts may start (or `wardfn db migrate` run) at once: the write lock makes
+            # them take turns, and each re-reads the version once it holds it.
+            with database.transaction(conn, MIGRATE_LOCK):
+                conn.execute(CREATE_TABLE)
+                version = current_version(conn)
+                if version > LATEST:
+                    raise _newer(database, version)
+                if migration.version <= version:
+                    continue
+                statements = migration.sqlite if conn.dialect == "sqlite" else migration.postgresql
+                for statement in statements:
+                    conn.execute(statement)
+                if conn.dialect == "sqlite" and migration.sqlite_upgrade is not None:
+                    migration.sqlite_upgrade(conn)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, datetime.now(UTC).isoformat(timespec="seconds")),
+                )
+                applied.append(migration)
+    return applied
+
+
+def require_current(database: Database) -> None:
+    """Refuse, with one line saying what to run, a database not at this host's schema version."""
+    version, pending = status(database)
+    if version > LATEST:
+        raise _newer(database, version)
+    if pending:
+        raise SchemaOutOfDate(
+            f"the database at {database.display} is at schema version {version}, this host needs {LATEST}: "
+            "run `wardfn db migrate` (with the same WARDFN_DATABASE_URL) and start the host again"
+        )
+
+
+def prepare(database: Database) -> None:
+    """Make the database usable by this host: SQLite is migrated in place, PostgreSQL must already be."""
+    if database.dialect == "postgresql":
+        require_current(database)
+        return
+    version, pending = status(database)
+    if version > LATEST:
+        raise _newer(database, version)
+    if pending:  # read first: opening an up-to-date file takes no write lock
+        migrate(database)
+
+
+@contextmanager
+def _translated(database: Database, action: str) -> Iterator[None]:
+    try:
+        yield
+    except database.errors as exc:
+        raise StoreUnavailable(
+            f"could not {action} the database at {database.display} ({database.describe(exc)}); {database.advice(exc)}"
+        ) from exc
+
+
+def _newer(database: Database, version: int) -> SchemaOutOfDate:
+    return SchemaOutOfDate(
+        f"the database at {database.display} is at schema version {version}, newer than this host's {LATEST}: "
+        "run a wardfn release that knows it"
+    )

@@ -1,0 +1,486 @@
+"""The store of FHIR-shaped resources: one table, indexed by patient, encrypted at rest.
+
+Each resource is kept as the JSON it was added as, sealed with AES-256-GCM under its
+patient's data key (resources of no patient: under the store's shared key), with its type,
+id and patient as associated data so a sealed body cannot be moved to another row. Data
+keys are stored wrapped by the key-encryption key (see host.encryption and host.keyring).
+Search keys are blind indexes: HMACs of the normalised keys, never the names themselves.
+Functions read whole resources by (patient, type), nothing finer, and see plaintext: the
+store decrypts in search().
+
+Erasure destroys a patient's data key: their sealed rows stay, unreadable, and the store
+answers as if the patient had never been stored.
+
+The database is the embedded SQLite file or PostgreSQL (host.database): the SQL here is
+written once for both. The store is used from the web server's thread pool; each thread
+holds a connection only for one call (SQLite: its own; PostgreSQL: one from the pool).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from host.errors import InvalidRequest, StoreUnavailable, WardfnError
+from host.store import keyring, migrations
+from host.store.consent import consented, directives
+from host.store.database import (
+    READY_TIMEOUT_S,
+    STORE_WRITE_LOCK,
+    Connection,
+    Database,
+    DatabaseClosed,
+    SqliteDatabase,
+    open_database,
+)
+from host.store.directory import minimal_match, patient_keys
+from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.types import DirectoryQuery
+
+if TYPE_CHECKING:
+    from host.config import Settings
+
+REWRAP_BATCH = 500
+# One patient's resources of one type, with the patient's data key as wrapped under this host's KEK.
+SEARCH_SQL = (
+    "SELECT r.id, r.body, k.wrapped FROM resources r "
+    "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
+    "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
+)
+UPSERT_SQL = (
+    "INSERT INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id, body = excluded.body"
+)
+CIPHER_CACHE = 4096
+
+
+SEALED_TEXT_PREFIX = "sealed:v1:"
+
+
+class ResourceStore:
+    """FHIR resources in SQLite or PostgreSQL, encrypted at rest, safe to share between threads.
+
+    Given a path, the store opens that SQLite file; given a Database, it owns it (closes it on close).
+    """
+
+    def __init__(self, database: Database | Path, keys: KeyProvider) -> None:
+        self._keys = keys
+        # Unwrapped data keys, keyed by the wrapped bytes read with the row: a key erased or
+        # re-wrapped in the database is simply never looked up again.
+        self._cipher = functools.lru_cache(maxsize=CIPHER_CACHE)(self._unwrap_cipher)
+        self._display = str(database)
+        self._path = database if isinstance(database, Path) else getattr(database, "path", None)
+        self._db: Database | None = None
+        try:
+            with self._translate("create"):
+                self._db = SqliteDatabase(database) if isinstance(database, Path) else database
+                self._display = self._db.display
+                migrations.prepare(self._db)
+            with self._use("create") as conn:
+                with self._write(conn):
+                    keyring.check_kek(conn, keys, self._display)
+                    blind_key = keyring.data_key(conn, keys, keyring.BLIND_INDEX_OWNER, create=True)
+                    shared_key = keyring.data_key(conn, keys, keyring.SHARED_OWNER, create=True)
+                    assert blind_key is not None and shared_key is not None
+                    self._blind = BlindIndex(blind_key)
+                    self._shared = FieldCipher(shared_key)
+                    # Only SQLite files predate encryption at rest.
+                    upgraded = conn.dialect == "sqlite" and _encrypt_plaintext(conn, self._sealer(conn), self._blind)
+                if upgraded:
+                    # Purge the plaintext pages the upgrade freed, from the WAL and the file.
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("VACUUM")
+        except WardfnError:
+            self.close()
+            raise
+
+    @property
+    def database(self) -> Database:
+        """The database the store reads and writes."""
+        if self._db is None:
+            raise StoreUnavailable("the record store is closed: the host is shutting down, retry later")
+        return self._db
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None on PostgreSQL."""
+        return self._path
+
+    @property
+    def kek_id(self) -> str:
+        """The id of the key-encryption key this store unwraps data keys with."""
+        return self._keys.kek_id
+
+    def add_resources(self, resources: Iterable[dict[str, Any]]) -> int:
+        """Add (or replace, by type and id) resources in one transaction; returns how many."""
+        rows = _Rows(resources)
+        with self._use("write to") as conn:
+            with self._write(conn):
+                sealer = self._sealer(conn)
+                sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in rows]
+                conn.executemany(UPSERT_SQL, sealed)
+                _index_patients(conn, rows.patients, self._blind)
+        return rows.count
+
+    def search(self, patient_id: str, resource_type: str) -> list[str]:
+        """The JSON bodies of one patient's resources of one type ("Patient": the patient itself)."""
+        with self._use("read") as conn:
+            return self._search(conn, patient_id, resource_type)
+
+    def patient_exists(self, patient_id: str) -> bool:
+        """True if a Patient resource with this id is stored (and not erased)."""
+        with self._use("read") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM resources WHERE resource_type = 'Patient' AND id = ? "
+                "AND id NOT IN (SELECT patient_id FROM erasures)",
+                (patient_id,),
+            ).fetchone()
+        return row is not None
+
+    def consent_for(self, patient_id: str, purpose: str) -> bool:
+        """True if the patient's Consent resources allow `purpose` (see host.consent)."""
+        consents = [json.loads(body) for body in self.search(patient_id, "Consent")]
+        return consented(consents, purpose)
+
+    def consent_directives(self, patient_id: str) -> list[dict[str, Any]]:
+        """The patient's consent directives for the policy input (see host.consent.directives)."""
+        return directives([json.loads(body) for body in self.search(patient_id, "Consent")])
+
+    def care_team(self, patient_id: str) -> list[str]:
+        """The practitioner ids on the patient's active CareTeams, sorted, without repeats."""
+        members: set[str] = set()
+        for body in self.search(patient_id, "CareTeam"):
+            team = json.loads(body)
+            if team.get("status") != "active":
+                continue
+            for participant in team.get("participant") or []:
+                member = participant.get("member") if isinstance(participant, dict) else None
+                reference = member.get("reference") if isinstance(member, dict) else None
+                if isinstance(reference, str) and reference.startswith("Practitioner/"):
+                    members.add(reference.removeprefix("Practitioner/"))
+        return sorted(members)
+
+    def list_patients(self, limit: int) -> list[dict[str, str]]:
+        """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
+        with self._use("read") as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM resources WHERE resource_type = 'Patient' "
+                    "AND id NOT IN (SELECT patient_id FROM erasures) ORDER BY id LIMIT ?",
+                    (limit,),
+                )
+            ]
+            patients = [(pid, body) for pid in ids for body in self._search(conn, pid, "Patient")]
+        return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in patients]
+
+    def count_patients(self) -> int:
+        """How many Patient resources are stored (erased patients not counted)."""
+        with self._use("read") as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM resources WHERE resource_type = 'Patient' "
+                "AND id NOT IN (SELECT patient_id FROM erasures)"
+            ).fetchone()
+        return int(count)
+
+    def directory_search(self, query: DirectoryQuery, limit: int) -> list[dict[str, str | None]]:
+        """At most `limit` patients matching every criterion of `query`, as minimal fields only."""
+        pairs = query.keys()
+        if not pairs:
+            return []
+        # The blind index of a key depends on its kind, so each criterion matches any of its
+        # kinds' HMACs; (kind, key) is indexed.
+        clauses = " INTERSECT ".join(
+            f"SELECT patient_id FROM patient_index WHERE kind IN ({','.join('?' * len(kinds))}) "
+            f"AND key IN ({','.join('?' * len(kinds))})"
+            for kinds, _ in pairs
+        )
+        params: list[Any] = [
+            value for kinds, key in pairs for value in (*kinds, *(self._blind(kind, key) for kind in kinds))
+        ]
+        with self._use("read") as conn:
+            ids = [row[0] for row in conn.execute(f"{clauses} ORDER BY 1 LIMIT ?", [*params, limit])]
+            bodies = [body for pid in ids for body in self._search(conn, pid, "Patient")]
+        return [minimal_match(json.loads(body)) for body in bodies]
+
+    def erase_patient(self, patient_id: str) -> bool:
+        """Crypto-shred a patient: destroy their data key and search keys. False if no such patient."""
+        if ":" in patient_id:
+            raise InvalidRequest("a patient id has no colon: that name belongs to one of the store's own keys")
+        with self._use("erase in") as conn:
+            with self._write(conn):
+                stored = conn.execute(
+                    "SELECT 1 FROM resources WHERE patient_id = ? UNION ALL SELECT 1 FROM data_keys WHERE owner = ? "
+                    "LIMIT 1",
+                    (patient_id, patient_id),
+                ).fetchone()
+                if stored is None or keyring.erased(conn, patient_id):
+                    return False
+                keyring.erase(conn, patient_id)
+                conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient_id,))
+            self.database.purge_deleted(conn, "data_keys")
+        return True
+
+    def rotate_kek(self, new: KeyProvider, batch: int = REWRAP_BATCH) -> int:
+        """Wrap every data key under `new` as well, in small transactions; returns how many were wrapped.
+
+        Hosts keep serving throughout, on either key. Run `retire_kek` once every host runs on `new`.
+        """
+        if new.kek_id == self.kek_id:
+            raise InvalidRequest(f"the new key-encryption key is the current one ({self.kek_id}): give a new key")
+        return self._rewrap_all(self._keys, new, batch, retire=False)
+
+    def retire_kek(self, old: KeyProvider, batch: int = REWRAP_BATCH) -> int:
+        """Wrap under this store's KEK any key still only under `old`, then delete every `old` wrapping."""
+        if old.kek_id == self.kek_id:
+            raise InvalidRequest(
+                f"key-encryption key {old.kek_id} is the one this host runs on: set WARDFN_KEK to the new key first"
+            )
+        with self._use("read") as conn:
+            known = keyring.known_keks(conn)
+        if old.kek_id not in known:
+            raise InvalidRequest(f"key-encryption key {old.kek_id} is not one {self._display} knows")
+        return self._rewrap_all(old, self._keys, batch, retire=True)
+
+    def kek_status(self) -> dict[str, int]:
+        """Data keys wrapped under each key-encryption key id the database knows."""
+        with self._use("read") as conn:
+            return keyring.counts(conn)
+
+    def seal_text(self, text: str, purpose: str) -> str:
+        """`text` sealed under the store's shared key, bound to `purpose`: for identifying text kept
+        outside the resources table, such as a search's query in its audit record."""
+        return SEALED_TEXT_PREFIX + base64.b64encode(self._shared.seal(text.encode(), purpose.encode())).decode()
+
+    def open_text(self, sealed: str, purpose: str) -> str:
+        """The text `seal_text` sealed; StoreUnavailable if it was not sealed here for this purpose."""
+        try:
+            raw = base64.b64decode(sealed.removeprefix(SEALED_TEXT_PREFIX), validate=True)
+            return self._shared.open(raw, purpose.encode()).decode()
+        except (ValueError, KeyUnreadable):
+            raise StoreUnavailable("a sealed text could not be opened with this store's keys") from None
+
+    def healthy(self) -> bool:
+        """True if the store answers a trivial query (for readiness checks); never raises."""
+        try:
+            with self._use("read", READY_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1 FROM resources LIMIT 1").fetchall()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close every thread's connection. The store cannot be used afterwards."""
+        database, self._db = self._db, None
+        if database is not None:
+            database.close()
+
+    def _search(self, conn: Connection, patient_id: str, resource_type: str) -> list[str]:
+        rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
+        if not rows:
+            return []
+        wrapped = rows[0][2]
+        if wrapped is None:
+            if keyring.erased(conn, patient_id):
+                return []
+            raise StoreUnavailable(
+                f"a patient's data key is not wrapped under this host's key-encryption key ({self.kek_id}): "
+                "it was retired; restart the host with the current WARDFN_KEK"
+            )
+        cipher = self._cipher(patient_id, wrapped)
+        return [_open(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
+
+    def _unwrap_cipher(self, owner: str, wrapped: bytes) -> FieldCipher:
+        return FieldCipher(keyring.unwrap(self._keys, wrapped, owner))
+
+    def _sealer(self, conn: Connection) -> _Sealer:
+        return _Sealer(conn, self._keys, self._shared)
+
+    def _rewrap_all(self, source: KeyProvider, target: KeyProvider, batch: int, retire: bool) -> int:
+        total = 0
+        with self._use("re-wrap keys in") as conn:
+            while True:
+                # Small transactions: the hosts serving from this database wait for the write lock
+                # at most one batch long.
+                with self._write(conn):
+                    done = keyring.rewrap(conn, source, target, batch)
+                    total += done
+                    if done < batch:
+                        if retire:
+                            keyring.forget_kek(conn, source.kek_id)
+                        break
+            if retire:
+                self.database.purge_deleted(conn, "data_keys")
+        return total
+
+    @contextmanager
+    def _use(self, action: str, timeout: float | None = None) -> Iterator[Connection]:
+        """A connection for one call, with driver errors translated."""
+        with self._translate(action), self.database.connection(timeout) as conn:
+            yield conn
+
+    def _write(self, conn: Connection) -> Any:
+        """A write transaction, serialised with every other host's writes to this database."""
+        return self.database.transaction(conn, STORE_WRITE_LOCK)
+
+    @contextmanager
+    def _translate(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except DatabaseClosed:
+            raise StoreUnavailable("the record store is closed: the host is shutting down, retry later") from None
+        except Exception as exc:
+            database = self._db
+            if database is None and not isinstance(exc, OSError):
+                raise
+            if database is not None and not isinstance(exc, database.errors):
+                raise
+            # Driver messages are reduced to words with no bound values: no patient data.
+            described = database.describe(exc) if database is not None else f"{type(exc).__name__}: {exc}"
+            hint = database.advice(exc) if database is not None else "check that the directory is writable"
+            raise StoreUnavailable(
+                f"could not {action} the record store at {self._display} ({described}); {hint}"
+            ) from exc
+
+
+def open_store(settings: Settings) -> ResourceStore:
+    """The store the settings name, with the key-encryption key they name; refuses a wrong KEK.
+
+    On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
+    """
+    return ResourceStore(open_database(settings), kek_from_settings(settings))
+
+
+class _Sealer:
+    """Seals bodies under their patient's data key (made on first use), in the caller's transaction."""
+
+    def __init__(self, conn: Connection, keys: KeyProvider, shared: FieldCipher) -> None:
+        self._conn = conn
+        self._keys = keys
+        self._shared = shared
+        self._ciphers: dict[str, FieldCipher] = {}
+
+    def seal(self, resource_type: str, resource_id: str, patient_id: str | None, body: str) -> bytes:
+        return self._cipher(patient_id).seal(body.encode(), _associated(resource_type, resource_id, patient_id))
+
+    def _cipher(self, patient_id: str | None) -> FieldCipher:
+        if patient_id is None:
+            return self._shared
+        cipher = self._ciphers.get(patient_id)
+        if cipher is None:
+            if ":" in patient_id:
+                raise InvalidRequest("a resource names a patient id with a colon: FHIR ids have none")
+            if keyring.erased(self._conn, patient_id):
+                raise InvalidRequest(
+                    "a resource belongs to a patient who was erased: an erased patient's id is never reused"
+                )
+            key = keyring.data_key(self._conn, self._keys, patient_id, create=True)
+            assert key is not None
+            cipher = self._ciphers[patient_id] = FieldCipher(key)
+        return cipher
+
+
+def _associated(resource_type: str, resource_id: str, patient_id: str | None) -> bytes:
+    """What a sealed body is bound to: its row. A body moved to another row does not open."""
+    return json.dumps(["wardfn-resource-v1", resource_type, resource_id, patient_id]).encode()
+
+
+def _open(cipher: FieldCipher, resource_type: str, resource_id: str, patient_id: str | None, body: Any) -> str:
+    if not isinstance(body, bytes):
+        raise StoreUnavailable("the record store holds an unencrypted record: reopen it to encrypt it")
+    try:
+        return cipher.open(body, _associated(resource_type, resource_id, patient_id)).decode()
+    except KeyUnreadable:
+        # Names neither the patient nor the resource: that is patient data.
+        raise StoreUnavailable(
+            "a stored record failed its integrity check (altered, or moved from another row): "
+            "restore the database from a backup"
+        ) from None
+
+
+def _encrypt_plaintext(conn: Connection, sealer: _Sealer, blind: BlindIndex) -> bool:
+    """Encrypt, in place, the rows of a database made before encryption at rest; True if there were any."""
+    rows = conn.execute(
+        "SELECT resource_type, id, patient_id, body FROM resources WHERE typeof(body) = 'text'"
+    ).fetchall()
+    if not rows:
+        return False
+    conn.executemany(
+        "UPDATE resources SET body = ? WHERE resource_type = ? AND id = ?",
+        [(sealer.seal(t, i, p, body), t, i) for t, i, p, body in rows],
+    )
+    conn.execute("DELETE FROM patient_index")
+    patients = [json.loads(body) for t, _, _, body in rows if t == "Patient"]
+    _index_patients(conn, patients, blind)
+    return True
+
+
+def _index_patients(conn: Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:
+    """Replace the search keys of these patients, as blind indexes, in the caller's transaction."""
+    for patient in patients:
+        conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient["id"],))
+        conn.executemany(
+            "INSERT INTO patient_index (patient_id, kind, key) VALUES (?, ?, ?)",
+            [(patient["id"], kind, blind(kind, key)) for kind, key in sorted(patient_keys(patient))],
+        )
+
+
+class _Rows:
+    """Resources as table rows (type, id, patient, JSON body), counted as they are read."""
+
+    def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
+        self._resources = resources
+        self.count = 0
+        self.patients: list[dict[str, Any]] = []
+
+    def __iter__(self) -> Iterator[tuple[str, str, str | None, str]]:
+        for resource in self._resources:
+            resource_type = resource.get("resourceType")
+            resource_id = resource.get("id")
+            if not isinstance(resource_type, str) or not isinstance(resource_id, str):
+                raise InvalidRequest(
+                    f"resource number {self.count + 1} has no string resourceType and id: "
+                    "give every resource both before adding it"
+                )
+            self.count += 1
+            if resource_type == "Patient":
+                self.patients.append(resource)
+            body = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+            yield resource_type, resource_id, patient_of(resource), body
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    """The id of the patient a resource belongs to, or None if it names none."""
+    if resource.get("resourceType") == "Patient":
+        resource_id = resource.get("id")
+        return resource_id if isinstance(resource_id, str) else None
+    # Most types use `subject`, AllergyIntolerance and Consent use `patient`.
+    for field in ("subject", "patient"):
+        target = resource.get(field)
+        reference = target.get("reference") if isinstance(target, dict) else None
+        if isinstance(reference, str):
+            return _patient_id(reference)
+    return None
+
+
+def _patient_id(reference: str) -> str | None:
+    """ "Patient/<id>", also absolute ("<base>/Patient/<id>") or a bundle's "urn:uuid:<id>"."""
+    if reference.startswith("urn:uuid:"):
+        return reference.removeprefix("urn:uuid:") or None
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return parts[-1]
+    return None
+
+
+def _display_name(patient: dict[str, Any]) -> str:
+    names = patient.get("name") or [{}]
+    official = next((n for n in names if n.get("use") == "official"), names[0])
+    if official.get("text"):
+        return str(official["text"])
+    return " ".join([*official.get("given", []), official.get("family", "")]).strip()

@@ -1,0 +1,123 @@
+"""The pseudonym and directory imports, against real components, a real store and real keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.build import cache_key
+from host.catalogue.manifest import discover_functions
+from host.catalogue.registry import limits_for
+from host.data.synthetic import seed_store
+from host.errors import FunctionReturnedError
+from host.runtime.calls import FunctionRequest, SandboxLimits
+from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.sandbox import Sandbox
+from host.store.pseudonyms import Pseudonymizer
+from host.store.resources import ResourceStore, open_store
+from host.types import Scope
+from tests.conftest import settings_for
+
+pytestmark = pytest.mark.components
+
+
+@dataclass
+class Rig:
+    sandbox: Sandbox
+    store: ResourceStore
+    pseudonyms: Pseudonymizer
+    components: dict[str, Any]
+    limits: dict[str, SandboxLimits]
+    reads: dict[str, frozenset[str]]
+
+    def call(self, name: str, patient_id: str | None, args: dict[str, Any], directory: bool = False) -> Any:
+        scope = Scope(patient_id, self.reads[name], directory=directory)
+        prepared = self.sandbox.prepare(self.components[name], self.limits[name])
+        request = FunctionRequest(patient_id, "TREAT", args)
+        return self.sandbox.call(prepared, request, scope, self.limits[name]).body
+
+
+@pytest.fixture(scope="module")
+def rig(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    workdir = tmp_path_factory.mktemp("imports")
+    settings = settings_for(workdir / "wardfn.db")
+    store = open_store(settings)
+    seed_store(store, 30, 5)
+    pseudonyms = Pseudonymizer.from_key_dir(workdir / "keys")
+    engine = create_engine()
+    ticker = EpochTicker(engine, settings.epoch_tick_ms)
+    ticker.start()
+    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
+    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
+    components, limits, reads = {}, {}, {}
+    for source in discover_functions(settings.functions_dirs):
+        artifact = cache.lookup(source.name, cache_key(source, settings.wit_dir))
+        assert artifact is not None
+        components[source.name] = sandbox.load(Path(artifact.cwasm_path))
+        limits[source.name] = limits_for(source.manifest, settings)
+        reads[source.name] = frozenset(source.manifest.reads)
+    yield Rig(sandbox, store, pseudonyms, components, limits, reads)
+    ticker.stop()
+    store.close()
+
+
+def _patient(rig: Rig, index: int = 0) -> dict[str, Any]:
+    pid = rig.store.list_patients(100)[index]["id"]
+    return dict(json.loads(rig.store.search(pid, "Patient")[0]))
+
+
+def test_deidentify_carries_the_hosts_pseudonym_and_no_name(rig: Rig) -> None:
+    patient = _patient(rig)
+    body = rig.call("deidentify", patient["id"], {})
+    assert body["pseudonym"] == rig.pseudonyms.pseudonym(patient["id"])
+    text = json.dumps(body)
+    assert patient["name"][0]["family"] not in text and patient["id"] not in text
+    again = rig.call("deidentify", patient["id"], {})
+    assert again["pseudonym"] == body["pseudonym"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda p: {"name": p["name"][0]["family"].upper()},
+        lambda p: {"name": f"  {p['name'][0]['given'][0].lower()}   {p['name'][0]['family']} "},
+        lambda p: {"birth_date": p["birthDate"]},
+        lambda p: {"identifier": p["identifier"][0]["value"].lower()},
+        lambda p: {"name": p["name"][0]["family"], "birth_date": p["birthDate"]},
+    ],
+)
+def test_search_finds_by_normalised_exact_keys(rig: Rig, query: Any) -> None:
+    patient = _patient(rig, 3)
+    body = rig.call("patient_search", None, query(patient), directory=True)
+    assert patient["id"] in [m["id"] for m in body["matches"]]
+    assert 1 <= body["count"] <= 20
+    for match in body["matches"]:
+        assert set(match) == {"id", "name", "birth_date", "gender"}
+
+
+def test_search_is_exact_not_fuzzy(rig: Rig) -> None:
+    patient = _patient(rig, 3)
+    body = rig.call("patient_search", None, {"name": patient["name"][0]["family"][:-1]}, directory=True)
+    assert patient["id"] not in [m["id"] for m in body["matches"]]
+
+
+def test_search_without_the_directory_capability_is_refused(rig: Rig) -> None:
+    patient = _patient(rig, 3)
+    with pytest.raises(FunctionReturnedError) as caught:
+        rig.call("patient_search", None, {"name": patient["name"][0]["family"]}, directory=False)
+    assert caught.value.kind == "invalid-input"
+
+
+def test_pseudonym_for_another_patient_is_refused(rig: Rig) -> None:
+    patient, other = _patient(rig, 0), _patient(rig, 1)
+    scope = Scope(other["id"], rig.reads["deidentify"])
+    prepared = rig.sandbox.prepare(rig.components["deidentify"], rig.limits["deidentify"])
+    with pytest.raises(FunctionReturnedError):
+        # The request names one patient while the scope grants another: nothing can be read.
+        rig.sandbox.call(prepared, FunctionRequest(patient["id"], "TREAT", {}), scope, rig.limits["deidentify"])
