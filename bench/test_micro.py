@@ -14,7 +14,8 @@ from bench.conftest import Parts
 from host.audit.trail import AuditLog
 from host.auth import TokenVerifier, issue_dev_token
 from host.config import load_settings
-from host.policy.engine import RegoPolicyEngine, build_input
+from host.policy.document import build_input
+from host.policy.engine import RegoPolicyEngine
 from host.types import AuditEvent, Subject
 
 FUNCTIONS = ["patient_lookup", "clinical_calc"]

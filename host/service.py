@@ -23,7 +23,8 @@ from host.errors import (
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION, Metrics
-from host.policy.engine import PolicyEngine, build_input, input_hash
+from host.policy.document import build_input, input_hash
+from host.policy.engine import PolicyEngine
 from host.policy.obligations import check_output
 from host.ratelimit import Budget
 from host.runtime.calls import FunctionRequest

@@ -31,8 +31,6 @@ or record content: AuditEvent has no field for them.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import threading
 import time
@@ -42,23 +40,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from host.audit.chain import (
+    COLUMNS,
+    GENESIS_HASH,
+    canonical_json,
+    chain_hash,
+    check_chain,
+    flag_column,
+    record_fields,
+    record_from_row,
+)
 from host.config import Settings
 from host.errors import AuditUnavailable
 from host.store import migrations
 from host.store.database import AUDIT_LOCK, READY_TIMEOUT_S, Database, SqliteDatabase, open_database
 from host.types import AuditEvent, AuditRecord, VerifyReport
 
-GENESIS_HASH = "0" * 64
 BUSY_TIMEOUT_S = 5.0
 
-# The table is made by host.migrations.
-COLUMNS = (
-    "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
-    "decision_id", "allowed", "reasons", "outcome", "latency_ms",
-    "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
-    "function_version", "query",
-    "prev_hash", "hash",
-)  # fmt: skip
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -144,12 +143,12 @@ class AuditLog:
                     seq += 1
                     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                     event = item.event
-                    fields = _fields(seq, ts, event, prev_hash)
+                    fields = record_fields(seq, ts, event, prev_hash)
                     digest = chain_hash(fields)
                     row = {
                         **fields,
-                        "allowed": _to_int(event.allowed),
-                        "reasons": _json(list(event.reasons)),
+                        "allowed": flag_column(event.allowed),
+                        "reasons": canonical_json(list(event.reasons)),
                         "policy_revision": event.policy_revision,
                         "input_hash": event.input_hash,
                         "break_glass": int(event.break_glass),
@@ -198,7 +197,7 @@ class AuditLog:
             # A connection of its own, so a long check never holds up appends; its one read
             # transaction sees a single consistent snapshot of the chain.
             with self._db.fresh_connection() as conn, self._db.snapshot(conn):
-                return _check(iter(conn.execute(f"{SELECT} ORDER BY seq")))
+                return check_chain(iter(conn.execute(f"{SELECT} ORDER BY seq")))
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
 
@@ -249,7 +248,7 @@ class AuditLog:
                 rows = conn.execute(sql, params).fetchall()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def _close_turn_file(self) -> None:
         if self._turn_fd is not None:
@@ -277,136 +276,3 @@ def _open_turn_file(path: Path) -> int | None:
         return os.open(path.with_name(path.name + ".audit-turn"), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None
-
-
-def chain_hash(fields: dict[str, Any]) -> str:
-    """sha256 of the previous hash followed by the canonical JSON of a record's other fields."""
-    return hashlib.sha256((fields["prev_hash"] + _json(fields)).encode()).hexdigest()
-
-
-def _fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, Any]:
-    """Every field of a record except its hash, as hashed: allowed a bool, reasons a list."""
-    return {
-        "seq": seq,
-        "ts": ts,
-        "request_id": event.request_id,
-        "subject_id": event.subject_id,
-        "role": event.role,
-        "function": event.function,
-        "patient_id": event.patient_id,
-        "purpose": event.purpose,
-        "decision_id": event.decision_id,
-        "allowed": event.allowed,
-        "reasons": list(event.reasons),
-        "outcome": event.outcome,
-        # Normalised to what the columns give back, so that a stored record hashes the same.
-        "latency_ms": float(event.latency_ms),
-        "prev_hash": prev_hash,
-        **_decision_fields(event),
-    }
-
-
-def _decision_fields(event: AuditEvent) -> dict[str, Any]:
-    """The decision log's fields, hashed only when set: records from before them hash as they did."""
-    fields: dict[str, Any] = {}
-    if event.policy_revision is not None:
-        fields["policy_revision"] = event.policy_revision
-    if event.input_hash is not None:
-        fields["input_hash"] = event.input_hash
-    if event.break_glass:
-        fields["break_glass"] = True
-    if event.review:
-        fields["review"] = True
-    if event.break_glass_reason is not None:
-        fields["break_glass_reason"] = event.break_glass_reason
-    if event.function_version is not None:
-        fields["function_version"] = event.function_version
-    if event.query is not None:
-        fields["query"] = event.query
-    return fields
-
-
-def _check(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
-    """Walk the rows in seq order; `checked` counts the records found sound before any bad one."""
-    checked = 0
-    previous_seq, previous_hash = 0, GENESIS_HASH
-    for row in rows:
-        fault = _fault(row, previous_seq, previous_hash)
-        if fault is not None:
-            bad_seq, problem = fault
-            return VerifyReport(ok=False, checked=checked, first_bad_seq=bad_seq, problem=problem)
-        checked += 1
-        previous_seq, previous_hash = row[0], row[-1]
-    return VerifyReport(ok=True, checked=checked)
-
-
-def _fault(row: tuple[Any, ...], previous_seq: int, previous_hash: str) -> tuple[int, str] | None:
-    """What is wrong with one row given the one before it, as (seq to blame, words), or None."""
-    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
-    expected = previous_seq + 1
-    if seq > expected:
-        return expected, f"record {expected} is missing"
-    if seq != expected:
-        return seq, f"record {seq} is out of sequence"
-    try:
-        record = _record(row)
-        intact = chain_hash(_fields(seq, record.timestamp, record.event, stored_prev)) == stored_hash
-    except (TypeError, ValueError):  # a column no longer holds what append wrote
-        intact = False
-    if not intact:
-        return seq, f"record {seq} was altered"
-    if stored_prev != previous_hash:
-        if previous_seq == 0:
-            return seq, f"record {seq} does not start the chain"
-        return seq, f"record {seq} does not follow record {previous_seq}"
-    return None
-
-
-def _record(row: tuple[Any, ...]) -> AuditRecord:
-    values = dict(zip(COLUMNS, row, strict=True))
-    reasons = json.loads(values["reasons"])
-    if not isinstance(reasons, list):
-        raise ValueError("reasons is not a JSON array")
-    if values["allowed"] not in (None, 0, 1):
-        raise ValueError("allowed is not NULL, 0 or 1")
-    event = AuditEvent(
-        request_id=values["request_id"],
-        subject_id=values["subject_id"],
-        role=values["role"],
-        function=values["function"],
-        patient_id=values["patient_id"],
-        purpose=values["purpose"],
-        decision_id=values["decision_id"],
-        allowed=None if values["allowed"] is None else bool(values["allowed"]),
-        reasons=tuple(reasons),
-        outcome=values["outcome"],
-        latency_ms=values["latency_ms"],
-        policy_revision=values["policy_revision"],
-        input_hash=values["input_hash"],
-        break_glass=_flag(values["break_glass"]),
-        review=_flag(values["review"]),
-        break_glass_reason=values["break_glass_reason"],
-        function_version=values["function_version"],
-        query=values["query"],
-    )
-    return AuditRecord(
-        seq=values["seq"],
-        timestamp=values["ts"],
-        event=event,
-        prev_hash=values["prev_hash"],
-        hash=values["hash"],
-    )
-
-
-def _flag(value: Any) -> bool:
-    if value not in (0, 1):
-        raise ValueError("a flag column is not 0 or 1")
-    return bool(value)
-
-
-def _to_int(flag: bool | None) -> int | None:
-    return None if flag is None else int(flag)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

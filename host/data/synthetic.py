@@ -5,6 +5,9 @@ so the same (patients, seed) always yields the same resources, byte for byte, an
 seen on one machine can be replayed on another. No real person is described: national
 identifiers start with 999 (never issued), phone numbers are in the 555-01xx fiction range
 and e-mail addresses are at example.org.
+
+Long because it is one generator: the resource builders share one random stream, and moving
+them apart would make the order of draws (which the determinism rests on) harder to see.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from host.policy.engine import PACKAGE, load_sources, revision_of
+from host.policy.sources import PACKAGE, load_sources, revision_of
 
 ROOT = PACKAGE.replace(".", "/")
 

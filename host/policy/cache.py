@@ -15,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from host.policy.engine import PolicyEngine, canonical_json
+from host.policy.document import canonical_json
+from host.policy.engine import PolicyEngine
 from host.types import Decision
 
 

@@ -1,20 +1,15 @@
-"""Policy decisions: the engine interface, the embedded Rego engine (regopy), the input document,
-and the decision cache.
+"""Policy engines: the interface every engine offers, and the embedded Rego engine (regopy).
 
-The host asks one question of package `healthcare.his`: the values of five rules, `allow`,
-`deny`, `reasons`, `obligations` and `break_glass` (`DECISION_QUERY`). Deny wins. Every failure to answer
-fails closed: it raises `PolicyUnavailable`, never returns an allow. The OPA sidecar engine is
-in `host.opa`; both read the answer with `read_document`, so they cannot differ in how.
+Every failure to answer fails closed: it raises `PolicyUnavailable`, never returns an allow. The
+question and the reading of its answer are in `host.policy.document`, shared with the OPA sidecar
+engine (`host.policy.opa`), so the engines cannot differ in how they read a decision.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,18 +20,9 @@ import regopy
 from regopy.rego_shared import rego_node_value
 
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.policy.obligations import parse_selector
-from host.types import Decision, Obligations, Subject
-
-PACKAGE = "healthcare.his"
-QUERY = f"data.{PACKAGE}"
-# The rules the host reads. Each is asked for by name, as a comprehension so that an undefined
-# rule is an empty list rather than an undefined query: rego-cpp evaluates only these (and what
-# they depend on), about 1 ms, where the whole package document costs several. Both engines
-# are asked exactly this question.
-RULES = ("allow", "deny", "reasons", "obligations", "break_glass")
-DECISION_QUERY = "; ".join(f"{rule} := [x | x := data.{PACKAGE}.{rule}]" for rule in RULES)
-DEFAULT_REASON = "denied by policy"
+from host.policy.document import DECISION_QUERY, document_from_bindings, read_document
+from host.policy.sources import PACKAGE, QUERY, load_sources, revision_of
+from host.types import Decision
 
 _T = TypeVar("_T")
 
@@ -60,41 +46,6 @@ class PolicyEngine(Protocol):
     def close(self) -> None:
         """Release the engine's threads and connections."""
         ...
-
-
-def build_input(
-    subject: Subject,
-    action: str,
-    purpose: str,
-    patient: dict[str, Any] | None,
-    break_glass_reason: str | None = None,
-) -> dict[str, Any]:
-    """The input document in the host's shape (see policies/his.rego).
-
-    `patient` is None for an action on no single patient, else `{"id", "care_team",
-    "consent_directives"}` as the store holds them.
-    """
-    document: dict[str, Any] = {
-        "subject": {"id": subject.id, "roles": list(subject.all_roles)},
-        "action": action,
-        "purpose": purpose,
-        "patient": patient,
-        # Always true: the host writes the audit record before any function runs, and
-        # refuses the request (AuditUnavailable) when it cannot.
-        "audit": {"enabled": True},
-    }
-    if break_glass_reason is not None:
-        document["break_glass"] = {"reason": break_glass_reason}
-    return document
-
-
-def input_hash(input: dict[str, Any]) -> str:
-    """sha256 of the input's canonical JSON: what the decision log keeps to replay a decision."""
-    return hashlib.sha256(canonical_json(input).encode("utf-8")).hexdigest()
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class RegoPolicyEngine:
@@ -123,7 +74,7 @@ class RegoPolicyEngine:
         if not sources:
             raise ConfigurationError("no Rego policy given: put a .rego file in WARDFN_POLICY_DIR")
         self._timeout_s = timeout_s
-        self._revision = _revision(sources)
+        self._revision = revision_of(sources)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wardfn-policy")
         self._closed = False
         # When each evaluation now running began (time.monotonic), by worker thread; read by healthy().
@@ -273,124 +224,6 @@ class RegoPolicyEngine:
         if len(expressions) != 1:
             raise PolicyUnavailable("the policy gave an answer the host cannot read")
         return expressions[0]
-
-
-def document_from_bindings(bindings: Any) -> dict[str, Any]:
-    """The answer to DECISION_QUERY as a package document holding only the rules that are defined."""
-    if not isinstance(bindings, dict):
-        raise PolicyUnavailable("the policy gave an answer the host cannot read")
-    document: dict[str, Any] = {}
-    for rule in RULES:
-        values = bindings.get(rule)
-        if not isinstance(values, list) or len(values) > 1:
-            raise PolicyUnavailable(f"the policy's answer for {rule} cannot be read")
-        if values:
-            document[rule] = values[0]
-    return document
-
-
-def read_document(document: Any, *, engine: str, revision: str, input: dict[str, Any]) -> Decision:
-    """The decision in the package document; undefined rules count as not true (deny)."""
-    allow, reasons = _read_allow(document)
-    obligations, break_glass = Obligations(), False
-    if allow:
-        assert isinstance(document, dict)
-        obligations = _read_obligations(document.get("obligations"))
-        break_glass = _boolean(document, "break_glass")
-    return Decision(
-        id=uuid.uuid4().hex,
-        allow=allow,
-        reasons=reasons,
-        engine=engine,
-        obligations=obligations,
-        break_glass=break_glass,
-        revision=revision,
-        input_hash=input_hash(input),
-    )
-
-
-def _read_allow(document: Any) -> tuple[bool, tuple[str, ...]]:
-    """(allow, reasons) from the package document."""
-    if document is None:
-        return False, (DEFAULT_REASON,)
-    if not isinstance(document, dict):
-        raise PolicyUnavailable(f"data.{PACKAGE} is not an object")
-    allow = _boolean(document, "allow")
-    deny = _boolean(document, "deny")
-    raw_reasons = document.get("reasons", [])
-    if not isinstance(raw_reasons, list) or not all(isinstance(r, str) for r in raw_reasons):
-        raise PolicyUnavailable(f"data.{PACKAGE}.reasons is not a set of strings")
-    allowed = allow and not deny
-    if allowed:
-        return True, ()
-    reasons = tuple(sorted(set(raw_reasons))) or (DEFAULT_REASON,)
-    return False, reasons
-
-
-def _read_obligations(raw: Any) -> Obligations:
-    """Missing obligations bind to nothing readable (fail closed); malformed ones are an engine error."""
-    if raw is None:
-        return Obligations()
-    if not isinstance(raw, dict):
-        raise PolicyUnavailable(f"data.{PACKAGE}.obligations is not an object")
-    parts: dict[str, frozenset[str]] = {}
-    for key in ("resource_types", "mask", "drop"):
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise PolicyUnavailable(f"data.{PACKAGE}.obligations.{key} is not a set of strings")
-        parts[key] = frozenset(value)
-    for selector in parts["mask"] | parts["drop"]:
-        try:
-            parse_selector(selector)
-        except ValueError as exc:
-            raise PolicyUnavailable(f"data.{PACKAGE}.obligations names a field the host cannot apply: {exc}") from exc
-    return Obligations(resource_types=parts["resource_types"], mask=parts["mask"], drop=parts["drop"])
-
-
-def _boolean(document: dict[str, Any], rule: str) -> bool:
-    if rule not in document:
-        return False  # undefined: the rule did not match
-    value = document[rule]
-    if not isinstance(value, bool):
-        raise PolicyUnavailable(f"data.{PACKAGE}.{rule} is {type(value).__name__}, not a boolean")
-    return value
-
-
-def load_sources(policy_dir: Path) -> dict[str, str]:
-    """{file name: text} of every `*.rego` in `policy_dir` except `*_test.rego`."""
-    if not policy_dir.is_dir():
-        raise ConfigurationError(
-            f"policy directory {policy_dir} does not exist: set WARDFN_POLICY_DIR to the "
-            "directory holding the .rego files"
-        )
-    paths = sorted(p for p in policy_dir.glob("*.rego") if not p.name.endswith("_test.rego"))
-    if not paths:
-        raise ConfigurationError(
-            f"no .rego policy in {policy_dir} (test files *_test.rego are not loaded): "
-            "set WARDFN_POLICY_DIR to the directory holding his.rego"
-        )
-    sources: dict[str, str] = {}
-    for path in paths:
-        try:
-            sources[path.name] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"cannot read policy file {path}: {exc}") from exc
-    return sources
-
-
-def revision_of(sources: dict[str, str]) -> str:
-    """The policy revision: sha256 over the sources' names and texts (the bundle carries the same)."""
-    return _revision(sources)
-
-
-def _revision(sources: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(sources):
-        for part in (name, sources[name]):
-            data = part.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "big"))
-            digest.update(data)
-    return digest.hexdigest()
 
 
 _ERRORMSG = re.compile(r"\(errormsg \d+:([^)\n]*)\)")

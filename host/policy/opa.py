@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from opa_client.opa_async import AsyncOpaClient
 
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.policy.engine import DECISION_QUERY, document_from_bindings, read_document
+from host.policy.document import DECISION_QUERY, document_from_bindings, read_document
 from host.types import Decision
 
 UNKNOWN_REVISION = "unknown"

@@ -8,6 +8,10 @@ their SQL once, with `?` placeholders and syntax both engines accept (`ON CONFLI
 `WARDFN_DATABASE_URL=postgresql://...` selects PostgreSQL; unset, the SQLite file at
 `WARDFN_DATABASE` (or `WARDFN_HOME/wardfn.db`). A URL's password never leaves this module: every
 message names the database by `display`, which redacts it.
+
+Long because it is the one driver module: both engines' connections, transactions, locks and
+error translation sit side by side so that no other module imports sqlite3 or psycopg, and a
+difference between the two is visible in one file.
 """
 
 from __future__ import annotations

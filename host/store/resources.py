@@ -38,8 +38,10 @@ from host.store.database import (
     SqliteDatabase,
     open_database,
 )
-from host.store.directory import minimal_match, patient_keys
+from host.store.directory import minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.store.rows import ResourceRows
+from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
 from host.types import DirectoryQuery
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class ResourceStore:
                     self._blind = BlindIndex(blind_key)
                     self._shared = FieldCipher(shared_key)
                     # Only SQLite files predate encryption at rest.
-                    upgraded = conn.dialect == "sqlite" and _encrypt_plaintext(conn, self._sealer(conn), self._blind)
+                    upgraded = conn.dialect == "sqlite" and encrypt_plaintext(conn, self._sealer(conn), self._blind)
                 if upgraded:
                     # Purge the plaintext pages the upgrade freed, from the WAL and the file.
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -118,13 +120,13 @@ class ResourceStore:
 
     def add_resources(self, resources: Iterable[dict[str, Any]]) -> int:
         """Add (or replace, by type and id) resources in one transaction; returns how many."""
-        rows = _Rows(resources)
+        rows = ResourceRows(resources)
         with self._use("write to") as conn:
             with self._write(conn):
                 sealer = self._sealer(conn)
                 sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in rows]
                 conn.executemany(UPSERT_SQL, sealed)
-                _index_patients(conn, rows.patients, self._blind)
+                index_patients(conn, rows.patients, self._blind)
         return rows.count
 
     def search(self, patient_id: str, resource_type: str) -> list[str]:
@@ -293,13 +295,13 @@ class ResourceStore:
                 "it was retired; restart the host with the current WARDFN_KEK"
             )
         cipher = self._cipher(patient_id, wrapped)
-        return [_open(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
+        return [open_body(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
 
     def _unwrap_cipher(self, owner: str, wrapped: bytes) -> FieldCipher:
         return FieldCipher(keyring.unwrap(self._keys, wrapped, owner))
 
-    def _sealer(self, conn: Connection) -> _Sealer:
-        return _Sealer(conn, self._keys, self._shared)
+    def _sealer(self, conn: Connection) -> Sealer:
+        return Sealer(conn, self._keys, self._shared)
 
     def _rewrap_all(self, source: KeyProvider, target: KeyProvider, batch: int, retire: bool) -> int:
         total = 0
@@ -354,128 +356,6 @@ def open_store(settings: Settings) -> ResourceStore:
     On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
     """
     return ResourceStore(open_database(settings), kek_from_settings(settings))
-
-
-class _Sealer:
-    """Seals bodies under their patient's data key (made on first use), in the caller's transaction."""
-
-    def __init__(self, conn: Connection, keys: KeyProvider, shared: FieldCipher) -> None:
-        self._conn = conn
-        self._keys = keys
-        self._shared = shared
-        self._ciphers: dict[str, FieldCipher] = {}
-
-    def seal(self, resource_type: str, resource_id: str, patient_id: str | None, body: str) -> bytes:
-        return self._cipher(patient_id).seal(body.encode(), _associated(resource_type, resource_id, patient_id))
-
-    def _cipher(self, patient_id: str | None) -> FieldCipher:
-        if patient_id is None:
-            return self._shared
-        cipher = self._ciphers.get(patient_id)
-        if cipher is None:
-            if ":" in patient_id:
-                raise InvalidRequest("a resource names a patient id with a colon: FHIR ids have none")
-            if keyring.erased(self._conn, patient_id):
-                raise InvalidRequest(
-                    "a resource belongs to a patient who was erased: an erased patient's id is never reused"
-                )
-            key = keyring.data_key(self._conn, self._keys, patient_id, create=True)
-            assert key is not None
-            cipher = self._ciphers[patient_id] = FieldCipher(key)
-        return cipher
-
-
-def _associated(resource_type: str, resource_id: str, patient_id: str | None) -> bytes:
-    """What a sealed body is bound to: its row. A body moved to another row does not open."""
-    return json.dumps(["wardfn-resource-v1", resource_type, resource_id, patient_id]).encode()
-
-
-def _open(cipher: FieldCipher, resource_type: str, resource_id: str, patient_id: str | None, body: Any) -> str:
-    if not isinstance(body, bytes):
-        raise StoreUnavailable("the record store holds an unencrypted record: reopen it to encrypt it")
-    try:
-        return cipher.open(body, _associated(resource_type, resource_id, patient_id)).decode()
-    except KeyUnreadable:
-        # Names neither the patient nor the resource: that is patient data.
-        raise StoreUnavailable(
-            "a stored record failed its integrity check (altered, or moved from another row): "
-            "restore the database from a backup"
-        ) from None
-
-
-def _encrypt_plaintext(conn: Connection, sealer: _Sealer, blind: BlindIndex) -> bool:
-    """Encrypt, in place, the rows of a database made before encryption at rest; True if there were any."""
-    rows = conn.execute(
-        "SELECT resource_type, id, patient_id, body FROM resources WHERE typeof(body) = 'text'"
-    ).fetchall()
-    if not rows:
-        return False
-    conn.executemany(
-        "UPDATE resources SET body = ? WHERE resource_type = ? AND id = ?",
-        [(sealer.seal(t, i, p, body), t, i) for t, i, p, body in rows],
-    )
-    conn.execute("DELETE FROM patient_index")
-    patients = [json.loads(body) for t, _, _, body in rows if t == "Patient"]
-    _index_patients(conn, patients, blind)
-    return True
-
-
-def _index_patients(conn: Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:
-    """Replace the search keys of these patients, as blind indexes, in the caller's transaction."""
-    for patient in patients:
-        conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient["id"],))
-        conn.executemany(
-            "INSERT INTO patient_index (patient_id, kind, key) VALUES (?, ?, ?)",
-            [(patient["id"], kind, blind(kind, key)) for kind, key in sorted(patient_keys(patient))],
-        )
-
-
-class _Rows:
-    """Resources as table rows (type, id, patient, JSON body), counted as they are read."""
-
-    def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
-        self._resources = resources
-        self.count = 0
-        self.patients: list[dict[str, Any]] = []
-
-    def __iter__(self) -> Iterator[tuple[str, str, str | None, str]]:
-        for resource in self._resources:
-            resource_type = resource.get("resourceType")
-            resource_id = resource.get("id")
-            if not isinstance(resource_type, str) or not isinstance(resource_id, str):
-                raise InvalidRequest(
-                    f"resource number {self.count + 1} has no string resourceType and id: "
-                    "give every resource both before adding it"
-                )
-            self.count += 1
-            if resource_type == "Patient":
-                self.patients.append(resource)
-            body = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
-            yield resource_type, resource_id, patient_of(resource), body
-
-
-def patient_of(resource: dict[str, Any]) -> str | None:
-    """The id of the patient a resource belongs to, or None if it names none."""
-    if resource.get("resourceType") == "Patient":
-        resource_id = resource.get("id")
-        return resource_id if isinstance(resource_id, str) else None
-    # Most types use `subject`, AllergyIntolerance and Consent use `patient`.
-    for field in ("subject", "patient"):
-        target = resource.get(field)
-        reference = target.get("reference") if isinstance(target, dict) else None
-        if isinstance(reference, str):
-            return _patient_id(reference)
-    return None
-
-
-def _patient_id(reference: str) -> str | None:
-    """ "Patient/<id>", also absolute ("<base>/Patient/<id>") or a bundle's "urn:uuid:<id>"."""
-    if reference.startswith("urn:uuid:"):
-        return reference.removeprefix("urn:uuid:") or None
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
-        return parts[-1]
-    return None
 
 
 def _display_name(patient: dict[str, Any]) -> str:

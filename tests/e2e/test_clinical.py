@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from host.policy.engine import RegoPolicyEngine, build_input, input_hash
+from host.policy.document import build_input, input_hash
+from host.policy.engine import RegoPolicyEngine
 from host.service import AUDIT_REASON_PURPOSE
 from host.store.resources import ResourceStore, open_store
 from host.types import AuditRecord, Subject

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from host.audit.chain import GENESIS_HASH, chain_hash
 from host.audit.checkpoints import (
     Checkpointer,
     CheckpointFile,
@@ -27,7 +28,7 @@ from host.audit.checkpoints import (
     signature_holds,
     verify_checkpoints,
 )
-from host.audit.trail import GENESIS_HASH, AuditLog, chain_hash
+from host.audit.trail import AuditLog
 from host.cli import main
 from host.config import Settings, load_settings
 from host.types import AuditEvent, Checkpoint

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from host.audit.trail import GENESIS_HASH, AuditLog, chain_hash
+from host.audit.chain import GENESIS_HASH, chain_hash
+from host.audit.trail import AuditLog
 from host.config import PROJECT_ROOT
 from host.errors import AuditUnavailable
 from host.store.database import AUDIT_LOCK

@@ -14,7 +14,8 @@ import pytest
 
 from host.data.synthetic import PRACTITIONER_IDS, generate, seed_store
 from host.store.encryption import LocalKek
-from host.store.resources import ResourceStore, patient_of
+from host.store.resources import ResourceStore
+from host.store.rows import patient_of
 
 VITAL_CODES = {"8867-4", "85354-9", "8310-5", "9279-1", "29463-7", "8302-2", "59408-5"}
 

@@ -11,7 +11,8 @@ import pytest
 
 from host.config import PROJECT_ROOT
 from host.errors import ConfigurationError, PolicyUnavailable
-from host.policy.engine import DEFAULT_REASON, RegoPolicyEngine, build_input, input_hash
+from host.policy.document import DEFAULT_REASON, build_input, input_hash
+from host.policy.engine import RegoPolicyEngine
 from host.policy.table import DEFAULT_TABLE, load_table
 from host.types import Subject
 

@@ -10,7 +10,7 @@ import pytest
 
 from host.errors import ConfigurationError, PolicyUnavailable
 from host.policy.bundle import write_bundle
-from host.policy.engine import DEFAULT_REASON
+from host.policy.document import DEFAULT_REASON
 from host.policy.opa import OpaPolicyEngine
 from host.policy.table import DEFAULT_TABLE, load_table
 from tests.e2e.server import free_port

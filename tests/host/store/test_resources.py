@@ -15,7 +15,8 @@ import pytest
 
 from host.errors import InvalidRequest, StoreUnavailable
 from host.store.encryption import LocalKek
-from host.store.resources import SEARCH_SQL, ResourceStore, patient_of
+from host.store.resources import SEARCH_SQL, ResourceStore
+from host.store.rows import patient_of
 from tests.backends import Backend, PostgresBackend
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
