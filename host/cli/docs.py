@@ -77,7 +77,7 @@ def _constraints(field: FieldInfo) -> str:
         elif isinstance(item, annotated_types.Lt):
             bounds.append(f"< {item.lt}")
         elif isinstance(item, annotated_types.MinLen):
-            bounds.append(f"at least {item.min_length} characters")
+            bounds.append("not empty" if item.min_length == 1 else f"at least {item.min_length} long")
     return ", ".join(bounds)
 
 
