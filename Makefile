@@ -1,4 +1,4 @@
-# Short targets: serve, test, lint, bench. Each creates or reuses .venv first.
+# Short targets: serve, test, lint, bench, docs. Each creates or reuses .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,7 +22,7 @@ RABBITMQ_BIN ?= /usr/lib/rabbitmq/bin
 # found at run time (after `make postgres` may have installed it).
 PG_BIN_DIR = $${WARDFN_PG_BIN:-$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
-.PHONY: install serve test lint bench policy-check opa clean tools postgres rabbitmq
+.PHONY: install serve test lint bench docs policy-check opa clean tools postgres rabbitmq
 
 install: $(STAMP)
 
@@ -122,6 +122,10 @@ $(TOOLS_BIN)/promtool:
 lint: install
 	$(BIN)/ruff check host tests functions bench
 	$(BIN)/mypy
+
+# The reference pages generated from the code (tests/test_docs.py fails when they drift).
+docs: install
+	$(BIN)/wardfn docs settings --output docs/settings.md
 
 clean:
 	rm -rf $(VENV) .wardfn .pytest_cache

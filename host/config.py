@@ -28,99 +28,276 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a refused setting may be a secret (WARDFN_KEK, a password in WARDFN_AMQP_URL).
     model_config = SettingsConfigDict(env_prefix="WARDFN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    env: Literal["development", "production"] = "development"
-    home: Path = Path(".wardfn")
-    cache_dir: Path | None = None
-    database: Path | None = None
-    # PostgreSQL instead of the SQLite file, e.g. postgresql://wardfn:PASSWORD@db:5432/wardfn?sslmode=verify-full
-    # (a secret: it may hold the password). Its schema is migrated by `wardfn db migrate`.
-    database_url: SecretStr | None = None
-    # Connections each PostgreSQL pool (the store's, the audit trail's) keeps at most, per process.
-    database_pool_size: int = Field(default=10, ge=1)
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses development tokens and every unsafe setting (no key-encryption key, no "
+        "checkpoint key, no JWT key, the development issuer, a PostgreSQL URL without `sslmode=verify-full`, an "
+        "`amqp://` broker).",
+    )
+    home: Path = Field(
+        default=Path(".wardfn"),
+        description="The state directory: the SQLite file `wardfn.db`, keys under `keys/`, the artifact cache, "
+        "the audit checkpoint files.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Compiled artifacts (the content-addressed, HMAC-verified `.cwasm` cache), private to the host's "
+        "user. Unset: `$WARDFN_HOME/cache`.",
+    )
+    database: Path | None = Field(
+        default=None,
+        description="The SQLite file, used when `WARDFN_DATABASE_URL` is unset. Unset: `$WARDFN_HOME/wardfn.db`.",
+    )
+    # A secret: it may hold the password.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="A PostgreSQL URL, `postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=verify-full`: the store and "
+        "the audit trail live there instead of the SQLite file (migrate it with `wardfn db migrate`). Never printed "
+        "with its password; production requires `sslmode=verify-full`.",
+    )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections each pool (the store's, the audit trail's) keeps at most, per process; "
+        "keep it above `WARDFN_INVOKE_THREADS`, as a call waits at most 2 s for a connection before its 503.",
+    )
 
-    functions_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "functions"])
-    wit_dir: Path = PROJECT_ROOT / "wit"
-    # Signed OCI layouts written by `wardfn package` (each entry a layout, or a directory of
-    # layouts), loaded only if signed by the pinned key in package_public_key_file.
-    packages_dirs: list[Path] = Field(default_factory=list)
-    package_public_key_file: Path | None = None
-    policy_dir: Path = PROJECT_ROOT / "policies"
+    functions_dirs: list[Path] = Field(
+        default_factory=lambda: [PROJECT_ROOT / "functions"],
+        description="Directories holding functions (each a subdirectory with a `function.toml`).",
+    )
+    wit_dir: Path = Field(
+        default=PROJECT_ROOT / "wit",
+        description="The WIT contract the functions are built against; part of every artifact's cache key.",
+    )
+    packages_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Signed OCI layouts written by `wardfn package` (each entry a layout, or a directory of "
+        "layouts) to load; needs `WARDFN_PACKAGE_PUBLIC_KEY_FILE`.",
+    )
+    package_public_key_file: Path | None = Field(
+        default=None,
+        description="The pinned Ed25519 public key (PEM) packages must be signed with; required when "
+        "`WARDFN_PACKAGES_DIRS` is set.",
+    )
+    policy_dir: Path = Field(
+        default=PROJECT_ROOT / "policies",
+        description="The Rego policy: the embedded engine loads every `*.rego` but `*_test.rego`, and "
+        "`wardfn policy bundle` packs it for OPA.",
+    )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # Server processes; 0 means one per CPU core. Each has its own engine, pool, connections,
-    # metrics and budgets, and SIGHUP restarts them rather than swapping functions in place: one
-    # by default, as in a Kubernetes pod limited to one core (scale with replicas there).
-    workers: int = Field(default=1, ge=0)
-    # Threads per server process that run invocations (Wasm, policy, audit) off the event loop.
-    invoke_threads: int = Field(default=4, ge=1)
+    host: str = Field(
+        default="127.0.0.1",
+        description="The address `wardfn serve` listens on and `wardfn invoke` calls; `--host` overrides it.",
+    )
+    port: int = Field(
+        default=8000, description="The port `wardfn serve` listens on and `wardfn invoke` calls; `--port` overrides it."
+    )
+    # One by default, as in a Kubernetes pod limited to one core (scale with replicas there).
+    workers: int = Field(
+        default=1,
+        ge=0,
+        description="Server processes; `0` is one per CPU core. Each has its own engine, pool, connections, metrics "
+        "and budgets, and SIGHUP restarts them rather than swapping functions in place: one per pod, scaled with "
+        "replicas, is the default.",
+    )
+    invoke_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Threads per server process that run invocations (Wasm, policy, audit) off the event loop.",
+    )
 
-    jwt_issuer: str = DEV_ISSUER
-    jwt_audience: str = "wardfn"
-    jwt_public_key_file: Path | None = None
-    jwks_url: str | None = None
-    jwt_leeway_s: int = 5
+    jwt_issuer: str = Field(
+        default=DEV_ISSUER,
+        description=f"The `iss` every bearer token must carry; production refuses the development issuer "
+        f"`{DEV_ISSUER}`.",
+    )
+    jwt_audience: str = Field(default="wardfn", description="The `aud` every bearer token must carry.")
+    jwt_public_key_file: Path | None = Field(
+        default=None,
+        description="The identity provider's public key (PEM) that verifies tokens; this or `WARDFN_JWKS_URL` is "
+        "required in production.",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="The identity provider's JWKS URL, whose keys verify tokens; this or "
+        "`WARDFN_JWT_PUBLIC_KEY_FILE` is required in production.",
+    )
+    jwt_leeway_s: int = Field(
+        default=5, description="Clock skew, in seconds, allowed when checking a token's expiry and other time claims."
+    )
 
     # Ceilings on what a manifest may ask for; the defaults (200 ms, 128 MiB, 1 MiB) are the manifest's.
-    max_deadline_ms: int = Field(default=10_000, gt=0)
-    max_memory_bytes: int = Field(default=1024 * MIB, gt=0)
-    max_output_bytes: int = Field(default=32 * MIB, gt=0)
-    stdio_limit_bytes: int = Field(default=64 * 1024, ge=0)
-    function_log_limit_bytes: int = Field(default=16 * 1024, ge=0)
-    epoch_tick_ms: int = Field(default=5, gt=0)
-    prepared_instances: int = Field(default=8, ge=0)
-    reusable_instances: int = Field(default=16, ge=1)
-    max_request_bytes: int = Field(default=64 * 1024, gt=0)
-    policy_timeout_ms: int = Field(default=1000, gt=0)
-    # Verified tokens remembered until they expire, so a signature is checked once (0: off).
-    token_cache_size: int = Field(default=4096, ge=0)
+    max_deadline_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="The longest deadline a manifest may ask for (a manifest's default is 200 ms).",
+    )
+    max_memory_bytes: int = Field(
+        default=1024 * MIB,
+        gt=0,
+        description="The most memory a manifest may ask for (a manifest's default is 128 MiB).",
+    )
+    max_output_bytes: int = Field(
+        default=32 * MIB,
+        gt=0,
+        description="The most output a manifest may ask for (a manifest's default is 1 MiB).",
+    )
+    stdio_limit_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="A function's stdout and stderr kept per invocation (captured, never written to the host's "
+        "logs); the rest is counted and dropped.",
+    )
+    function_log_limit_bytes: int = Field(
+        default=16 * 1024,
+        ge=0,
+        description="A function's `log.write` messages kept per invocation (never written to the host's logs); the "
+        "rest is counted and dropped.",
+    )
+    epoch_tick_ms: int = Field(
+        default=5,
+        gt=0,
+        description="How often the ticker thread advances wasmtime's epoch: the granularity of every deadline.",
+    )
+    prepared_instances: int = Field(
+        default=8,
+        ge=0,
+        description="Fresh instances kept ready, each warmed with a synthetic call, per function.",
+    )
+    reusable_instances: int = Field(
+        default=16,
+        ge=1,
+        description="Warm instances kept per function that declares `reuse_instances = true`.",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024, gt=0, description="The request body cap; a larger body is refused with 413."
+    )
+    policy_timeout_ms: int = Field(
+        default=1000, gt=0, description="A decision slower than this is a deny with 503 (fail closed)."
+    )
+    token_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="Verified tokens remembered until they expire, so a signature is checked once (`0`: off).",
+    )
 
-    import_max_bytes: int = Field(default=32 * MIB, gt=0)
-    # Seconds the host waits for in-flight calls after SIGTERM before it stops (Kubernetes drain).
-    shutdown_grace_s: int = Field(default=15, ge=0)
-    # Where `make tools` installs kustomize, gator and promtool for `wardfn deploy`.
-    tools_dir: Path = PROJECT_ROOT / ".wardfn" / "tools" / "bin"
-    # Which engine decides: "embedded" (regopy, in-process) or "opa" (a sidecar at opa_url).
-    policy: Literal["embedded", "opa"] = "embedded"
-    # Embedded engine: interpreters deciding in parallel (regopy releases the GIL while it evaluates).
-    policy_workers: int = Field(default=2, ge=1, le=64)
-    opa_url: str | None = None
-    opa_health_interval_ms: int = Field(default=250, gt=0)
-    # Decisions remembered, keyed by the whole input; 0 turns the cache off.
-    decision_cache_size: int = Field(default=10_000, ge=0)
-    # Per-subject budgets: break-glass accesses and searches allowed in a sliding window.
-    break_glass_budget: int = Field(default=5, ge=0)
-    break_glass_window_s: int = Field(default=3600, gt=0)
-    search_budget: int = Field(default=60, ge=0)
-    search_window_s: int = Field(default=60, gt=0)
+    import_max_bytes: int = Field(
+        default=32 * MIB, gt=0, description="The largest FHIR bundle file `wardfn data import` accepts."
+    )
+    shutdown_grace_s: int = Field(
+        default=15,
+        ge=0,
+        description="After SIGTERM, how long in-flight calls may run before the host stops (the Kubernetes drain).",
+    )
+    tools_dir: Path = Field(
+        default=PROJECT_ROOT / ".wardfn" / "tools" / "bin",
+        description="Where `make tools` installs kustomize, gator, oras and promtool; `wardfn deploy` runs "
+        "kustomize and gator from here.",
+    )
+    policy: Literal["embedded", "opa"] = Field(
+        default="embedded",
+        description="Which engine decides: `embedded` (regopy, in-process) or `opa` (a sidecar at `WARDFN_OPA_URL`).",
+    )
+    policy_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Embedded engine: interpreters deciding in parallel (regopy releases the GIL while it evaluates).",
+    )
+    opa_url: str | None = Field(
+        default=None, description="The OPA sidecar's http(s) URL; required with `WARDFN_POLICY=opa`."
+    )
+    opa_health_interval_ms: int = Field(
+        default=250,
+        gt=0,
+        description="How often the sidecar's `/health?bundles` is probed and its bundle revision read.",
+    )
+    decision_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="Decisions remembered, keyed by the whole input and emptied when the policy revision changes; "
+        "`0` turns the cache off.",
+    )
+    break_glass_budget: int = Field(
+        default=5,
+        ge=0,
+        description="Break-the-glass accesses a subject may make within `WARDFN_BREAK_GLASS_WINDOW_S`; past it the "
+        "allow becomes a 403.",
+    )
+    break_glass_window_s: int = Field(
+        default=3600, gt=0, description="The sliding window of the break-the-glass budget, in seconds."
+    )
+    search_budget: int = Field(
+        default=60,
+        ge=0,
+        description="Searches a subject may make within `WARDFN_SEARCH_WINDOW_S`; past it the allow becomes a 403.",
+    )
+    search_window_s: int = Field(default=60, gt=0, description="The sliding window of the search budget, in seconds.")
 
-    # The key-encryption key that wraps every patient's data key (encryption at rest): 32 random
-    # bytes, base64 (kek), or a file holding them raw or in base64 (kek_file). In development,
-    # when neither is set, one is made once under the key directory; production requires one.
-    kek: SecretStr | None = None
-    kek_file: Path | None = None
+    kek: SecretStr | None = Field(
+        default=None,
+        description="The key-encryption key that wraps every patient's data key: 32 random bytes in base64 "
+        "(`openssl rand -base64 32`). Set this or `WARDFN_KEK_FILE`, not both; production requires one; in "
+        "development, with neither, one is generated once at `$WARDFN_HOME/keys/kek.key`.",
+    )
+    kek_file: Path | None = Field(
+        default=None,
+        description="A file holding the key-encryption key (32 bytes, raw or base64), instead of `WARDFN_KEK`.",
+    )
 
-    # Audit checkpoints (issue 5): the chain's head, signed with an Ed25519 key kept out of the
-    # database, appended to a file outside it. In development the key is made once under the key
-    # directory; production requires one. The file defaults to one per trail under home.
-    audit_checkpoint_key_file: Path | None = None
-    audit_checkpoint_file: Path | None = None
-    audit_checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    # Audit checkpoints (issue 5): the chain's head, signed with a key kept out of the database.
+    audit_checkpoint_key_file: Path | None = Field(
+        default=None,
+        description="The Ed25519 private key (PEM) that signs audit checkpoints, kept where the database's users "
+        "cannot read it; production requires one; in development one is generated once at "
+        "`$WARDFN_HOME/keys/audit-checkpoint.pem`.",
+    )
+    audit_checkpoint_file: Path | None = Field(
+        default=None,
+        description="Where checkpoints are appended. Unset: `$WARDFN_HOME/audit-checkpoints-<trail>.jsonl`, "
+        "`<trail>` being 12 hex digits of the SHA-256 of the database's identity (the SQLite file's resolved path, "
+        "or PostgreSQL's host, port and database), so trails sharing a home never mix.",
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=5.0, gt=0, description="How often, in seconds, the host signs the chain's head when it moved."
+    )
 
-    # The audit relay: every audit record published, at least once, to a durable topic exchange of
-    # the broker at amqp_url (unset: no relay). Production requires amqps://. A secret: the URL
-    # may carry a password, and is never printed with it. amqp_ca_file: the CA that signed the
-    # broker's certificate, when it is not in the system's trust store.
-    amqp_url: SecretStr | None = None
-    amqp_exchange: str = Field(default="wardfn.audit", min_length=1)
-    amqp_ca_file: Path | None = None
-    # The longest wait between reconnection attempts while the broker is unreachable.
-    amqp_retry_max_s: float = Field(default=10.0, gt=0)
-    # Records read per round; each is confirmed before the cursor moves past it.
-    amqp_batch: int = Field(default=256, ge=1, le=10_000)
+    # The audit relay publishes every audit record at least once. A secret: the URL may carry a password.
+    amqp_url: SecretStr | None = Field(
+        default=None,
+        description="Stream every audit record to this RabbitMQ broker (unset: no relay). Never printed with its "
+        "password; production requires `amqps://`.",
+    )
+    amqp_exchange: str = Field(
+        default="wardfn.audit",
+        min_length=1,
+        description="The durable topic exchange audit records and checkpoints are published to.",
+    )
+    amqp_ca_file: Path | None = Field(
+        default=None,
+        description="The CA (PEM) that signed the broker's certificate, for `amqps://`. Unset: the system's trust "
+        "store.",
+    )
+    amqp_retry_max_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="The longest wait, in seconds, between reconnection attempts while the broker is unreachable.",
+    )
+    amqp_batch: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Records the relay reads per round; each is confirmed before the cursor moves past it.",
+    )
 
-    seed_patients: int = Field(default=1000, ge=0)
-    seed: int = 20261125
+    seed_patients: int = Field(
+        default=1000,
+        ge=0,
+        description="Synthetic patients `wardfn serve` seeds into an empty development database (and "
+        "`wardfn bench load` into its own).",
+    )
+    seed: int = Field(default=20261125, description="The synthetic generator's seed: the same seed, the same patients.")
 
     @property
     def production(self) -> bool:
