@@ -2,6 +2,9 @@
 
 Defaults give the embedded development mode (SQLite, in-process Rego, a development
 token issuer). Production (`WARDFN_ENV=production`) refuses anything unsafe.
+
+Long because every setting carries its description here, beside its type and default: the
+settings page (docs/settings.md, `make docs`) is generated from this model alone.
 """
 
 from __future__ import annotations
