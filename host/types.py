@@ -22,6 +22,14 @@ class Subject:
         return tuple(dict.fromkeys(r for r in (self.role, *self.roles) if r))
 
 
+# The imports a decision can grant besides `records`, which `Obligations.resource_types` scopes.
+IMPORTS = frozenset({"directory", "pseudonym", "log"})
+# Fields that name a patient outright: a pseudonym is never granted unless all of them are dropped.
+IDENTIFYING_FIELDS = frozenset(
+    {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.photo", "Patient.contact"}
+)
+
+
 @dataclass(frozen=True)
 class Obligations:
     """What an allow binds the function to: the resource types it may read, fields masked, fields dropped.
@@ -33,12 +41,15 @@ class Obligations:
     resource_types: frozenset[str] = frozenset()
     mask: frozenset[str] = frozenset()
     drop: frozenset[str] = frozenset()
+    # The host imports granted besides `records` (a subset of IMPORTS): the manifest asks, this grants.
+    imports: frozenset[str] = frozenset()
 
     def as_json(self) -> dict[str, list[str]]:
         return {
             "resource_types": sorted(self.resource_types),
             "mask": sorted(self.mask),
             "drop": sorted(self.drop),
+            "imports": sorted(self.imports),
         }
 
 

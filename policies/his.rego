@@ -2,7 +2,9 @@
 #
 # The host asks for the whole package and reads `allow`, `deny`, `reasons`, `obligations` and
 # `break_glass`. It decides allow AND NOT deny (deny wins), and binds what the function may read
-# to `obligations`: the resource types it may read, the fields masked and the fields dropped.
+# to `obligations`: the resource types it may read, the fields masked and the fields dropped, and
+# the host imports it may use besides `records` (`imports`: directory, pseudonym, log). A
+# function's manifest asks for imports; only what the obligations grant is linked.
 #
 # Two input shapes are answered:
 #
@@ -104,9 +106,34 @@ break_glass if {
 }
 
 # A field stays masked (or dropped) only if every matching grant masks (or drops) it.
-obligations := {"resource_types": readable_types, "mask": masked_fields, "drop": dropped_fields} if {
+obligations := {
+	"resource_types": readable_types,
+	"mask": masked_fields,
+	"drop": dropped_fields,
+	"imports": granted_imports,
+} if {
 	host_shape
 	allow
+}
+
+# The imports granted besides `records`. The directory only to a search (minimal matches, never
+# records); pseudonyms only where linkage is the point (research) and no identifying field
+# survives beside them, so that no answer can pair a pseudonym with a name; the log to any call
+# (what a function logs is kept in a bounded buffer and never leaves the host).
+granted_imports contains "log"
+
+granted_imports contains "directory" if {
+	input.action == "search"
+	some g in grants
+	g in {"search", "registration-search"}
+}
+
+granted_imports contains "pseudonym" if {
+	input.action == "export-deidentified"
+	"research" in grants
+	every field in identifying_fields {
+		field in dropped_fields
+	}
 }
 
 readable_types contains resource_type if {
@@ -151,6 +178,9 @@ clinical_types := {"Patient", "Encounter", "Condition", "AllergyIntolerance", "M
 
 # The national identifier (US SSN): an identifier whose type is v2-0203 "SS".
 national_identifier := "Patient.identifier(SS)"
+
+# What names a patient outright: never in the same answer as a research pseudonym.
+identifying_fields := {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.photo", "Patient.contact"}
 
 direct_identifiers := {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.birthDate", "Patient.photo", "Patient.contact"}
 

@@ -194,7 +194,29 @@ test_research_gets_only_de_identified_exports if {
 
 test_registration_sees_demographics_and_the_national_identifier if {
 	desk := request("reg-1", ["registration"], "read-summary", "TREAT")
-	his.obligations == {"resource_types": {"Patient"}, "mask": set(), "drop": set()} with input as desk
+	his.obligations == {"resource_types": {"Patient"}, "mask": set(), "drop": set(), "imports": {"log"}} with input as desk
+}
+
+# Imports are capabilities: the manifest asks, the decision grants.
+test_only_a_search_gets_the_directory if {
+	search := object.union(request("doc-1", ["physician"], "search", "TREAT"), {"patient": null})
+	"directory" in his.obligations.imports with input as search
+	summary := request("dr-a", ["physician"], "read-summary", "TREAT")
+	his.allow with input as summary
+	not "directory" in his.obligations.imports with input as summary
+	own := request("p-1", ["patient"], "read-summary", "PATRQT")
+	his.allow with input as own
+	not "directory" in his.obligations.imports with input as own
+}
+
+test_only_research_exports_get_pseudonyms_and_never_with_identifying_fields if {
+	export := request("res-1", ["researcher"], "export-deidentified", "HRESCH")
+	"pseudonym" in his.obligations.imports with input as export
+	every field in his.identifying_fields {
+		field in his.obligations.drop with input as export
+	}
+	summary := request("dr-a", ["physician"], "read-summary", "TREAT")
+	not "pseudonym" in his.obligations.imports with input as summary
 }
 
 test_billing_sees_no_clinical_notes if {

@@ -16,7 +16,7 @@ from typing import Any
 from host.errors import PolicyUnavailable
 from host.policy.obligations import parse_selector
 from host.policy.sources import PACKAGE
-from host.types import Decision, Obligations, Subject
+from host.types import IDENTIFYING_FIELDS, IMPORTS, Decision, Obligations, Subject
 
 # The rules the host reads. Each is asked for by name, as a comprehension so that an undefined
 # rule is an empty list rather than an undefined query: rego-cpp evaluates only these (and what
@@ -125,7 +125,7 @@ def _read_obligations(raw: Any) -> Obligations:
     if not isinstance(raw, dict):
         raise PolicyUnavailable(f"data.{PACKAGE}.obligations is not an object")
     parts: dict[str, frozenset[str]] = {}
-    for key in ("resource_types", "mask", "drop"):
+    for key in ("resource_types", "mask", "drop", "imports"):
         value = raw.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PolicyUnavailable(f"data.{PACKAGE}.obligations.{key} is not a set of strings")
@@ -135,7 +135,19 @@ def _read_obligations(raw: Any) -> Obligations:
             parse_selector(selector)
         except ValueError as exc:
             raise PolicyUnavailable(f"data.{PACKAGE}.obligations names a field the host cannot apply: {exc}") from exc
-    return Obligations(resource_types=parts["resource_types"], mask=parts["mask"], drop=parts["drop"])
+    unknown = parts["imports"] - IMPORTS
+    if unknown:
+        raise PolicyUnavailable(
+            f"data.{PACKAGE}.obligations.imports names imports the host does not have: {sorted(unknown)}"
+        )
+    if "pseudonym" in parts["imports"] and not IDENTIFYING_FIELDS <= parts["drop"]:
+        # Held here as well as in the policy: a pseudonym beside a name is a re-identification table.
+        raise PolicyUnavailable(
+            f"data.{PACKAGE}.obligations grants pseudonyms without dropping every identifying field"
+        )
+    return Obligations(
+        resource_types=parts["resource_types"], mask=parts["mask"], drop=parts["drop"], imports=parts["imports"]
+    )
 
 
 def _boolean(document: dict[str, Any], rule: str) -> bool:

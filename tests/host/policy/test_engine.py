@@ -162,6 +162,16 @@ ENGINE_ERRORS = {
     "deny is not a boolean": ('allow := true\ndeny := "no" if input.a\n', {"a": True}, True),
     "reasons are not strings": ("allow := true\nreasons contains 7 if input.a\n", {"a": True}, True),
     "input that is not JSON": ("allow := true\n", {"when": object()}, True),
+    "an import the host does not have": (
+        'allow := true\nobligations := {"imports": ["network"]} if input.a\n',
+        {"a": True},
+        True,
+    ),
+    "a pseudonym beside identifying fields": (
+        'allow := true\nobligations := {"imports": ["pseudonym"], "drop": ["Patient.name"]} if input.a\n',
+        {"a": True},
+        True,
+    ),
 }
 
 
