@@ -33,7 +33,10 @@ class Manifest(BaseModel):
     action: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     patient: Literal["required", "none"] = "required"
     reads: tuple[str, ...] = Field(default=())
-    # May search the patient directory (minimal fields of matches only, never records).
+    # The host imports it asks for besides `records`; the decision grants them per invocation
+    # (obligations.imports), and only what is both asked and granted is linked.
+    imports: tuple[Literal["directory", "pseudonym", "log"], ...] = ()
+    # The older spelling of `imports = ["directory"]`.
     directory: bool = False
     # Keep the function's arguments in its audit records (a search's query, say).
     audit_args: bool = False
@@ -46,6 +49,11 @@ class Manifest(BaseModel):
     # The arguments of the synthetic call that warms each prepared instance (never patient data).
     warmup_args: dict[str, Any] = Field(default_factory=dict)
     limits: Limits = Limits()
+
+    @property
+    def asks(self) -> frozenset[str]:
+        """The imports the function asks for besides `records`."""
+        return frozenset(self.imports) | ({"directory"} if self.directory else set())
 
     def model_post_init(self, _context: object) -> None:
         for resource_type in self.reads:
