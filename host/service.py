@@ -2,6 +2,9 @@
 
 Every attempt is audited, allowed or not, and the audit record is durable before
 anything is returned: if it cannot be written the caller gets no data.
+
+`invoke` takes one `Invocation` and returns one `InvocationResult`. Each step hands the next
+what it needs; the one audit record is built at the end from how far the attempt got.
 """
 
 from __future__ import annotations
