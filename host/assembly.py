@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
 
 from wasmtime import Engine
 
@@ -28,6 +29,8 @@ from host.store.resources import ResourceStore, open_store
 
 @dataclass
 class Host:
+    """The host's long-lived parts, and the one exit stack that closes them."""
+
     settings: Settings
     engine: Engine
     ticker: EpochTicker
@@ -41,24 +44,17 @@ class Host:
     service: InvocationService
     metrics: Metrics
     checkpointer: Checkpointer
-    relay: AuditRelay | None = None
-    checkpoint_sink: AmqpCheckpointSink | None = None
+    relay: AuditRelay | None
+    checkpoint_sink: AmqpCheckpointSink | None
+    exit_stack: ExitStack = field(repr=False)
 
     def reload_functions(self) -> ReloadReport:
         """Swap in rebuilt functions (on SIGHUP): see Registry.reload."""
         return self.registry.reload(ArtifactCache(self.settings.artifact_dir, self.settings.key_dir))
 
     def close(self) -> None:
-        if self.relay is not None:
-            self.relay.stop()  # first: it drains what the broker will take in a short deadline
-        self.pool.stop()
-        self.ticker.stop()
-        self.checkpointer.stop()  # signs the final head, so it needs the audit log still open
-        if self.checkpoint_sink is not None:
-            self.checkpoint_sink.close()
-        self.audit.close()
-        self.store.close()
-        self.policy.close()
+        """Stop and close every part, the last opened first; a second call does nothing."""
+        self.exit_stack.close()
 
 
 def open_policy_engine(settings: Settings) -> PolicyEngine:
@@ -75,77 +71,72 @@ def open_policy_engine(settings: Settings) -> PolicyEngine:
     )
 
 
-def open_host(settings: Settings) -> Host:
-    """Everything expensive, built once per process. Fails with a ConfigurationError naming what to fix."""
-    verifier = TokenVerifier.from_settings(settings)
-    policy = CachingPolicyEngine(open_policy_engine(settings), settings.decision_cache_size)
-    store = open_store(settings)
-    try:
-        audit = open_audit(settings)
-    except Exception:
-        store.close()
-        policy.close()
-        raise
-    metrics = Metrics()
-    try:
+def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
+    """Everything expensive, built once per process. Fails with a ConfigurationError naming what to fix,
+    having closed again whatever it had opened. `policy` replaces the engine the settings name (tests
+    give one that fails); the host closes it with the rest."""
+    with ExitStack() as parts:
+        # Each part is entered as soon as it is open, so the stack closes them in reverse order: on a
+        # failure further down, and in Host.close.
+        policy_engine = policy if policy is not None else open_policy_engine(settings)
+        cached = parts.enter_context(closing(CachingPolicyEngine(policy_engine, settings.decision_cache_size)))
+        verifier = TokenVerifier.from_settings(settings)
+        store = parts.enter_context(closing(open_store(settings)))
+        audit = parts.enter_context(closing(open_audit(settings)))
+        metrics = Metrics()
         checkpointer = Checkpointer.from_settings(audit, settings)
         # Built (not connected) here, so that a malformed WARDFN_AMQP_URL fails before anything starts.
         relay = open_relay(settings, metrics.relay_progress)
         checkpoint_sink = open_checkpoint_sink(settings)
-    except Exception:
-        audit.close()
-        store.close()
-        policy.close()
-        raise
-    metrics.watch_policy(policy.healthy)
-    engine = create_engine()
-    ticker = EpochTicker(engine, settings.epoch_tick_ms)
-    pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
-    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
-    pool = InstancePool(sandbox, settings.prepared_instances, settings.reusable_instances, metrics)
-    registry = Registry(settings, sandbox, pool, metrics)
-    try:
+        if checkpoint_sink is not None:
+            parts.enter_context(closing(checkpoint_sink))
+            # The stream: a copy of the checkpoints that the database's users cannot reach.
+            checkpointer.sinks.append(checkpoint_sink)
+        metrics.watch_policy(cached.healthy)
+        engine = create_engine()
+        ticker = EpochTicker(engine, settings.epoch_tick_ms)
+        pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
+        sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
+        pool = InstancePool(sandbox, settings.prepared_instances, settings.reusable_instances, metrics)
+        registry = Registry(settings, sandbox, pool, metrics)
         cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
         registry.load_all(cache)
         registry.load_packages(cache)
-    except Exception:
-        audit.close()
-        store.close()
-        policy.close()
-        raise
-    ticker.start()
-    pool.start()
-    if checkpoint_sink is not None:
-        # The stream: a copy of the checkpoints that the database's users cannot reach.
-        checkpointer.sinks.append(checkpoint_sink)
-    checkpointer.start()
-    service = InvocationService(
-        registry,
-        sandbox,
-        pool,
-        store,
-        policy,
-        audit,
-        metrics=metrics,
-        break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
-        search_budget=Budget(settings.search_budget, settings.search_window_s),
-    )
-    if relay is not None:
-        relay.start()  # in the background: invocations never wait on the broker
-    return Host(
-        settings,
-        engine,
-        ticker,
-        sandbox,
-        pool,
-        registry,
-        store,
-        audit,
-        policy,
-        verifier,
-        service,
-        metrics,
-        checkpointer,
-        relay,
-        checkpoint_sink,
-    )
+        checkpointer.start()
+        parts.callback(checkpointer.stop)  # signs the final head, so it stops while the audit log is open
+        ticker.start()
+        parts.callback(ticker.stop)
+        pool.start()
+        parts.callback(pool.stop)
+        service = InvocationService(
+            registry,
+            sandbox,
+            pool,
+            store,
+            cached,
+            audit,
+            metrics=metrics,
+            break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
+            search_budget=Budget(settings.search_budget, settings.search_window_s),
+        )
+        if relay is not None:
+            relay.start()  # in the background: invocations never wait on the broker
+            parts.callback(relay.stop)  # the first to stop: it drains what the broker takes in a short deadline
+        return Host(
+            settings,
+            engine,
+            ticker,
+            sandbox,
+            pool,
+            registry,
+            store,
+            audit,
+            cached,
+            verifier,
+            service,
+            metrics,
+            checkpointer,
+            relay,
+            checkpoint_sink,
+            parts.pop_all(),
+        )

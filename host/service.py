@@ -2,6 +2,9 @@
 
 Every attempt is audited, allowed or not, and the audit record is durable before
 anything is returned: if it cannot be written the caller gets no data.
+
+`invoke` takes one `Invocation` and returns one `InvocationResult`. Each step hands the next
+what it needs; the one audit record is built at the end from how far the attempt got.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from host.audit.trail import AuditLog
+from host.catalogue.manifest import Manifest
 from host.catalogue.registry import LoadedFunction, Registry
 from host.errors import (
     AuditUnavailable,
@@ -34,6 +38,8 @@ from host.store.resources import ResourceStore
 from host.types import AuditEvent, AuditRecord, Decision, Obligations, Scope, Subject
 
 OK = "ok"
+# The outcome of an attempt that ended in an error not of the host's own (the code HTTP answers with).
+INTERNAL_ERROR = "internal_error"
 # What a sealed audit query is bound to: `ResourceStore.open_text(record.query, AUDIT_QUERY_PURPOSE)`.
 AUDIT_QUERY_PURPOSE = "audit-query"
 # The same for a break-the-glass reason: a clinician's free text, which may well name the patient.
@@ -45,7 +51,22 @@ AUDIT_READ_FUNCTION = "audit:records"
 
 
 @dataclass(frozen=True)
+class Invocation:
+    """One call of a function, as an authenticated caller asked for it."""
+
+    request_id: str
+    subject: Subject
+    function: str
+    patient_id: str | None
+    purpose: str
+    args: dict[str, Any] = field(default_factory=dict)
+    break_glass_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class InvocationResult:
+    """The function's answer, released only once `audit_seq`, its audit record, is durable."""
+
     request_id: str
     function: str
     version: str
@@ -54,55 +75,43 @@ class InvocationResult:
     body: Any
 
 
-@dataclass
-class _Attempt:
-    """What is known so far about one attempt, for its audit record."""
+@dataclass(frozen=True)
+class AuditRead:
+    """A page of the audit trail, as an authenticated caller asked for it: up to `limit` records after `after_seq`."""
 
     request_id: str
-    started: float
-    subject: Subject | None = None
-    function: str | None = None
-    patient_id: str | None = None
-    purpose: str | None = None
-    decision: Decision | None = None
-    input_hash: str | None = None
+    subject: Subject
+    purpose: str
+    after_seq: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class AuditReadResult:
+    """The records read, and `audit_seq`: the record of this read itself, written before any was read."""
+
+    audit_seq: int
+    records: tuple[AuditRecord, ...]
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """An attempt's free text that may name a patient, sealed for its audit record."""
+
     break_glass_reason: str | None = None
-    sealed_reason: str | None = None
-    function_version: str | None = None
     query: str | None = None
 
-    def event(self, outcome: str) -> AuditEvent:
-        decision = self.decision
-        break_glass = bool(decision and decision.break_glass)
-        return AuditEvent(
-            request_id=self.request_id,
-            subject_id=self.subject.id if self.subject else None,
-            role=self.subject.role if self.subject else None,
-            function=self.function,
-            patient_id=self.patient_id,
-            purpose=self.purpose,
-            decision_id=decision.id if decision else None,
-            allowed=decision.allow if decision else None,
-            reasons=decision.reasons if decision else (),
-            outcome=outcome,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
-            policy_revision=decision.revision if decision else None,
-            input_hash=decision.input_hash if decision else self.input_hash,
-            break_glass=break_glass,
-            # Every break-the-glass attempt, allowed or refused, is for a person to review.
-            review=break_glass,
-            break_glass_reason=self.sealed_reason if break_glass else None,
-            function_version=self.function_version,
-            query=self.query,
-        )
 
+@dataclass(frozen=True)
+class _Question:
+    """What the policy is asked, and its hash for the decision log."""
 
-class _BudgetExceeded(Exception):
-    """Internal: an allow turned into a deny by a spent budget; carries the deny for the audit record."""
+    input: dict[str, Any]
+    hash: str
 
-    def __init__(self, decision: Decision) -> None:
-        super().__init__("budget exceeded")
-        self.decision = decision
+    @classmethod
+    def of(cls, policy_input: dict[str, Any]) -> _Question:
+        return cls(policy_input, input_hash(policy_input))
 
 
 class InvocationService:
@@ -133,36 +142,48 @@ class InvocationService:
             "search": search_budget or Budget(60, 60),
         }
 
-    def invoke(
-        self,
-        request_id: str,
-        subject: Subject,
-        function: str,
-        patient_id: str | None,
-        purpose: str,
-        args: dict[str, Any],
-        break_glass_reason: str | None = None,
-    ) -> InvocationResult:
-        attempt = _Attempt(request_id, time.perf_counter(), subject, function, patient_id, purpose)
-        attempt.break_glass_reason = break_glass_reason
-        # Only a registered name becomes a metric label: the requested name is caller input.
-        label = UNKNOWN_FUNCTION
-        outcome = OK
+    def invoke(self, call: Invocation) -> InvocationResult:
+        """Decide, run and audit one call. Every attempt makes exactly one audit record, whatever its
+        outcome, and the answer leaves only once that record is durable."""
+        started = time.perf_counter()
+        # Each step's result, None until the step has run: the audit record says how far the attempt got.
         loaded: LoadedFunction | None = None
+        sealed: _Sealed | None = None
+        question: _Question | None = None
+        decision: Decision | None = None
+        outcome = INTERNAL_ERROR  # an error that is not one of the host's own is audited too
         try:
             try:
-                loaded = self._registry.get(function)
-                label = loaded.name
-                attempt.function_version = loaded.manifest.version
-                body = self._authorise_and_run(attempt, loaded, args)
-            except _BudgetExceeded as exc:
-                attempt.decision = exc.decision
-                self._append(attempt.event(PolicyDenied.code))
-                raise PolicyDenied(list(exc.decision.reasons), exc.decision.id) from None
+                loaded = self._registry.get(call.function)
+                _check_patient_id(loaded.manifest, call.patient_id)
+                sealed = self._seal(call, loaded.manifest)
+                loaded.arguments.check(call.args)
+                question = self._question(call, loaded.manifest.action)
+                decision = self._rule(call.subject, loaded.manifest.action, question)
+                if not decision.allow:
+                    raise PolicyDenied(list(decision.reasons), decision.id)
+                body = self._run(call, loaded, decision.obligations)
+                outcome = OK
             except WardfnError as exc:
-                self._append(attempt.event(exc.code))  # an audit failure replaces the original error
+                outcome = exc.code
                 raise
-            record = self._append(attempt.event(OK))
+            finally:
+                # If the record cannot be made durable, that failure replaces the outcome: no answer.
+                record = self._append(
+                    _audit_event(
+                        call.request_id,
+                        call.subject,
+                        call.function,
+                        call.patient_id,
+                        call.purpose,
+                        outcome=outcome,
+                        started=started,
+                        function_version=loaded.manifest.version if loaded is not None else None,
+                        sealed=sealed,
+                        question=question,
+                        decision=decision,
+                    )
+                )
         except WardfnError as exc:
             outcome = exc.code
             raise
@@ -171,78 +192,93 @@ class InvocationService:
                 # Its instance is spent: replaced now that the call and its audit are done, so
                 # that preparing the next one does not slow this one down.
                 self._pool.finished(loaded.pool_key)
-            self.metrics.invocation_seconds.labels(label, outcome).observe(time.perf_counter() - attempt.started)
-        assert attempt.decision is not None
+            # Only a registered name becomes a metric label: the requested name is caller input.
+            label = loaded.name if loaded is not None else UNKNOWN_FUNCTION
+            self.metrics.invocation_seconds.labels(label, outcome).observe(time.perf_counter() - started)
         return InvocationResult(
-            request_id=request_id,
+            request_id=call.request_id,
             function=loaded.name,
             version=loaded.manifest.version,
-            decision_id=attempt.decision.id,
+            decision_id=decision.id,
             audit_seq=record.seq,
             body=body,
         )
 
-    def read_audit(
-        self, request_id: str, subject: Subject, purpose: str, after_seq: int, limit: int
-    ) -> tuple[int, list[AuditRecord]]:
-        """Up to `limit` audit records after `after_seq`, for a subject the policy lets read the trail;
-        (the seq of this read's own record, the records). The read is on the trail before any record
-        is read: reading the trail is itself audited, allowed or refused."""
-        attempt = _Attempt(request_id, time.perf_counter(), subject, AUDIT_READ_FUNCTION, None, purpose)
+    def read_audit(self, read: AuditRead) -> AuditReadResult:
+        """Audit records for a subject the policy lets read the trail. The read is on the trail before
+        any record is read: reading the trail is itself audited, allowed or refused."""
+        started = time.perf_counter()
+        question: _Question | None = None
+        decision: Decision | None = None
+        outcome = INTERNAL_ERROR
         try:
-            policy_input = build_input(subject, AUDIT_READ_ACTION, purpose, None)
-            attempt.input_hash = input_hash(policy_input)
-            decision = attempt.decision = self._decide(policy_input)
+            question = _Question.of(build_input(read.subject, AUDIT_READ_ACTION, read.purpose, None))
+            decision = self._decide(question.input)
             if not decision.allow:
                 raise PolicyDenied(list(decision.reasons), decision.id)
+            outcome = OK
         except WardfnError as exc:
-            self._append(attempt.event(exc.code))
+            outcome = exc.code
             raise
-        own = self._append(attempt.event(OK))
-        return own.seq, self._audit.records(limit, after_seq)
+        finally:
+            own = self._append(
+                _audit_event(
+                    read.request_id,
+                    read.subject,
+                    AUDIT_READ_FUNCTION,
+                    None,
+                    read.purpose,
+                    outcome=outcome,
+                    started=started,
+                    question=question,
+                    decision=decision,
+                )
+            )
+        return AuditReadResult(own.seq, tuple(self._audit.records(read.limit, read.after_seq)))
 
     def record_rejected(self, request_id: str, outcome: str, function: str | None, patient_id: str | None) -> None:
         """Audit an attempt refused before it had a subject (a missing or bad token). Never sees the token."""
-        self._append(_Attempt(request_id, time.perf_counter(), None, function, patient_id).event(outcome))
+        event = _audit_event(request_id, None, function, patient_id, None, outcome=outcome, started=time.perf_counter())
+        self._append(event)
 
-    def _authorise_and_run(self, attempt: _Attempt, loaded: LoadedFunction, args: dict[str, Any]) -> Any:
-        manifest = loaded.manifest
-        patient_id = attempt.patient_id
-        if manifest.patient == "required" and not patient_id:
-            raise InvalidRequest(f"{manifest.name} needs a patient_id")
-        if manifest.patient == "none" and patient_id:
-            raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
-        if attempt.break_glass_reason:
-            # Sealed before anything is decided, so that the audit record of any outcome can carry it.
-            attempt.sealed_reason = self._store.seal_text(attempt.break_glass_reason, AUDIT_REASON_PURPOSE)
+    def _seal(self, call: Invocation, manifest: Manifest) -> _Sealed:
+        """Free text that may name a patient, sealed before anything is decided so that the audit record of
+        any outcome can carry it: the break-the-glass reason, and a search's query (kept as identifying
+        fields are)."""
+        reason = call.break_glass_reason
+        query = None
         if manifest.audit_args:
-            # A search's query names a patient: it is kept sealed, as identifying fields are.
-            query = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            attempt.query = self._store.seal_text(query, AUDIT_QUERY_PURPOSE)
-        loaded.arguments.check(args)
-        assert attempt.subject is not None and attempt.purpose is not None
-        patient = self._patient_facts(patient_id) if patient_id else None
-        policy_input = build_input(
-            attempt.subject, manifest.action, attempt.purpose, patient, attempt.break_glass_reason
+            query = json.dumps(call.args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _Sealed(
+            break_glass_reason=self._store.seal_text(reason, AUDIT_REASON_PURPOSE) if reason else None,
+            query=self._store.seal_text(query, AUDIT_QUERY_PURPOSE) if query is not None else None,
         )
-        attempt.input_hash = input_hash(policy_input)
-        decision = self._decide(policy_input)
-        attempt.decision = decision
-        if not decision.allow:
-            raise PolicyDenied(list(decision.reasons), decision.id)
-        decision = attempt.decision = self._within_budget(attempt.subject, manifest.action, decision)
-        if patient_id and not self._store.patient_exists(patient_id):
+
+    def _question(self, call: Invocation, action: str) -> _Question:
+        """The policy input for this call, with what the store knows about its patient."""
+        patient = self._patient_facts(call.patient_id) if call.patient_id else None
+        return _Question.of(build_input(call.subject, action, call.purpose, patient, call.break_glass_reason))
+
+    def _rule(self, subject: Subject, action: str, question: _Question) -> Decision:
+        """The policy's decision; an allow past the subject's budget comes back as a deny."""
+        decision = self._decide(question.input)
+        return self._within_budget(subject, action, decision) if decision.allow else decision
+
+    def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations) -> Any:
+        """The function's answer, from a sandbox that reads only what the decision allowed."""
+        if call.patient_id and not self._store.patient_exists(call.patient_id):
+            # Asked only once the policy allowed: a refused caller learns nothing of who exists.
             raise PatientNotFound("no patient with that id")
+        manifest = loaded.manifest
         # The decision's resource types, narrowed to what the function declared it reads.
-        obligations = decision.obligations
         scope = Scope(
-            patient_id=patient_id,
+            patient_id=call.patient_id,
             resource_types=obligations.resource_types & frozenset(manifest.reads),
             mask=obligations.mask,
             drop=obligations.drop,
             directory=manifest.directory,
         )
-        request = FunctionRequest(patient_id=patient_id, purpose=attempt.purpose, args=args)
+        request = FunctionRequest(patient_id=call.patient_id, purpose=call.purpose, args=call.args)
         prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         if manifest.reuse_instances:
             # Reads no records, gets no patient id (the manifest refuses reuse otherwise): the
@@ -277,8 +313,7 @@ class InvocationService:
             f"the subject has used up their {kind} budget ({budget.limit} in {budget.window_s:g} s); "
             "ask a supervisor or wait"
         )
-        denied = dataclasses.replace(decision, allow=False, reasons=(reason,), obligations=Obligations())
-        raise _BudgetExceeded(denied)
+        return dataclasses.replace(decision, allow=False, reasons=(reason,), obligations=Obligations())
 
     def _decide(self, policy_input: dict[str, Any]) -> Decision:
         started = time.perf_counter()
@@ -298,7 +333,7 @@ class InvocationService:
             self.metrics.policy_seconds.labels(result).observe(time.perf_counter() - started)
             self.metrics.policy_decisions.labels(result).inc()
 
-    def _append(self, event: AuditEvent) -> Any:
+    def _append(self, event: AuditEvent) -> AuditRecord:
         with self.metrics.audit_write():
             try:
                 return self._audit.append(event)
@@ -306,3 +341,50 @@ class InvocationService:
                 raise
             except Exception as exc:  # any failure to make the record durable means no answer
                 raise AuditUnavailable("the audit record could not be written") from exc
+
+
+def _check_patient_id(manifest: Manifest, patient_id: str | None) -> None:
+    """A patient id exactly when the function works on one patient."""
+    if manifest.patient == "required" and not patient_id:
+        raise InvalidRequest(f"{manifest.name} needs a patient_id")
+    if manifest.patient == "none" and patient_id:
+        raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
+
+
+def _audit_event(
+    request_id: str,
+    subject: Subject | None,
+    function: str | None,
+    patient_id: str | None,
+    purpose: str | None,
+    *,
+    outcome: str,
+    started: float,
+    function_version: str | None = None,
+    sealed: _Sealed | None = None,
+    question: _Question | None = None,
+    decision: Decision | None = None,
+) -> AuditEvent:
+    """The one audit record of an attempt: who asked for what, and how far it got (None where it did not)."""
+    break_glass = decision is not None and decision.break_glass
+    return AuditEvent(
+        request_id=request_id,
+        subject_id=subject.id if subject else None,
+        role=subject.role if subject else None,
+        function=function,
+        patient_id=patient_id,
+        purpose=purpose,
+        decision_id=decision.id if decision else None,
+        allowed=decision.allow if decision else None,
+        reasons=decision.reasons if decision else (),
+        outcome=outcome,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        policy_revision=decision.revision if decision else None,
+        input_hash=decision.input_hash if decision else question.hash if question else None,
+        break_glass=break_glass,
+        # Every break-the-glass attempt, allowed or refused, is for a person to review.
+        review=break_glass,
+        break_glass_reason=sealed.break_glass_reason if sealed and break_glass else None,
+        function_version=function_version,
+        query=sealed.query if sealed else None,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -166,17 +166,6 @@ class CheckpointReport:
     checkpoints: int
     latest: Checkpoint | None = None
     problem: str | None = None
-
-
-@dataclass
-class Invocation:
-    """A function's answer, parsed, plus what the host observed while it ran."""
-
-    body: Any
-    function_version: str
-    instantiate_ms: float
-    call_ms: float
-    log_lines: list[str] = field(default_factory=list)
 
 
 NAME_KINDS = ("family", "given", "full")

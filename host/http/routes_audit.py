@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
 from host.http.schemas import AuditPage, AuditRecordOut, Purpose
-from host.service import AUDIT_READ_FUNCTION
+from host.service import AUDIT_READ_FUNCTION, AuditRead
 from host.types import AuditRecord
 
 AUDIT_PAGE_MAX = 1000
@@ -35,15 +34,13 @@ async def audit_records(
     `compliance_officer`, purpose HCOMPL, as the policy decides). Every read, allowed or refused,
     is itself an audit record, written before anything is read."""
     request.state.function = AUDIT_READ_FUNCTION
-    own_seq, records = await asyncio.get_running_loop().run_in_executor(
-        request.app.state.invokers,
-        functools.partial(host.service.read_audit, request_id_of(request), subject, purpose.value, after_seq, limit),
-    )
+    read = AuditRead(request_id_of(request), subject, purpose.value, after_seq, limit)
+    page = await asyncio.get_running_loop().run_in_executor(request.app.state.invokers, host.service.read_audit, read)
     request.state.outcome = "ok"
     return AuditPage(
-        audit_seq=own_seq,
-        records=[_audit_record_out(r) for r in records],
-        next_after_seq=records[-1].seq if records else after_seq,
+        audit_seq=page.audit_seq,
+        records=[_audit_record_out(r) for r in page.records],
+        next_after_seq=page.records[-1].seq if page.records else after_seq,
     )
 
 

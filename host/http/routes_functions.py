@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -12,6 +11,7 @@ from host.assembly import Host
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
 from host.http.schemas import PATIENT_ID_PATTERN, FunctionInfo, InvokeBody, InvokeResponse, Purpose
+from host.service import Invocation
 from host.types import Subject
 
 SUMMARY_FUNCTION = "patient_lookup"
@@ -37,12 +37,8 @@ async def _run(
     # is CPU-bound under one GIL, and wasmtime-py releases the GIL around every one of its
     # many ctypes calls, so forty threads mostly queue for the GIL (the profile showed it).
     reason = break_glass_reason if break_glass_reason is not None else request.headers.get(BREAK_GLASS_HEADER)
-    result = await asyncio.get_running_loop().run_in_executor(
-        request.app.state.invokers,
-        functools.partial(
-            host.service.invoke, request_id_of(request), subject, name, patient_id, purpose.value, args, reason
-        ),
-    )
+    call = Invocation(request_id_of(request), subject, name, patient_id, purpose.value, args, reason)
+    result = await asyncio.get_running_loop().run_in_executor(request.app.state.invokers, host.service.invoke, call)
     request.state.outcome = "ok"
     return InvokeResponse(
         request_id=result.request_id,

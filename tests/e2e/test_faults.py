@@ -22,7 +22,6 @@ from host.auth import issue_dev_token
 from host.data.synthetic import seed_store
 from host.errors import PolicyUnavailable
 from host.http.app import create_app
-from host.service import InvocationService
 from host.types import Decision
 from tests.conftest import settings_for
 from tests.e2e.server import WARDFN, ServerProcess, free_port
@@ -69,23 +68,22 @@ class InProcessServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture()
-def host(built_functions: list[str], tmp_path: Path) -> Iterator[Host]:
-    settings = settings_for(tmp_path / "wardfn.db")
-    built = open_host(settings)
-    seed_store(built.store, 5, 7)
-    yield built
-    built.close()
-
-
-@pytest.mark.parametrize(
-    "failure", [PolicyUnavailable("sidecar unreachable"), RuntimeError("engine crashed"), TimeoutError()]
+@pytest.fixture(
+    params=[PolicyUnavailable("sidecar unreachable"), RuntimeError("engine crashed"), TimeoutError()],
+    ids=["unavailable", "crashed", "timed-out"],
 )
-def test_policy_engine_that_cannot_answer_means_503_and_no_data(host: Host, failure: Exception) -> None:
-    host.service = InvocationService(
-        host.registry, host.sandbox, host.pool, host.store, DownPolicyEngine(failure), host.audit
-    )
-    host.policy = host.service._policy  # type: ignore[attr-defined]
+def host_without_policy(request: pytest.FixtureRequest, built_functions: list[str], tmp_path: Path) -> Iterator[Host]:
+    """A host whose policy engine fails as `request.param` says, given to it in place of the real one."""
+    built = open_host(settings_for(tmp_path / "wardfn.db"), policy=DownPolicyEngine(request.param))
+    try:
+        seed_store(built.store, 5, 7)
+        yield built
+    finally:
+        built.close()
+
+
+def test_policy_engine_that_cannot_answer_means_503_and_no_data(host_without_policy: Host) -> None:
+    host = host_without_policy
     patient_id = host.store.list_patients(1)[0]["id"]
     token = issue_dev_token(host.settings, "dr-grey", "authorized_medical_staff")
     server = InProcessServer(host)

@@ -25,6 +25,7 @@ from host.catalogue.oci import (
 from host.config import Settings, load_settings
 from host.data.synthetic import seed_store
 from host.errors import ArtifactRejected
+from host.service import Invocation
 from host.store.consent import consented
 from host.store.resources import open_store
 from host.types import Subject
@@ -106,8 +107,8 @@ def test_host_loads_the_package_compiles_it_and_runs_it(layout: Path, tmp_path: 
         (loaded,) = host.registry.all()
         assert loaded.name == "patient_lookup"
         assert Path(loaded.artifact.cwasm_path).is_relative_to(settings.artifact_dir)  # compiled by this host
-        result = host.service.invoke("oci-1", Subject("dr-oci", "authorized_medical_staff"), "patient_lookup",
-                                     patient, "TREAT", {})  # fmt: skip
+        subject = Subject("dr-oci", "authorized_medical_staff")
+        result = host.service.invoke(Invocation("oci-1", subject, "patient_lookup", patient, "TREAT"))
         assert result.body["demographics"]["id"] == patient
     finally:
         host.close()
