@@ -41,7 +41,8 @@ from host.errors import (
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION
-from host.policy.engine import PolicyEngine, RegoPolicyEngine, input_hash
+from host.policy.document import input_hash
+from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.ratelimit import Budget
 from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
 from host.service import (
