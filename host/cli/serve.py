@@ -38,6 +38,7 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
 
     from host.cli.progress import build_functions
     from host.data.synthetic import seed_store
+    from host.http.logs import server_log_config
     from host.store.resources import open_store
 
     settings = cli_settings(host=bind_host, port=port, policy=engine, opa_url=opa_url)
@@ -58,6 +59,8 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
         "port": settings.port,
         "access_log": False,
         "log_level": "warning",
+        # One JSON line a record, never a traceback (the app logs its own errors the same way).
+        "log_config": server_log_config(),
         # On SIGTERM uvicorn stops accepting and lets in-flight calls finish, for at most this long.
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }

@@ -44,48 +44,54 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await self._too_large(request_id, send_with_id)
-        else:
-            received, refused = 0, False
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                await self._too_large(request_id, send_with_id)
+            else:
+                received, refused = 0, False
 
-            async def capped_receive() -> Message:
-                # Past the cap, answer 413 ourselves and tell the app the client left:
-                # the app's own body parsing would turn an exception into a 400.
-                nonlocal received, refused
-                if refused:
-                    return {"type": "http.disconnect"}
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        refused = True
-                        await self._too_large(request_id, send_with_id)
+                async def capped_receive() -> Message:
+                    # Past the cap, answer 413 ourselves and tell the app the client left:
+                    # the app's own body parsing would turn an exception into a 400.
+                    nonlocal received, refused
+                    if refused:
                         return {"type": "http.disconnect"}
-                return message
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        received += len(message.get("body", b""))
+                        if received > self.max_body:
+                            refused = True
+                            await self._too_large(request_id, send_with_id)
+                            return {"type": "http.disconnect"}
+                    return message
 
-            async def guarded_send(message: Message) -> None:
-                if not refused:
-                    await send_with_id(message)
+                async def guarded_send(message: Message) -> None:
+                    if not refused:
+                        await send_with_id(message)
 
-            await self.app(scope, capped_receive, guarded_send)
-        route = scope.get("route")
-        state = scope["state"]
-        line = {
-            "request_id": request_id,
-            "method": scope.get("method"),
-            "route": getattr(route, "path", "unmatched"),
-            "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-        # Set by the invocation routes: a registered function's name (never the requested
-        # name, which is caller input) and the outcome code. Nothing else about the call.
-        if "function" in state:
-            line["function"] = state["function"]
-        if "outcome" in state:
-            line["outcome"] = state["outcome"]
-        log.info(json.dumps(line))
+                await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            # The server's error handler answers 500 after this (and logs it as one JSON line).
+            status = status or 500
+            raise
+        finally:
+            route = scope.get("route")
+            state = scope["state"]
+            line = {
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": getattr(route, "path", "unmatched"),
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            # Set by the invocation routes: a registered function's name (never the requested
+            # name, which is caller input) and the outcome code. Nothing else about the call.
+            if "function" in state:
+                line["function"] = state["function"]
+            if "outcome" in state:
+                line["outcome"] = state["outcome"]
+            log.info(json.dumps(line))
 
     async def _too_large(self, request_id: str, send: Callable[[Message], Awaitable[None]]) -> None:
         body = {
