@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import weakref
 
 from wasmtime import WasiConfig
 from wasmtime import _ffi as ffi
@@ -52,7 +53,10 @@ class Bounded:
         self.lines = []
 
 
-_OUTPUTS: dict[int, Bounded] = {}
+# Weakly held: an entry goes when its sink does. No C finalizer is registered for it: wasmtime drops
+# a WASI context's output streams on a Tokio worker thread, possibly while the interpreter is
+# finalizing, and a callback into Python then aborts the process (seen with wasmtime 50.0.1).
+_OUTPUTS: weakref.WeakValueDictionary[int, Bounded] = weakref.WeakValueDictionary()
 _ids = itertools.count(1)  # 0 would reach the callback as a NULL `data`, i.e. None
 
 
@@ -72,16 +76,11 @@ def _output(data: int | None, pointer: ctypes._Pointer[ctypes.c_ubyte], size: in
         return -errno.EIO
 
 
-def _finalize(data: int | None) -> None:
-    if _OUTPUTS:  # may run at interpreter exit, after this module's globals are gone
-        _OUTPUTS.pop(data or 0, None)
-
-
 # Module-level so the C function pointers outlive every WASI context that holds them.
 _OUTPUT_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t)(
     _output
 )
-_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a NULL function pointer
 
 
 def capture_stdio(wasi: WasiConfig, sink: Bounded) -> None:
@@ -89,4 +88,4 @@ def capture_stdio(wasi: WasiConfig, sink: Bounded) -> None:
     for setter in (ffi.wasi_config_set_stdout_custom, ffi.wasi_config_set_stderr_custom):
         key = next(_ids)
         _OUTPUTS[key] = sink
-        setter(wasi.ptr(), _OUTPUT_CALLBACK, key, _FINALIZER)
+        setter(wasi.ptr(), _OUTPUT_CALLBACK, key, _NO_FINALIZER)
