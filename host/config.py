@@ -193,7 +193,7 @@ class Settings(BaseSettings):
         "wait starts at 1 s and doubles with each failure up to this.",
     )
     deadline_margin_ms: int = Field(
-        default=250,
+        default=500,
         gt=0,
         description="How long past its deadline a call blocked in a host call (a WASI sleep or poll, which epoch "
         "interruption cannot reach) is waited for before it is answered 504 and left to finish on its own thread.",

@@ -41,7 +41,7 @@ from host.types import Scope
 
 # A guest call is waited for this long past its deadline before it is left to its worker: room
 # for the epoch tick and a busy machine's scheduling, far below any caller's patience.
-DEFAULT_MARGIN_S = 0.25
+DEFAULT_MARGIN_S = 0.5
 
 
 def runner_key(component: Component) -> str:
