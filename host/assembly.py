@@ -21,6 +21,7 @@ from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.ratelimit import Budget
 from host.runtime.engine import EpochTicker, create_engine
 from host.runtime.pool import InstancePool
+from host.runtime.runner import CallRunner
 from host.runtime.sandbox import Sandbox
 from host.service import InvocationService
 from host.store.pseudonyms import Pseudonymizer
@@ -96,8 +97,23 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
         engine = create_engine()
         ticker = EpochTicker(engine, settings.epoch_tick_ms)
         pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
-        sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
-        pool = InstancePool(sandbox, settings.prepared_instances, settings.reusable_instances, metrics)
+        runner = CallRunner(
+            settings.deadline_margin_ms / 1000, settings.stranded_calls_per_function, settings.stranded_calls_max
+        )
+        parts.callback(runner.close)  # idle guest workers; a stranded one ends when its host call returns
+        metrics.watch_stranded(runner.stranded)
+        sandbox = Sandbox(
+            engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search, runner
+        )
+        pool = InstancePool(
+            sandbox,
+            settings.prepared_instances,
+            settings.reusable_instances,
+            metrics,
+            memory_budget_bytes=settings.pool_memory_budget_bytes,
+            instance_memory_bytes=settings.pool_instance_memory_bytes,
+            backoff_max_s=settings.warmup_backoff_max_s,
+        )
         registry = Registry(settings, sandbox, pool, metrics)
         cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
         registry.load_all(cache)

@@ -173,6 +173,43 @@ class Settings(BaseSettings):
         ge=1,
         description="Warm instances kept per function that declares `reuse_instances = true`.",
     )
+    pool_memory_budget_bytes: int = Field(
+        default=320 * MIB,
+        ge=0,
+        description="Resident memory all prepared instances together may hold (what the host grew by making "
+        "each, counted until it is taken); past it the pool stops preparing and calls start cold. Keeps the idle "
+        "host, with every function deployed, inside 600 MiB.",
+    )
+    pool_instance_memory_bytes: int = Field(
+        default=64 * MIB,
+        gt=0,
+        description="The memory cap a prepared instance's warm-up runs under (each function's own cap applies to "
+        "its calls): an instance that grows past it while warming is not kept prepared.",
+    )
+    warmup_backoff_max_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="The longest the pool waits before warming a function again after its warm-ups failed; the "
+        "wait starts at 1 s and doubles with each failure up to this.",
+    )
+    deadline_margin_ms: int = Field(
+        default=500,
+        gt=0,
+        description="How long past its deadline a call blocked in a host call (a WASI sleep or poll, which epoch "
+        "interruption cannot reach) is waited for before it is answered 504 and left to finish on its own thread.",
+    )
+    stranded_calls_per_function: int = Field(
+        default=2,
+        ge=1,
+        description="Calls of one function left running past their deadline (see `WARDFN_DEADLINE_MARGIN_MS`) "
+        "before its new calls are refused with 503 until they end; each holds its store's memory.",
+    )
+    stranded_calls_max: int = Field(
+        default=4,
+        ge=1,
+        description="Calls of all functions left running past their deadline before every new call is refused with "
+        "503 until they end: with the memory cap, this bounds what stuck calls can hold.",
+    )
     max_request_bytes: int = Field(
         default=64 * 1024, gt=0, description="The request body cap; a larger body is refused with 413."
     )

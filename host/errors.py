@@ -10,7 +10,8 @@ WardfnError
 ├── Unavailable                  fail closed: no patient data leaves
 │   ├── PolicyUnavailable        the policy engine could not answer
 │   ├── AuditUnavailable         the audit record could not be made durable
-│   └── StoreUnavailable         the record store could not answer
+│   ├── StoreUnavailable         the record store could not answer
+│   └── FunctionUnavailable      the function's earlier calls are still stuck past their deadlines
 ├── BrokerUnavailable            the audit relay's broker took no message; the relay retries later
 ├── BuildError                   componentize or compile failed
 ├── ArtifactRejected             a cached artifact is not one the host compiled
@@ -73,6 +74,10 @@ class AuditUnavailable(Unavailable):
 
 class StoreUnavailable(Unavailable):
     code = "store_unavailable"
+
+
+class FunctionUnavailable(Unavailable):
+    code = "function_unavailable"
 
 
 class BrokerUnavailable(WardfnError):

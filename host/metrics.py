@@ -78,6 +78,28 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.pool_memory_bytes = Gauge(
+            "wardfn_instance_pool_memory_bytes",
+            "Resident memory the prepared instances account for, against WARDFN_POOL_MEMORY_BUDGET_BYTES.",
+            registry=r,
+        )
+        self.warmup_failures = Counter(
+            "wardfn_warmup_failures",
+            "Warm-ups that failed (trap, timeout, memory share exceeded), by function.",
+            ["function"],
+            registry=r,
+        )
+        self.warmup_backoff_seconds = Gauge(
+            "wardfn_warmup_backoff_seconds",
+            "How long the pool waits before the next warm-up of a function whose warm-ups fail; 0 when healthy.",
+            ["function"],
+            registry=r,
+        )
+        self.stranded_calls = Gauge(
+            "wardfn_stranded_calls",
+            "Calls abandoned past their deadline while blocked in a host call, still holding a worker and a store.",
+            registry=r,
+        )
         self.relay_backlog = Gauge(
             "wardfn_audit_relay_backlog",
             "Audit records the broker has not yet confirmed, as this process's relay last saw them "
@@ -107,6 +129,10 @@ class Metrics:
     def watch_policy(self, healthy: Callable[[], bool]) -> None:
         """Report the policy engine's health at every scrape."""
         self.policy_up.set_function(lambda: 1.0 if healthy() else 0.0)
+
+    def watch_stranded(self, count: Callable[[], int]) -> None:
+        """Report the calls stranded past their deadline at every scrape."""
+        self.stranded_calls.set_function(lambda: float(count()))
 
     def relay_progress(self, leading: bool, backlog: int) -> None:
         """The audit relay's report: whether this process leads, and the backlog it last saw."""

@@ -33,7 +33,8 @@ from host.catalogue.warmup import warmup_for
 from host.config import Settings
 from host.errors import FunctionNotFound
 from host.runtime.calls import FunctionRequest, SandboxLimits
-from host.runtime.imports import Bounded, CallContext
+from host.runtime.capture import Bounded
+from host.runtime.imports import CallContext
 from host.runtime.results import parse_body, unwrap
 from host.runtime.sandbox import PreparedInstance, Sandbox
 from host.types import Scope

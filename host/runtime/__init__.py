@@ -4,6 +4,8 @@
 - `calls`: what goes into a call (request, limits, warm-up) and what comes out;
 - `imports`: the host functions a component imports, answering only inside the invocation's scope;
 - `sandbox`: instantiating and calling a component in its own store;
+- `runner`: the worker threads guest code runs on, left behind when a WASI call blocks past the deadline;
+- `capture`: stdout, stderr and log messages, bounded before they are copied;
 - `results`: the function's raw answer, checked and parsed;
 - `pool`: instances prepared ahead of demand;
 - `values`: direct conversion of the hottest values between Python and the component.

@@ -1,46 +1,36 @@
 """The host functions a component imports: `records`, `directory`, `log`.
 
 Each answers only inside the scope the policy decision granted to the invocation running
-on the calling thread; anything else answers `denied`.
+on the calling thread; anything else answers `denied`. Each refuses an oversized argument
+before doing any work with it (an id or a name is at most `MAX_ARGUMENT_CHARS` long, a
+directory search answers at most `DIRECTORY_LIMIT` matches), and checks the time left before
+each unit of work: past the invocation's deadline, the call ends as timed out.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from wasmtime.component import Linker, Record, Variant
 
-from host.errors import StoreUnavailable
+from host.errors import FunctionTimedOut, StoreUnavailable
 from host.policy.obligations import apply_to_text as apply_obligations
 from host.runtime.calls import RecordReader
+from host.runtime.capture import Bounded
 from host.runtime.engine import WIT_PACKAGE, WIT_VERSION
-from host.runtime.values import add_search_func
+from host.runtime.values import TOO_LONG, add_log_func, add_search_func
 from host.types import DirectoryQuery, Scope
 
 PseudonymSource = Callable[[str], str]
 DirectorySearch = Callable[[DirectoryQuery, int], list[dict[str, str | None]]]
 DIRECTORY_LIMIT = 20
-
-
-class Bounded:
-    """Text collected up to a byte budget; the rest is counted and dropped."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.dropped = 0
-        self.lines: list[str] = []
-
-    def add(self, text: str) -> None:
-        size = len(text.encode("utf-8", "replace"))
-        if self.used + size > self.limit:
-            self.dropped += size
-            return
-        self.used += size
-        self.lines.append(text)
+# Patient ids, resource types, names, birth dates and identifiers are all far shorter: anything
+# longer is refused before the host reads it (a resource type is at most 64, a UUID 36).
+MAX_ARGUMENT_CHARS = 256
 
 
 @dataclass
@@ -51,6 +41,13 @@ class CallContext:
     pseudonym: PseudonymSource | None = None
     directory: DirectorySearch | None = None
     withheld: set[str] = field(default_factory=set)
+    # time.perf_counter() at which the invocation's deadline passes; none for no deadline.
+    deadline: float | None = None
+
+    def check_time(self) -> None:
+        """Before each unit of work: past the deadline, the call ends as timed out (a trap of the guest)."""
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            raise FunctionTimedOut("the function's deadline passed inside a host import")
 
 
 # Host imports run synchronously on the thread that called into the instance, so
@@ -76,6 +73,7 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
         return Variant("denied", "this invocation is not authorised for that patient")
     if resource_type not in scope.resource_types:
         return Variant("denied", f"this invocation may not read {resource_type}")
+    context.check_time()
     try:
         bodies = context.read(patient_id, resource_type)
     except StoreUnavailable:
@@ -83,18 +81,25 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
     if not scope.mask and not scope.drop:
         return bodies
     # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
+    filtered = []
     try:
-        return [apply_obligations(body, scope.mask, scope.drop, context.withheld) for body in bodies]
+        for body in bodies:
+            context.check_time()
+            filtered.append(apply_obligations(body, scope.mask, scope.drop, context.withheld))
     except (ValueError, TypeError):
         return Variant("unavailable", "a stored record could not be filtered")
+    return filtered
 
 
 def _records_pseudonym(_store: object, patient_id: str) -> str | Variant:
     context: CallContext | None = getattr(_current, "context", None)
     if context is None or context.pseudonym is None:
         return Variant("denied", "no pseudonyms in this invocation")
+    if len(patient_id) > MAX_ARGUMENT_CHARS:
+        return Variant("denied", TOO_LONG)
     if context.scope.patient_id is None or patient_id != context.scope.patient_id:
         return Variant("denied", "this invocation is not authorised for that patient")
+    context.check_time()
     return context.pseudonym(patient_id)
 
 
@@ -107,8 +112,11 @@ def _directory_search(_store: object, query: Record, limit: int) -> list[Record]
         birth_date=getattr(query, "birth-date", None),
         identifier=getattr(query, "identifier", None),
     )
+    if any(len(value) > MAX_ARGUMENT_CHARS for value in (wanted.name, wanted.birth_date, wanted.identifier) if value):
+        return Variant("denied", TOO_LONG)
     if not wanted.keys():
         return Variant("denied", "a search needs a name, a birth date or an identifier")
+    context.check_time()
     try:
         found = context.directory(wanted, max(0, min(limit, DIRECTORY_LIMIT)))
     except StoreUnavailable:
@@ -122,10 +130,15 @@ def _directory_search(_store: object, query: Record, limit: int) -> list[Record]
     return matches
 
 
-def _log_write(_store: object, level: str, message: str) -> None:
+def _log_write(level: str, size: int, read: Callable[[], str]) -> None:
     context: CallContext | None = getattr(_current, "context", None)
-    if context is not None:
-        context.log.add(f"{level}: {message}")
+    if context is None:
+        return
+    # Decided on the declared length: a message over the budget is counted, never copied.
+    if not context.log.room(len(level) + 2 + size):
+        context.log.drop(size)
+        return
+    context.log.add(f"{level}: {read()}")
 
 
 def define_imports(linker: Linker) -> None:
@@ -133,9 +146,9 @@ def define_imports(linker: Linker) -> None:
     with linker.root() as root:
         with root.add_instance(f"{WIT_PACKAGE}/records@{WIT_VERSION}") as records:
             # The hottest import: converted directly, not by wasmtime-py's generic conversion.
-            add_search_func(records, "search", _records_search)
+            add_search_func(records, "search", _records_search, MAX_ARGUMENT_CHARS * 4)
             records.add_func("pseudonym", _records_pseudonym)
         with root.add_instance(f"{WIT_PACKAGE}/directory@{WIT_VERSION}") as patients:
             patients.add_func("search", _directory_search)
         with root.add_instance(f"{WIT_PACKAGE}/log@{WIT_VERSION}") as log:
-            log.add_func("write", _log_write)
+            add_log_func(log, "write", _log_write)

@@ -1,7 +1,18 @@
-"""Instances prepared (and warmed) ahead of demand, so instantiation stays off the request path."""
+"""Instances prepared (and warmed) ahead of demand, so instantiation stays off the request path.
+
+Two things keep the pool from costing the host more than it saves. Memory: the prepared
+instances of every function share one budget (each instance's warm-up runs under a lower
+memory cap, and what the host grew by while making it is counted against the budget until the
+instance is taken). Failures: a function whose warm-up fails is tried again after a delay that
+doubles with each failure up to a ceiling, logged once when it starts failing and once when it
+recovers, so an idle host with a broken function sits idle.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import queue
 import threading
 import time
@@ -9,10 +20,24 @@ from dataclasses import dataclass
 
 from wasmtime.component import Component
 
-from host.errors import ArtifactRejected, FunctionFailed
+from host.errors import ArtifactRejected, FunctionFailed, Unavailable, WardfnError
 from host.metrics import Metrics
 from host.runtime.calls import SandboxLimits, Warmup
 from host.runtime.sandbox import PreparedInstance, Sandbox
+
+log = logging.getLogger("wardfn.pool")
+MIB = 1024 * 1024
+# The longest the filling thread sleeps with nothing due: a safety net, not a schedule.
+IDLE_WAIT_S = 60.0
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux `/proc/self/statm`); 0 where that cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass
@@ -23,6 +48,9 @@ class _Slot:
     reuse: bool
     ready: queue.LifoQueue[PreparedInstance]
     label: str = ""
+    failures: int = 0
+    retry_at: float = 0.0
+    attempts: int = 0
 
 
 class InstancePool:
@@ -41,12 +69,22 @@ class InstancePool:
         reuse_size: int = 16,
         metrics: Metrics | None = None,
         max_reuses: int = 10_000,
+        *,
+        memory_budget_bytes: int = 320 * MIB,
+        instance_memory_bytes: int | None = 64 * MIB,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 300.0,
     ) -> None:
         self._sandbox = sandbox
         self._size = size
         self._reuse_size = reuse_size
         self._max_reuses = max_reuses
         self._metrics = metrics if metrics is not None else Metrics()
+        self._memory_budget = memory_budget_bytes
+        self._instance_memory = instance_memory_bytes
+        self._backoff_initial = backoff_initial_s
+        self._backoff_max = max(backoff_max_s, backoff_initial_s)
+        self._held = 0  # resident bytes the ready instances account for
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -70,13 +108,33 @@ class InstancePool:
             self._slots[key] = _Slot(component, limits, warmup, reuse, queue.LifoQueue(maxsize=capacity), label)
         self._metrics.pool_target.labels(label).set(1 if reuse else self._size)
         self._metrics.pool_ready.labels(label).set(0)
+        self._metrics.warmup_backoff_seconds.labels(label).set(0)
         self._wake.set()
 
     def unregister(self, key: str) -> None:
         with self._lock:
             slot = self._slots.pop(key, None)
         while slot is not None and not slot.ready.empty():
-            slot.ready.get_nowait().discard()
+            self._release(slot.ready.get_nowait()).discard()
+
+    def attempts(self, key: str) -> int:
+        """Warm instances the filling thread has tried to make for `key` (for tests and diagnostics)."""
+        with self._lock:
+            slot = self._slots.get(key)
+        return slot.attempts if slot is not None else 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Resident memory the ready instances account for, against the pool's budget."""
+        return self._held
+
+    def _release(self, prepared: PreparedInstance) -> PreparedInstance:
+        """`prepared` leaves the pool: its memory no longer counts against the budget."""
+        with self._lock:
+            self._held = max(0, self._held - prepared.footprint)
+            prepared.footprint = 0
+        self._metrics.pool_memory_bytes.set(self._held)
+        return prepared
 
     def take(self, key: str, component: Component, limits: SandboxLimits) -> PreparedInstance:
         """A prepared instance if one is ready, else one made now: a cold start (not warmed, to answer
@@ -88,7 +146,7 @@ class InstancePool:
         prepared = None
         if slot is not None:
             try:
-                prepared = slot.ready.get_nowait()
+                prepared = self._release(slot.ready.get_nowait())
             except queue.Empty:
                 pass  # a cold start, below
             self._metrics.pool_ready.labels(label).set(slot.ready.qsize())
@@ -125,10 +183,16 @@ class InstancePool:
             prepared.discard()
 
     def _prepare(
-        self, component: Component, limits: SandboxLimits, label: str, warmup: Warmup | None, reusable: bool
+        self,
+        component: Component,
+        limits: SandboxLimits,
+        label: str,
+        warmup: Warmup | None,
+        reusable: bool,
+        warm_memory_bytes: int | None = None,
     ) -> PreparedInstance:
         started = time.perf_counter()
-        prepared = self._sandbox.prepare(component, limits, warmup, reusable)
+        prepared = self._sandbox.prepare(component, limits, warmup, reusable, warm_memory_bytes)
         self._metrics.instantiate_seconds.labels(label).observe(time.perf_counter() - started)
         return prepared
 
@@ -143,8 +207,9 @@ class InstancePool:
             self._thread.join(timeout=2)
 
     def _fill(self) -> None:
+        timeout: float | None = None
         while not self._stop.is_set():
-            self._wake.wait(timeout=1)
+            self._wake.wait(timeout=timeout)
             self._wake.clear()
             with self._lock:
                 slots = list(self._slots.values())
@@ -158,18 +223,75 @@ class InstancePool:
             while wanting and not self._stop.is_set():
                 topped: list[_Slot] = []
                 for slot in wanting:
-                    # Reusable instances are made on demand and kept: topping up to one is enough.
-                    if slot.ready.qsize() >= (1 if slot.reuse else self._size):
-                        continue
-                    try:
-                        prepared = self._prepare(slot.component, slot.limits, slot.label, slot.warmup, slot.reuse)
-                    except (FunctionFailed, ArtifactRejected):
-                        continue  # not this function again until the next wake
-                    try:
-                        slot.ready.put_nowait(prepared)
-                    except queue.Full:
-                        prepared.discard()
-                        continue
-                    self._metrics.pool_ready.labels(slot.label).set(slot.ready.qsize())
-                    topped.append(slot)
+                    if self._top_up(slot):
+                        topped.append(slot)
                 wanting = topped
+            timeout = self._next_due(slots)
+
+    def _top_up(self, slot: _Slot) -> bool:
+        """One more warm instance for `slot`, if it wants one, is not backing off and fits the budget."""
+        # Reusable instances are made on demand and kept: topping up to one is enough.
+        if slot.ready.qsize() >= (1 if slot.reuse else self._size):
+            return False
+        if time.monotonic() < slot.retry_at or self._held >= self._memory_budget:
+            return False
+        slot.attempts += 1
+        before = resident_bytes()
+        try:
+            prepared = self._prepare(
+                slot.component, slot.limits, slot.label, slot.warmup, slot.reuse, self._instance_memory
+            )
+        except (FunctionFailed, ArtifactRejected, Unavailable) as exc:
+            self._failed(slot, exc)
+            return False
+        # What the host grew by making it: the instance's linear memory as far as it was touched,
+        # its tables and wasmtime's own records (other threads' allocations blur it; never below 0).
+        prepared.footprint = max(0, resident_bytes() - before)
+        if self._held + prepared.footprint > self._memory_budget:
+            prepared.discard()
+            return False
+        if slot.failures:
+            log.info(json.dumps({"event": "warmup_recovered", "function": slot.label, "failures": slot.failures}))
+            slot.failures, slot.retry_at = 0, 0.0
+            self._metrics.warmup_backoff_seconds.labels(slot.label).set(0)
+        try:
+            slot.ready.put_nowait(prepared)
+        except queue.Full:
+            prepared.discard()
+            return False
+        with self._lock:
+            self._held += prepared.footprint
+        self._metrics.pool_memory_bytes.set(self._held)
+        self._metrics.pool_ready.labels(slot.label).set(slot.ready.qsize())
+        return True
+
+    def _failed(self, slot: _Slot, exc: WardfnError) -> None:
+        """A warm-up failed: not this function again until its backoff has passed."""
+        slot.failures += 1
+        delay = min(self._backoff_initial * 2 ** (slot.failures - 1), self._backoff_max)
+        slot.retry_at = time.monotonic() + delay
+        self._metrics.warmup_failures.labels(slot.label).inc()
+        self._metrics.warmup_backoff_seconds.labels(slot.label).set(delay)
+        if slot.failures == 1:
+            # One line when it starts failing; the metrics count the rest, until it recovers.
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "warmup_failing",
+                        "function": slot.label,
+                        "outcome": exc.code,
+                        "backoff_s": delay,
+                        "backoff_max_s": self._backoff_max,
+                    }
+                )
+            )
+
+    def _next_due(self, slots: list[_Slot]) -> float | None:
+        """How long the filling thread may sleep: until the earliest backoff ends, or until woken."""
+        now = time.monotonic()
+        due = [
+            slot.retry_at - now
+            for slot in slots
+            if slot.retry_at > now and slot.ready.qsize() < (1 if slot.reuse else self._size)
+        ]
+        return min(max(min(due), 0.01), IDLE_WAIT_S) if due else IDLE_WAIT_S

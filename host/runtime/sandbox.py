@@ -7,7 +7,10 @@ nothing behind them (no preopened directory, no environment, no arguments, no
 network; stdout and stderr captured into a bounded buffer).
 
 A wasmtime `Store` used by two threads at once aborts the whole process, so a
-store belongs to exactly one invocation, on one thread, and is dropped after it.
+store belongs to exactly one invocation, on one thread at a time, and is dropped after it.
+Guest code (instantiation, the warm-up, the call) runs on a worker of the `CallRunner`, which
+the caller waits for no longer than the deadline plus a margin: a guest blocked in a WASI call
+past its deadline is left to that worker, which closes the store when the call returns.
 """
 
 from __future__ import annotations
@@ -28,11 +31,22 @@ from host.errors import (
     FunctionTrapped,
 )
 from host.runtime.calls import CallResult, FunctionRequest, RecordReader, SandboxLimits, Warmup
+from host.runtime.capture import Bounded, capture_stdio
 from host.runtime.engine import HANDLER_EXPORT
-from host.runtime.imports import Bounded, CallContext, DirectorySearch, PseudonymSource, bound_to, define_imports
+from host.runtime.imports import CallContext, DirectorySearch, PseudonymSource, bound_to, define_imports
 from host.runtime.results import parse_body, unwrap
+from host.runtime.runner import CallRunner, CallStranded
 from host.runtime.values import call_handle, handle_has_known_shape
 from host.types import Scope
+
+# A guest call is waited for this long past its deadline before it is left to its worker: room
+# for the epoch tick and a busy machine's scheduling, far below any caller's patience.
+DEFAULT_MARGIN_S = 0.5
+
+
+def runner_key(component: Component) -> str:
+    """The name strandings are counted under: one per loaded component (a function's version)."""
+    return f"component-{id(component):x}"
 
 
 class PreparedInstance:
@@ -43,7 +57,13 @@ class PreparedInstance:
     """
 
     def __init__(
-        self, store: Store, handle: Func, stdio: Bounded, reusable: bool = False, direct: bool = False
+        self,
+        store: Store,
+        handle: Func,
+        stdio: Bounded,
+        reusable: bool = False,
+        direct: bool = False,
+        key: str = "",
     ) -> None:
         self._store: Store | None = store
         self.handle = handle
@@ -52,6 +72,9 @@ class PreparedInstance:
         self.stdio = stdio
         self.reusable = reusable
         self.calls = 0
+        self.key = key
+        # Resident memory the host grew by while this instance was made and warmed (the pool's budget).
+        self.footprint = 0
 
     @property
     def usable(self) -> bool:
@@ -72,6 +95,10 @@ class PreparedInstance:
         if store is not None:
             store.close()
 
+    def abandon(self) -> None:
+        """Forget the store without touching it: a stranded call's worker still uses it, and closes it."""
+        self._store = None
+
 
 class Sandbox:
     """Instantiates and calls components; owns the linker shared by all of them."""
@@ -83,12 +110,14 @@ class Sandbox:
         tick_ms: int,
         pseudonym: PseudonymSource | None = None,
         directory: DirectorySearch | None = None,
+        runner: CallRunner | None = None,
     ) -> None:
         self.engine = engine
         self._read = read
         self._tick_ms = tick_ms
         self._pseudonym = pseudonym
         self._directory = directory
+        self.runner = runner if runner is not None else CallRunner(DEFAULT_MARGIN_S, 2, 4)
         self.linker = Linker(engine)
         self.linker.add_wasip2()
         define_imports(self.linker)
@@ -106,16 +135,47 @@ class Sandbox:
         limits: SandboxLimits,
         warmup: Warmup | None = None,
         reusable: bool = False,
+        warm_memory_bytes: int | None = None,
     ) -> PreparedInstance:
-        """A fresh store and instance, with the memory cap and an empty WASI context; warmed if asked."""
+        """A fresh store and instance, with the memory cap and an empty WASI context; warmed if asked.
+
+        With `warm_memory_bytes`, the warm-up runs under that lower memory cap: an instance that
+        would grow past it fails its warm-up and is not kept (the pool's share per instance).
+        """
         stdio = Bounded(limits.stdio_bytes)
         store = Store(self.engine)
         wasi = WasiConfig()  # empty: no preopens, no env, no args, no network
-        wasi.stdout_custom = lambda data: stdio.add(data.decode("utf-8", "replace"))
-        wasi.stderr_custom = lambda data: stdio.add(data.decode("utf-8", "replace"))
+        capture_stdio(wasi, stdio)
         store.set_wasi(wasi)
-        store.set_limits(memory_size=limits.memory_bytes)
-        store.set_epoch_deadline(1_000_000)  # instantiation runs no guest code of note
+        ceiling = limits.memory_bytes
+        if warmup is not None and warm_memory_bytes is not None:
+            ceiling = min(ceiling, warm_memory_bytes)
+        store.set_limits(memory_size=ceiling)
+        key = runner_key(component)
+
+        def work() -> PreparedInstance:
+            prepared = self._instantiate(store, component, stdio, reusable, key, limits)
+            if warmup is not None:
+                self._warm(prepared, warmup, limits)
+            return prepared
+
+        # Instantiation and the warm-up each get the function's deadline.
+        budget_s = limits.deadline_ms / 1000 * (2 if warmup is not None else 1)
+        try:
+            prepared = self.runner.run(key, work, budget_s, cleanup=store.close)
+        except CallStranded:
+            raise  # the store is the worker's now
+        except BaseException:
+            store.close()
+            raise
+        if ceiling != limits.memory_bytes:
+            store.set_limits(memory_size=limits.memory_bytes)
+        return prepared
+
+    def _instantiate(
+        self, store: Store, component: Component, stdio: Bounded, reusable: bool, key: str, limits: SandboxLimits
+    ) -> PreparedInstance:
+        store.set_epoch_deadline(math.ceil(limits.deadline_ms / self._tick_ms) + 1)
         try:
             instance = self.linker.instantiate(store, component)
             export = instance.get_export_index(store, HANDLER_EXPORT)
@@ -124,16 +184,11 @@ class Sandbox:
                 index = instance.get_export_index(store, "handle", export)
                 handle = instance.get_func(store, index) if index is not None else None
         except WasmtimeError as exc:
-            store.close()
             raise FunctionTrapped("the function could not be instantiated") from exc
         if handle is None:
-            store.close()
             raise ArtifactRejected(f"the component does not export {HANDLER_EXPORT}#handle")
         direct = handle_has_known_shape(component, store, handle)
-        prepared = PreparedInstance(store, handle, stdio, reusable, direct)
-        if warmup is not None:
-            self._warm(prepared, warmup, limits)
-        return prepared
+        return PreparedInstance(store, handle, stdio, reusable, direct, key)
 
     def _warm(self, prepared: PreparedInstance, warmup: Warmup, limits: SandboxLimits) -> None:
         """One synthetic call; the function's own error answer is fine, a trap discards the instance."""
@@ -145,8 +200,7 @@ class Sandbox:
             prepared.discard()
             raise
         # What the warm-up printed is not the caller's.
-        prepared.stdio.used = prepared.stdio.dropped = 0
-        prepared.stdio.lines = []
+        prepared.stdio.reset()
 
     def call(
         self, prepared: PreparedInstance, request: FunctionRequest, scope: Scope, limits: SandboxLimits
@@ -165,17 +219,25 @@ class Sandbox:
         )
         store = prepared.claim()
         stdio_before = prepared.stdio.used
-        ok = False
         try:
-            result = self._run(store, prepared, request, context, limits)
-            ok = True
-        finally:
-            if not prepared.reusable:
-                store.close()
-            elif not ok:
+            call_ms, raw = self.runner.run(
+                prepared.key,
+                lambda: self._run(store, prepared, request, context, limits),
+                limits.deadline_ms / 1000,
+                cleanup=store.close,
+            )
+        except CallStranded:
+            prepared.abandon()  # its worker closes the store once the blocked call returns
+            raise
+        except BaseException:
+            if prepared.reusable:
                 prepared.discard()  # after a trap or a timeout the instance's state is unknown
+            else:
+                store.close()
+            raise
+        if not prepared.reusable:
+            store.close()
         prepared.calls += 1
-        call_ms, raw = result
         try:
             body = parse_body(unwrap(raw), limits.output_bytes)
         except FunctionOutputRejected:
@@ -203,11 +265,14 @@ class Sandbox:
         # deadline_ms after this, so an interrupt is never mistaken for a trap (a 500 for a 504)
         # when setting the deadline itself waited (the GIL, on a busy machine).
         started = time.perf_counter()
+        context.deadline = started + limits.deadline_ms / 1000
         store.set_epoch_deadline(ticks)
         try:
             with bound_to(context):
                 if prepared.direct:
-                    result: object = call_handle(store, handle, request.patient_id, request.purpose, args)
+                    result: object = call_handle(
+                        store, handle, request.patient_id, request.purpose, args, limits.output_bytes
+                    )
                 else:
                     result = handle(store, _request_record(request, args))
                 handle.post_return(store)

@@ -1,10 +1,15 @@
-"""Direct value conversion for the two hottest host/guest crossings.
+"""Direct value conversion for the hottest host/guest crossings, and for those a guest can make huge.
 
 wasmtime-py converts component values generically: every call rebuilds the function's type
 through ctypes (`FuncType.params`, `RecordType.fields`, `VariantLikeType._tagged` ...) and
 walks it, about a quarter of a prepared call. The two crossings every patient function makes,
 `records.search` (an import) and `handler.handle` (the export), have shapes fixed by the WIT,
-so this module converts them directly instead.
+so this module converts them directly instead. `log.write` is converted here too, for another
+reason: the generic conversion copies the message into Python before the host sees its length.
+
+Every string read here is measured by its declared length before it is copied: an argument,
+a message or an answer over its cap is refused without a copy into Python (wasmtime itself
+has lifted it out of linear memory by then; that copy is the one the host cannot avoid).
 
 Ownership, which is what makes this safe, follows from wasmtime's C API:
 
@@ -50,7 +55,12 @@ from wasmtime.component import (
 )
 from wasmtime.component._enter import catch_exceptions, enter_wasm
 
+from host.errors import FunctionOutputRejected
+
 SearchImpl = Callable[[StoreContext, str, str], "list[str] | Variant"]
+# (level, the message's declared length in bytes, a reader that copies it): the host decides
+# from the length whether the message is worth copying at all.
+LogImpl = Callable[[str, int, Callable[[], str]], None]
 
 _Val = ffi.wasmtime_component_val_t
 _ValPtr = ctypes.POINTER(ffi.wasmtime_component_val_t)
@@ -61,6 +71,7 @@ _RECORD = ffi.WASMTIME_COMPONENT_RECORD.value
 _VARIANT = ffi.WASMTIME_COMPONENT_VARIANT.value
 _OPTION = ffi.WASMTIME_COMPONENT_OPTION.value
 _RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
+_ENUM = ffi.WASMTIME_COMPONENT_ENUM.value
 
 # `access-error`'s cases, all with a string payload.
 ACCESS_ERROR_CASES = frozenset({"denied", "unavailable"})
@@ -98,6 +109,13 @@ def _read_string(val: Any) -> str:
     return _read_bytes(val.of.string).decode("utf-8")
 
 
+def _string_size(val: Any) -> int:
+    """A string value's length in bytes, read without copying it."""
+    if val.kind != _STRING:
+        raise TypeError(f"expected a string, got value kind {val.kind}")
+    return int(val.of.string.size)
+
+
 def _deref(pointer: Any, what: str) -> Any:
     """The val_t a boxed payload pointer points to; NULL (no payload) where one is required raises."""
     if not pointer:
@@ -105,10 +123,13 @@ def _deref(pointer: Any, what: str) -> Any:
     return pointer.contents
 
 
-# --- the records.search import ----------------------------------------------------------------
+# --- the imports converted directly --------------------------------------------------------------
 
-_SEARCH_IMPLS: dict[int, SearchImpl] = {}
+# Each import defined here: (its Python side, the longest string argument it reads), by the key
+# wasmtime hands back to the callback.
+_IMPLS: dict[int, tuple[Any, int]] = {}
 _ids = itertools.count(1)  # 0 would reach the callback as a NULL `data`, i.e. None
+TOO_LONG = "an argument is longer than this import accepts"
 
 
 def _lower_search_result(result: list[str] | Variant, out: Any) -> None:
@@ -163,9 +184,13 @@ def _search_callback(
     """wasmtime's callback for `records.search`: lift two strings, run the Python side, lower its answer."""
 
     def run(store: StoreContext) -> None:
-        impl = _SEARCH_IMPLS[data or 0]
+        impl, max_bytes = _IMPLS[data or 0]
         if nargs != 2 or nresults != 1:
             raise WasmtimeError(f"records.search: called with {nargs} arguments and {nresults} results")
+        # Measured before anything is copied: an oversized id costs the host no work.
+        if _string_size(args[0]) > max_bytes or _string_size(args[1]) > max_bytes:
+            _lower_search_result(Variant("denied", TOO_LONG), results)
+            return
         # The arguments stay wasmtime's (it drops them after this returns): read, never freed.
         patient_id = _read_string(args[0])
         resource_type = _read_string(args[1])
@@ -177,40 +202,64 @@ def _search_callback(
     return result
 
 
-def _finalize_search(data: int | None) -> None:
+def _log_callback(data: int | None, context: Any, _ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
+    """wasmtime's callback for `log.write: func(level: level, message: string)`."""
+
+    def run(_store: StoreContext) -> None:
+        impl, _max_bytes = _IMPLS[data or 0]
+        if nargs != 2 or nresults != 0:
+            raise WasmtimeError(f"log.write: called with {nargs} arguments and {nresults} results")
+        level = args[0]
+        if level.kind != _ENUM:
+            raise TypeError(f"expected the level enum, got value kind {level.kind}")
+        message = args[1]
+        impl(_read_bytes(level.of.enumeration).decode("utf-8"), _string_size(message), lambda: _read_string(message))
+
+    result: int = catch_exceptions(context, run)  # type: ignore[assignment]
+    return result
+
+
+def _finalize_import(data: int | None) -> None:
     # Runs when wasmtime drops the linker, possibly at interpreter exit after this module's
     # globals are gone: wasmtime-py's own finalizer guards the same way.
-    if _SEARCH_IMPLS:
-        _SEARCH_IMPLS.pop(data or 0, None)
+    if _IMPLS:
+        _IMPLS.pop(data or 0, None)
 
 
 # Module-level so the C function pointers outlive every linker that holds them.
 _SEARCH_CALLBACK = ffi.wasmtime_component_func_callback_t(_search_callback)
-_SEARCH_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_search)
+_LOG_CALLBACK = ffi.wasmtime_component_func_callback_t(_log_callback)
+_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_import)
 
 
-def add_search_func(instance: LinkerInstance, name: str, impl: SearchImpl) -> None:
-    """Define `name` in `instance` as `search: func(string, string) -> result<list<string>, access-error>`.
-
-    Like `LinkerInstance.add_func`, but converting directly for that one shape. wasmtime checks the
-    component's import against what the callback answers: a value of another shape is a trap.
-    """
+def _add_func(instance: LinkerInstance, name: str, callback: Any, impl: Any, max_bytes: int) -> None:
     if instance.locked:
         raise WasmtimeError("cannot use linker instance while it's in use by other instances")
     key = next(_ids)
-    _SEARCH_IMPLS[key] = impl
+    _IMPLS[key] = (impl, max_bytes)
     name_bytes = name.encode("utf-8")
     err = ffi.wasmtime_component_linker_instance_add_func(
-        instance.ptr(),
-        ctypes.create_string_buffer(name_bytes),
-        len(name_bytes),
-        _SEARCH_CALLBACK,
-        key,
-        _SEARCH_FINALIZER,
+        instance.ptr(), ctypes.create_string_buffer(name_bytes), len(name_bytes), callback, key, _FINALIZER
     )
     if err:
-        _SEARCH_IMPLS.pop(key, None)
+        _IMPLS.pop(key, None)
         raise WasmtimeError._from_ptr(err)
+
+
+def add_search_func(instance: LinkerInstance, name: str, impl: SearchImpl, max_argument_bytes: int) -> None:
+    """Define `name` in `instance` as `search: func(string, string) -> result<list<string>, access-error>`.
+
+    Like `LinkerInstance.add_func`, but converting directly for that one shape. An argument longer
+    than `max_argument_bytes` answers `denied` before it is copied or `impl` runs. wasmtime checks
+    the component's import against what the callback answers: a value of another shape is a trap.
+    """
+    _add_func(instance, name, _SEARCH_CALLBACK, impl, max_argument_bytes)
+
+
+def add_log_func(instance: LinkerInstance, name: str, impl: LogImpl) -> None:
+    """Define `name` in `instance` as `write: func(level: level, message: string)`, converted directly:
+    `impl` learns the message's length first and copies it only if it wants it."""
+    _add_func(instance, name, _LOG_CALLBACK, impl, 0)
 
 
 # --- the handler.handle export ----------------------------------------------------------------
@@ -257,9 +306,12 @@ def _is_handle_shape(fty: FuncType) -> bool:
     return all(ty is not None and _is_string(ty) for _, ty in err.cases)
 
 
-def call_handle(store: Store, handle: Func, patient_id: str | None, purpose: str, args: str) -> Record | Variant:
+def call_handle(
+    store: Store, handle: Func, patient_id: str | None, purpose: str, args: str, max_body_bytes: int
+) -> Record | Variant:
     """Call `handle` (checked by `handle_has_known_shape`) and lift its answer as wasmtime-py would:
-    a Record with `body` for ok, a Variant(case, message) for err."""
+    a Record with `body` for ok, a Variant(case, message) for err. A body longer than
+    `max_body_bytes` is refused (FunctionOutputRejected) before it is copied into Python."""
     keep: list[object] = []  # everything the argument points into, alive until the call returns
     entries = (ffi.wasmtime_component_valrecord_entry_t * 3)()
     for entry, name in zip(entries, REQUEST_FIELDS, strict=True):
@@ -295,14 +347,14 @@ def call_handle(store: Store, handle: Func, patient_id: str | None, purpose: str
 
     try:
         enter_wasm(run)
-        return _lift_answer(answer)
+        return _lift_answer(answer, max_body_bytes)
     finally:
         # Frees what wasmtime allocated inside `answer` (nothing after a failed call), not `answer`.
         ffi.wasmtime_component_val_delete(ctypes.byref(answer))
         del keep
 
 
-def _lift_answer(answer: Any) -> Record | Variant:
+def _lift_answer(answer: Any, max_body_bytes: int) -> Record | Variant:
     """`result<response, error>` read in place; freeing it is the caller's `val_delete`."""
     if answer.kind != _RESULT:
         raise TypeError(f"expected a result, got value kind {answer.kind}")
@@ -313,6 +365,8 @@ def _lift_answer(answer: Any) -> Record | Variant:
         field = response.of.record.data[0]
         if _read_bytes(field.name) != b"body":
             raise TypeError("expected the response record's body")
+        if _string_size(field.val) > max_body_bytes:
+            raise FunctionOutputRejected(f"the function's answer exceeds the {max_body_bytes} byte output limit")
         record = Record()
         record.body = _read_string(field.val)  # type: ignore[attr-defined]
         return record
@@ -321,4 +375,6 @@ def _lift_answer(answer: Any) -> Record | Variant:
         raise TypeError(f"expected the error variant, got value kind {error.kind}")
     tag = _read_bytes(error.of.variant.discriminant).decode("utf-8")
     payload = error.of.variant.val
+    if payload and _string_size(payload.contents) > max_body_bytes:
+        raise FunctionOutputRejected(f"the function's error message exceeds the {max_body_bytes} byte output limit")
     return Variant(tag, _read_string(payload.contents) if payload else None)

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -49,6 +50,18 @@ def _memory_hoard():
         hoard.append(bytearray(32 * 1024 * 1024))
 
 
+# What `fill` allocated stays here, so a warm-up that fills memory leaves its instance that large.
+_KEPT = []
+
+
+def _fill(mib):
+    block = bytearray(mib * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1  # touched, so the pages are really the host's
+    _KEPT.append(block)
+    return len(block)
+
+
 def _loop():
     n = 0
     while True:
@@ -80,6 +93,30 @@ class Handler(exports.Handler):
                 print("flooding stdout " * 20)
             log.write(log.Level.INFO, "x" * 100_000)
             return Response(json.dumps({"ok": True}))
+        if mode == "sleep":
+            # A blocking WASI call: monotonic-clock subscribe and poll, where no guest code runs.
+            time.sleep(float(args.get("seconds", 5)))
+            return Response(json.dumps({"slept": True}))
+        if mode == "flood_control":
+            # The guest's own side of a flood (the string and its UTF-8 copy), sent nowhere: what a
+            # flood costs the host is measured against this.
+            size = len(("x" * int(args.get("size", 0))).encode())
+            return Response(json.dumps({"size": size}))
+        if mode == "log_flood":
+            log.write(log.Level.INFO, "x" * int(args.get("size", 0)))
+            return Response(json.dumps({"ok": True}))
+        if mode == "stdout_flood":
+            sys.stdout.write("x" * int(args.get("size", 0)))
+            sys.stdout.flush()
+            return Response(json.dumps({"ok": True}))
+        if mode == "answer_flood":
+            return Response(json.dumps("x" * int(args.get("size", 0))))
+        if mode == "fill":
+            return Response(json.dumps({"filled": _fill(int(args.get("mib", 1)))}))
+        if mode == "long_id":
+            # An oversized argument to an import: refused before the host does any work with it.
+            long_id = "p" * int(args.get("size", 0))
+            return Response(json.dumps({"search": _attempt(lambda: records.search(long_id, "Patient"))}))
         if mode == "escape":
             return Response(
                 json.dumps(

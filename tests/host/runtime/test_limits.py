@@ -1,0 +1,150 @@
+"""Limits that bind before the host pays: wall-clock deadlines, caps on declared lengths, oversized arguments.
+
+Against the real hostile component, whose behaviour each test chooses by argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.catalogue.artifacts import ArtifactCache
+from host.catalogue.build import cache_key
+from host.catalogue.manifest import discover_functions
+from host.catalogue.registry import limits_for
+from host.errors import FunctionOutputRejected, FunctionTimedOut
+from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
+from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.runner import CallRunner
+from host.runtime.sandbox import Sandbox
+from host.types import Scope
+from tests.conftest import settings_for
+
+pytestmark = pytest.mark.components
+
+PATIENT = "patient-a"
+MIB = 1024 * 1024
+FLOOD = 50 * MIB
+
+
+def _records(patient_id: str, resource_type: str) -> list[str]:
+    return [json.dumps({"resourceType": resource_type, "id": patient_id})]
+
+
+@dataclasses.dataclass
+class Hostile:
+    sandbox: Sandbox
+    component: Any
+    limits: SandboxLimits
+
+    def call(self, args: dict[str, Any], limits: SandboxLimits | None = None) -> CallResult:
+        limits = limits or self.limits
+        prepared = self.sandbox.prepare(self.component, limits)
+        request = FunctionRequest(PATIENT, "TREAT", args)
+        return self.sandbox.call(prepared, request, Scope(PATIENT, frozenset({"Patient"})), limits)
+
+
+@pytest.fixture(scope="module")
+def hostile(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    settings = settings_for(tmp_path_factory.mktemp("limits") / "unused.db")
+    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
+    engine = create_engine()
+    ticker = EpochTicker(engine, settings.epoch_tick_ms)
+    ticker.start()
+    runner = CallRunner(margin_s=0.25, stranded_per_key=2, stranded_max=4)
+    sandbox = Sandbox(engine, _records, settings.epoch_tick_ms, runner=runner)
+    [source] = [source for source in discover_functions(settings.functions_dirs) if source.name == "hostile"]
+    artifact = cache.lookup(source.name, cache_key(source, settings.wit_dir))
+    assert artifact is not None
+    yield Hostile(sandbox, sandbox.load(Path(artifact.cwasm_path)), limits_for(source.manifest, settings))
+    runner.close()
+    ticker.stop()
+
+
+def test_a_guest_asleep_in_a_wasi_call_answers_at_its_deadline_not_when_it_wakes(hostile: Hostile) -> None:
+    assert hostile.limits.deadline_ms == 200
+    started = time.monotonic()
+    with pytest.raises(FunctionTimedOut):
+        hostile.call({"mode": "sleep", "seconds": 5})
+    waited = time.monotonic() - started
+    # Deadline plus margin is 0.45 s; the bound is generous for a loaded machine, and still far
+    # below the 5 s the sleep would have held the caller for.
+    assert waited < 2.5, waited
+    assert hostile.sandbox.runner.stranded() == 1
+    assert hostile.call({"mode": "ok"}).body == {"ok": True}  # the host goes on meanwhile
+    # The abandoned call ends on its own worker when the sleep returns, and lets its store go.
+    deadline = time.monotonic() + 30
+    while hostile.sandbox.runner.stranded() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hostile.sandbox.runner.stranded() == 0
+
+
+def test_an_oversized_import_argument_is_refused_before_any_work(hostile: Hostile) -> None:
+    body = hostile.call({"mode": "long_id", "size": 4 * MIB}).body
+    assert body["search"]["succeeded"] is False
+    assert body["search"]["error"] == "AccessError_Denied"
+    assert "longer" in body["search"]["detail"]
+
+
+def test_a_small_flood_is_kept_up_to_its_cap(hostile: Hostile) -> None:
+    result = hostile.call({"mode": "stdout_flood", "size": 1 * MIB})
+    assert 0 < result.stdio_bytes <= hostile.limits.stdio_bytes
+    logged = hostile.call({"mode": "log_flood", "size": 100})
+    assert logged.log == ["info: " + "x" * 100]
+
+
+@pytest.mark.parametrize("mode", ["log_flood", "stdout_flood", "answer_flood"])
+def test_a_50_mib_flood_is_refused_without_the_host_keeping_a_copy(hostile: Hostile, mode: str) -> None:
+    # Room for the guest to build 50 MiB of JSON on a slow machine: the caps are what is tested.
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    hostile.call({"mode": "ok"}, limits)  # the host's own first-call allocations, out of the measure
+    control = _peak_growth(lambda: hostile.call({"mode": "flood_control", "size": FLOOD}, limits))
+    resident_before = _status("VmRSS")
+    result: CallResult | None = None
+
+    def flood() -> None:
+        nonlocal result
+        try:
+            result = hostile.call({"mode": mode, "size": FLOOD}, limits)
+        except FunctionOutputRejected:
+            result = None
+
+    peak = _peak_growth(flood)
+    if mode == "answer_flood":
+        assert result is None  # refused: over the 256 KiB output cap
+    else:
+        assert result is not None and result.body == {"ok": True}
+        assert sum(len(line) for line in result.log) <= limits.log_bytes
+        assert result.stdio_bytes <= limits.stdio_bytes
+    # Nothing of it stays: the store is gone and the host kept at most its caps.
+    assert _status("VmRSS") - resident_before < 16 * MIB
+    # The guest's own copies are in `control`; beyond them the host may pay only what wasmtime's C
+    # API copies before the host can see the length: for an import's argument or the answer, the
+    # lifted value and its C form (measured: 100 MiB for 50); for stdout, chunks only. Before this,
+    # wasmtime-py's conversion and the host's checks added three or four copies more.
+    copies = {"log_flood": 2, "answer_flood": 2, "stdout_flood": 0}[mode]
+    assert peak - control < copies * FLOOD + 16 * MIB, (peak - control) / MIB
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status memory field, in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def _peak_growth(action: Any) -> int:
+    """How far the process's peak resident memory rose above where it stood, while `action` ran."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to the current VmRSS (Linux 4.0+)
+    before = _status("VmHWM")
+    action()
+    return _status("VmHWM") - before
