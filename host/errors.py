@@ -7,6 +7,7 @@ WardfnError
 ├── FunctionNotFound             no such function in the registry
 ├── PatientNotFound              no such patient (raised only after the policy allowed)
 ├── PolicyDenied                 the policy said no; carries its reasons
+├── SearchBudgetSpent            a directory query past the subject's search budget (the import answers denied)
 ├── Unavailable                  fail closed: no patient data leaves
 │   ├── PolicyUnavailable        the policy engine could not answer
 │   ├── AuditUnavailable         the audit record could not be made durable
@@ -58,6 +59,10 @@ class PolicyDenied(WardfnError):
         super().__init__("; ".join(reasons) or "denied by policy")
         self.reasons = reasons
         self.decision_id = decision_id
+
+
+class SearchBudgetSpent(WardfnError):
+    code = "search_budget_spent"
 
 
 class Unavailable(WardfnError):

@@ -10,7 +10,9 @@ what it needs; the one audit record is built at the end from how far the attempt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ from host.errors import (
     PatientNotFound,
     PolicyDenied,
     PolicyUnavailable,
+    SearchBudgetSpent,
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION, Metrics
@@ -35,7 +38,7 @@ from host.runtime.calls import FunctionRequest
 from host.runtime.pool import InstancePool
 from host.runtime.sandbox import Sandbox
 from host.store.resources import ResourceStore
-from host.types import AuditEvent, AuditRecord, Decision, Obligations, Scope, Subject
+from host.types import AuditEvent, AuditRecord, Decision, DirectoryQuery, Obligations, Scope, Subject
 
 OK = "ok"
 # The outcome of an attempt that ended in an error not of the host's own (the code HTTP answers with).
@@ -114,6 +117,27 @@ class _Question:
         return cls(policy_input, input_hash(policy_input))
 
 
+class _Searches:
+    """The directory queries one invocation made, and the patient ids each matched."""
+
+    def __init__(self) -> None:
+        self._made: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> int:
+        return len(self._made)
+
+    def add(self, query: DirectoryQuery, matched: list[str]) -> None:
+        entry = {"query": dataclasses.asdict(query), "matched": matched}
+        with self._lock:
+            self._made.append(entry)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._made)
+
+
 class InvocationService:
     """Runs one function invocation for an authenticated subject. Synchronous: call it off the event loop."""
 
@@ -151,6 +175,7 @@ class InvocationService:
         sealed: _Sealed | None = None
         question: _Question | None = None
         decision: Decision | None = None
+        searches = _Searches()
         outcome = INTERNAL_ERROR  # an error that is not one of the host's own is audited too
         try:
             try:
@@ -162,12 +187,19 @@ class InvocationService:
                 decision = self._rule(call.subject, loaded.manifest.action, question)
                 if not decision.allow:
                     raise PolicyDenied(list(decision.reasons), decision.id)
-                body = self._run(call, loaded, decision.obligations)
+                body = self._run(call, loaded, decision.obligations, searches)
                 outcome = OK
             except WardfnError as exc:
                 outcome = exc.code
                 raise
             finally:
+                unsealed: WardfnError | None = None
+                if searches.made:
+                    # Every directory query and the ids it matched, sealed into this attempt's record.
+                    try:
+                        sealed = self._seal_searches(call, loaded, sealed, searches)
+                    except WardfnError as exc:  # recorded without them, and no answer leaves
+                        unsealed, outcome = exc, exc.code
                 # If the record cannot be made durable, that failure replaces the outcome: no answer.
                 record = self._append(
                     _audit_event(
@@ -184,6 +216,8 @@ class InvocationService:
                         decision=decision,
                     )
                 )
+                if unsealed is not None:
+                    raise unsealed
         except WardfnError as exc:
             outcome = exc.code
             raise
@@ -264,7 +298,7 @@ class InvocationService:
         decision = self._decide(question.input)
         return self._within_budget(subject, action, decision) if decision.allow else decision
 
-    def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations) -> Any:
+    def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations, searches: _Searches) -> Any:
         """The function's answer, from a sandbox that reads only what the decision allowed."""
         if call.patient_id and not self._store.patient_exists(call.patient_id):
             # Asked only once the policy allowed: a refused caller learns nothing of who exists.
@@ -276,8 +310,10 @@ class InvocationService:
             resource_types=obligations.resource_types & frozenset(manifest.reads),
             mask=obligations.mask,
             drop=obligations.drop,
-            directory=manifest.directory,
+            # The manifest asks, the decision grants: only an import both name is linked.
+            imports=obligations.imports & manifest.asks,
         )
+        directory = functools.partial(self._directory_search, call.subject, searches)
         request = FunctionRequest(patient_id=call.patient_id, purpose=call.purpose, args=call.args)
         prepared = self._pool.take(loaded.pool_key, loaded.component, loaded.limits)
         if manifest.reuse_instances:
@@ -288,10 +324,33 @@ class InvocationService:
             finally:
                 self._pool.give_back(loaded.pool_key, prepared)
         else:
-            result = self._sandbox.call(prepared, request, scope, loaded.limits)
+            result = self._sandbox.call(prepared, request, scope, loaded.limits, directory)
         # Again on the way out: nothing withheld, masked or dropped may be in the answer.
         check_output(result.body, scope.resource_types, scope.mask, scope.drop, result.withheld)
         return result.body
+
+    def _directory_search(
+        self, subject: Subject, searches: _Searches, query: DirectoryQuery, limit: int
+    ) -> list[dict[str, str | None]]:
+        """One directory query of a function the decision granted the directory: each query after the
+        first (which the invocation's own charge covers) spends from the subject's search budget, and
+        every query is kept, with the ids it matched, for the invocation's audit record."""
+        if searches.made and not self._budgets["search"].spend(subject.id):
+            raise SearchBudgetSpent("the subject's search budget is used up")
+        found = self._store.directory_search(query, limit)
+        searches.add(query, [str(match.get("id")) for match in found])
+        return found
+
+    def _seal_searches(
+        self, call: Invocation, loaded: LoadedFunction | None, sealed: _Sealed | None, searches: _Searches
+    ) -> _Sealed:
+        """The audit record's sealed query: the call's arguments (if the manifest keeps them) and its searches."""
+        args = call.args if loaded is not None and loaded.manifest.audit_args else None
+        text = json.dumps(
+            {"args": args, "searches": searches.as_json()}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        reason = sealed.break_glass_reason if sealed is not None else None
+        return _Sealed(break_glass_reason=reason, query=self._store.seal_text(text, AUDIT_QUERY_PURPOSE))
 
     def _patient_facts(self, patient_id: str) -> dict[str, Any]:
         """What the policy needs to know about the patient, from the store."""

@@ -83,13 +83,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class Scope:
-    """What one invocation may read: the patient and resource types the decision allowed."""
+    """What one invocation may reach: the patient, resource types and imports the decision allowed."""
 
     patient_id: str | None
     resource_types: frozenset[str] = frozenset()
-    directory: bool = False
     mask: frozenset[str] = frozenset()
     drop: frozenset[str] = frozenset()
+    # The imports linked besides `records`: what the manifest asked for and the decision granted.
+    imports: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from wasmtime.component import Linker, Record, Variant
 
-from host.errors import FunctionTimedOut, StoreUnavailable
+from host.errors import FunctionTimedOut, SearchBudgetSpent, StoreUnavailable
 from host.policy.obligations import apply_to_text as apply_obligations
 from host.runtime.calls import RecordReader
 from host.runtime.capture import Bounded
@@ -93,8 +93,8 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
 
 def _records_pseudonym(_store: object, patient_id: str) -> str | Variant:
     context: CallContext | None = getattr(_current, "context", None)
-    if context is None or context.pseudonym is None:
-        return Variant("denied", "no pseudonyms in this invocation")
+    if context is None or context.pseudonym is None or "pseudonym" not in context.scope.imports:
+        return Variant("denied", "the decision grants no pseudonyms to this invocation")
     if len(patient_id) > MAX_ARGUMENT_CHARS:
         return Variant("denied", TOO_LONG)
     if context.scope.patient_id is None or patient_id != context.scope.patient_id:
@@ -105,8 +105,8 @@ def _records_pseudonym(_store: object, patient_id: str) -> str | Variant:
 
 def _directory_search(_store: object, query: Record, limit: int) -> list[Record] | Variant:
     context: CallContext | None = getattr(_current, "context", None)
-    if context is None or context.directory is None or not context.scope.directory:
-        return Variant("denied", "this invocation may not search the patient directory")
+    if context is None or context.directory is None or "directory" not in context.scope.imports:
+        return Variant("denied", "the decision grants no directory search to this invocation")
     wanted = DirectoryQuery(
         name=getattr(query, "name", None),
         birth_date=getattr(query, "birth-date", None),
@@ -121,6 +121,8 @@ def _directory_search(_store: object, query: Record, limit: int) -> list[Record]
         found = context.directory(wanted, max(0, min(limit, DIRECTORY_LIMIT)))
     except StoreUnavailable:
         return Variant("unavailable", "the record store is unavailable")
+    except SearchBudgetSpent:
+        return Variant("denied", "the caller's search budget is used up")
     matches = []
     for item in found:
         match = Record()
@@ -132,8 +134,8 @@ def _directory_search(_store: object, query: Record, limit: int) -> list[Record]
 
 def _log_write(level: str, size: int, read: Callable[[], str]) -> None:
     context: CallContext | None = getattr(_current, "context", None)
-    if context is None:
-        return
+    if context is None or "log" not in context.scope.imports:
+        return  # a log the decision did not grant: the message is not read
     # Decided on the declared length: a message over the budget is counted, never copied.
     if not context.log.room(len(level) + 2 + size):
         context.log.drop(size)

@@ -203,9 +203,18 @@ class Sandbox:
         prepared.stdio.reset()
 
     def call(
-        self, prepared: PreparedInstance, request: FunctionRequest, scope: Scope, limits: SandboxLimits
+        self,
+        prepared: PreparedInstance,
+        request: FunctionRequest,
+        scope: Scope,
+        limits: SandboxLimits,
+        directory: DirectorySearch | None = None,
     ) -> CallResult:
-        """Run the handler once, within the limits, reading only inside `scope`; then drop a one-shot store."""
+        """Run the handler once, within the limits, reading only inside `scope`; then drop a one-shot store.
+
+        `directory`, when given, answers this call's directory searches in place of the sandbox's own
+        (the service's, which charges each query to the caller's budget and keeps it for the audit
+        record); either way only a scope whose imports hold "directory" reaches it."""
         if prepared.reusable and (scope.patient_id is not None or scope.resource_types):
             # The isolation rule, held here as well as in the manifest: an instance that can
             # read patient records never serves a second invocation.
@@ -215,7 +224,7 @@ class Sandbox:
             read=self._read,
             log=Bounded(limits.log_bytes),
             pseudonym=self._pseudonym,
-            directory=self._directory,
+            directory=directory if directory is not None else self._directory,
         )
         store = prepared.claim()
         stdio_before = prepared.stdio.used

@@ -38,6 +38,7 @@ from host.errors import (
     PatientNotFound,
     PolicyDenied,
     PolicyUnavailable,
+    SearchBudgetSpent,
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION
@@ -45,6 +46,7 @@ from host.policy.document import input_hash
 from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.ratelimit import Budget
 from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
+from host.runtime.imports import DirectorySearch
 from host.service import (
     AUDIT_QUERY_PURPOSE,
     AUDIT_READ_FUNCTION,
@@ -55,7 +57,7 @@ from host.service import (
 )
 from host.store.consent import consented
 from host.store.resources import ResourceStore, open_store
-from host.types import AuditRecord, Decision, Obligations, Scope, Subject
+from host.types import AuditRecord, Decision, DirectoryQuery, Obligations, Scope, Subject
 from tests.conftest import settings_for
 
 READS_PATIENT = Obligations(resource_types=frozenset({"Patient", "Observation"}))
@@ -106,9 +108,19 @@ class ScriptedSandbox:
     def __init__(self) -> None:
         self.answer: Answer = _echo
         self.calls: list[tuple[FunctionRequest, Scope]] = []
+        # The directory search the service handed the last call (None: the sandbox's own).
+        self.directory: DirectorySearch | None = None
 
-    def call(self, prepared: object, request: FunctionRequest, scope: Scope, limits: SandboxLimits) -> CallResult:
+    def call(
+        self,
+        prepared: object,
+        request: FunctionRequest,
+        scope: Scope,
+        limits: SandboxLimits,
+        directory: DirectorySearch | None = None,
+    ) -> CallResult:
         self.calls.append((request, scope))
+        self.directory = directory
         return self.answer(request, scope)
 
 
@@ -499,6 +511,80 @@ def test_a_search_keeps_its_query_sealed_and_spends_its_budget(world: World) -> 
     for record in world.records():
         assert record.event.query is not None and "Grey" not in record.event.query
         assert json.loads(world.store.open_text(record.event.query, AUDIT_QUERY_PURPOSE)) == {"name": "Grey"}
+
+
+@pytest.mark.parametrize(
+    ("function", "granted", "linked"),
+    [
+        ("patient_search", {"directory", "log"}, {"directory"}),  # asks for the directory alone
+        ("patient_search", {"log"}, set()),  # asked, not granted
+        ("patient_lookup", {"directory", "pseudonym", "log"}, set()),  # granted, not asked
+    ],
+)
+def test_an_import_is_linked_only_when_the_manifest_asks_and_the_decision_grants(
+    world: World, function: str, granted: set[str], linked: set[str]
+) -> None:
+    world.sandbox.answer = lambda request, scope: CallResult({"matches": []}, 0.1)
+    patient = None if function == "patient_search" else world.consenting
+    args = {"name": "Grey"} if function == "patient_search" else {}
+    obligations = Obligations(resource_types=frozenset({"Patient"}), imports=frozenset(granted))
+    world.service(FixedPolicy(obligations=obligations)).invoke(
+        Invocation("i-1", STAFF, function, patient, "TREAT", args)
+    )
+    [(_, scope)] = world.sandbox.calls
+    assert scope.imports == frozenset(linked)
+
+
+def test_every_directory_query_is_sealed_into_the_record_with_the_ids_it_matched(world: World) -> None:
+    [patient] = [json.loads(b) for b in world.store.search(world.consenting, "Patient")]
+    family = patient["name"][0]["family"]
+    found: list[list[str]] = []
+
+    def two_queries(request: FunctionRequest, scope: Scope) -> CallResult:
+        assert world.sandbox.directory is not None
+        for query in (DirectoryQuery(name=family), DirectoryQuery(name="nobody by this name")):
+            found.append([str(m["id"]) for m in world.sandbox.directory(query, 20)])
+        return CallResult({"matches": []}, 0.1)
+
+    world.sandbox.answer = two_queries
+    service = world.service(FixedPolicy(obligations=Obligations(imports=frozenset({"directory"}))))
+    service.invoke(Invocation("q-1", STAFF, "patient_search", None, "TREAT", {"name": family}))
+    assert world.consenting in found[0] and found[1] == []
+    [record] = world.records()
+    assert record.event.query is not None
+    assert family not in record.event.query and world.consenting not in record.event.query
+    sealed = json.loads(world.store.open_text(record.event.query, AUDIT_QUERY_PURPOSE))
+    assert sealed["args"] == {"name": family}  # the manifest keeps the arguments
+    assert [(s["query"]["name"], s["matched"]) for s in sealed["searches"]] == [
+        (family, found[0]),
+        ("nobody by this name", []),
+    ]
+
+
+def test_a_directory_query_past_the_budget_is_refused_to_the_function(world: World) -> None:
+    refused: list[str] = []
+
+    def two_queries(request: FunctionRequest, scope: Scope) -> CallResult:
+        assert world.sandbox.directory is not None
+        for name in ("one", "two"):
+            try:
+                world.sandbox.directory(DirectoryQuery(name=name), 20)
+            except SearchBudgetSpent as exc:
+                refused.append(name)
+                assert exc.code == "search_budget_spent"
+        return CallResult({"matches": []}, 0.1)
+
+    world.sandbox.answer = two_queries
+    service = world.service(
+        FixedPolicy(obligations=Obligations(imports=frozenset({"directory"}))), search_budget=Budget(1, 60)
+    )
+    assert service.invoke(Invocation("q-3", STAFF, "patient_search", None, "TREAT", {"name": "one"})).body == {
+        "matches": []
+    }
+    assert refused == ["two"]  # the invocation's one unit covered the first query; the second found none left
+    [record] = world.records()
+    sealed = json.loads(world.store.open_text(record.event.query, AUDIT_QUERY_PURPOSE))
+    assert [s["query"]["name"] for s in sealed["searches"]] == ["one"]
 
 
 def test_a_reusable_instance_is_given_back_and_never_handed_a_patient(world: World) -> None:

@@ -27,6 +27,11 @@ from tests.conftest import settings_for
 pytestmark = pytest.mark.components
 
 
+Imports = frozenset[str]
+LINKAGE: Imports = frozenset({"pseudonym"})
+SEARCH: Imports = frozenset({"directory"})
+
+
 @dataclass
 class Rig:
     sandbox: Sandbox
@@ -36,8 +41,10 @@ class Rig:
     limits: dict[str, SandboxLimits]
     reads: dict[str, frozenset[str]]
 
-    def call(self, name: str, patient_id: str | None, args: dict[str, Any], directory: bool = False) -> Any:
-        scope = Scope(patient_id, self.reads[name], directory=directory)
+    def call(
+        self, name: str, patient_id: str | None, args: dict[str, Any], imports: frozenset[str] = frozenset()
+    ) -> Any:
+        scope = Scope(patient_id, self.reads[name], imports=imports)
         prepared = self.sandbox.prepare(self.components[name], self.limits[name])
         request = FunctionRequest(patient_id, "TREAT", args)
         return self.sandbox.call(prepared, request, scope, self.limits[name]).body
@@ -74,12 +81,20 @@ def _patient(rig: Rig, index: int = 0) -> dict[str, Any]:
 
 def test_deidentify_carries_the_hosts_pseudonym_and_no_name(rig: Rig) -> None:
     patient = _patient(rig)
-    body = rig.call("deidentify", patient["id"], {})
+    body = rig.call("deidentify", patient["id"], {}, imports=LINKAGE)
     assert body["pseudonym"] == rig.pseudonyms.pseudonym(patient["id"])
     text = json.dumps(body)
     assert patient["name"][0]["family"] not in text and patient["id"] not in text
-    again = rig.call("deidentify", patient["id"], {})
+    again = rig.call("deidentify", patient["id"], {}, imports=LINKAGE)
     assert again["pseudonym"] == body["pseudonym"]
+
+
+def test_a_pseudonym_the_decision_did_not_grant_is_denied(rig: Rig) -> None:
+    # The manifest asks for it; without the grant the import answers `denied` and deidentify fails.
+    patient = _patient(rig)
+    with pytest.raises(FunctionReturnedError) as caught:
+        rig.call("deidentify", patient["id"], {}, imports=frozenset({"log", "directory"}))
+    assert caught.value.kind == "internal"
 
 
 @pytest.mark.parametrize(
@@ -94,7 +109,7 @@ def test_deidentify_carries_the_hosts_pseudonym_and_no_name(rig: Rig) -> None:
 )
 def test_search_finds_by_normalised_exact_keys(rig: Rig, query: Any) -> None:
     patient = _patient(rig, 3)
-    body = rig.call("patient_search", None, query(patient), directory=True)
+    body = rig.call("patient_search", None, query(patient), imports=SEARCH)
     assert patient["id"] in [m["id"] for m in body["matches"]]
     assert 1 <= body["count"] <= 20
     for match in body["matches"]:
@@ -103,20 +118,24 @@ def test_search_finds_by_normalised_exact_keys(rig: Rig, query: Any) -> None:
 
 def test_search_is_exact_not_fuzzy(rig: Rig) -> None:
     patient = _patient(rig, 3)
-    body = rig.call("patient_search", None, {"name": patient["name"][0]["family"][:-1]}, directory=True)
+    body = rig.call(
+        "patient_search", None, {"name": patient["name"][0]["family"][:-1]}, imports=frozenset({"directory"})
+    )
     assert patient["id"] not in [m["id"] for m in body["matches"]]
 
 
 def test_search_without_the_directory_capability_is_refused(rig: Rig) -> None:
     patient = _patient(rig, 3)
     with pytest.raises(FunctionReturnedError) as caught:
-        rig.call("patient_search", None, {"name": patient["name"][0]["family"]}, directory=False)
+        rig.call(
+            "patient_search", None, {"name": patient["name"][0]["family"]}, imports=frozenset({"log", "pseudonym"})
+        )
     assert caught.value.kind == "invalid-input"
 
 
 def test_pseudonym_for_another_patient_is_refused(rig: Rig) -> None:
     patient, other = _patient(rig, 0), _patient(rig, 1)
-    scope = Scope(other["id"], rig.reads["deidentify"])
+    scope = Scope(other["id"], rig.reads["deidentify"], imports=frozenset({"pseudonym"}))
     prepared = rig.sandbox.prepare(rig.components["deidentify"], rig.limits["deidentify"])
     with pytest.raises(FunctionReturnedError):
         # The request names one patient while the scope grants another: nothing can be read.

@@ -47,7 +47,8 @@ class Hostile:
         limits = limits or self.limits
         prepared = self.sandbox.prepare(self.component, limits)
         request = FunctionRequest(PATIENT, "TREAT", args)
-        return self.sandbox.call(prepared, request, Scope(PATIENT, frozenset({"Patient"})), limits)
+        scope = Scope(PATIENT, frozenset({"Patient"}), imports=frozenset({"log"}))  # the log flood is read
+        return self.sandbox.call(prepared, request, scope, limits)
 
 
 @pytest.fixture(scope="module")
