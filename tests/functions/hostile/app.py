@@ -8,7 +8,7 @@ import time
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import log, records
+from wit_world.imports import directory, log, records
 from wit_world.imports.types import Error_InvalidInput, Request, Response
 
 
@@ -60,6 +60,18 @@ def _fill(mib):
         block[offset] = 1  # touched, so the pages are really the host's
     _KEPT.append(block)
     return len(block)
+
+
+# Module state outlives a call only if an instance served two: `stash` tells a later call what an
+# earlier one kept here.
+_STASH = []
+
+
+def _deep(depth):
+    answer = []
+    for _ in range(depth):
+        answer = [answer]
+    return answer
 
 
 def _loop():
@@ -152,4 +164,21 @@ class Handler(exports.Handler):
             # host's check of the answer against the obligations must refuse it.
             forged = {"resourceType": "Consent", "id": "forged", "status": "active"}
             return Response(json.dumps({"smuggled": forged}))
+        if mode == "deep":
+            # Valid JSON nested far deeper than any answer needs: the host's check must not recurse on it.
+            return Response(json.dumps(_deep(int(args.get("size", 5000)))))
+        if mode == "stash":
+            before = list(_STASH)
+            kept = _attempt(lambda: records.search(request.patient_id, "Patient"))
+            _STASH.append({"patient": request.patient_id, "records": kept})
+            return Response(json.dumps({"stash_before": before}))
+        if mode == "directory":
+            query = directory.Query(name=args.get("target"), birth_date=None, identifier=None)
+            return Response(json.dumps({"directory": _attempt(lambda: [m.id for m in directory.search(query, 20)])}))
+        if mode == "pseudonym":
+            return Response(json.dumps({"pseudonym": _attempt(lambda: records.pseudonym(request.patient_id))}))
+        if mode == "echo_split":
+            # A value the function was told (it could have guessed it), released reshaped: split in threes.
+            target = str(args.get("target", ""))
+            return Response(json.dumps({"parts": [target[i : i + 3] for i in range(0, len(target), 3)]}))
         raise Err(Error_InvalidInput("unknown mode"))
