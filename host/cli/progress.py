@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from rich.console import Console
-from wasmtime import Engine
 
 from host.catalogue.artifacts import Artifact, ArtifactCache
-from host.catalogue.build import build_function, cache_key
+from host.catalogue.build import Progress, build_function, cache_key
 from host.catalogue.manifest import FunctionSource, discover_functions
 from host.config import Settings
 from host.errors import FunctionNotFound
@@ -65,9 +65,10 @@ class _Board:
 _PHASES = {"componentize-py": "componentize-py", "compiling with wasmtime": "wasmtime"}
 
 
-def _build_one(
-    source: FunctionSource, settings: Settings, cache: ArtifactCache, engine: Engine, force: bool, board: _Board
-) -> tuple[Artifact, bool, dict[str, float]]:
+Builder = Callable[[FunctionSource, Progress], tuple[Artifact, bool]]
+
+
+def _build_one(source: FunctionSource, build: Builder, board: _Board) -> tuple[Artifact, bool, dict[str, float]]:
     """Build one function (in a worker thread), timing its steps: componentize-py, then the compile."""
     phases: dict[str, float] = {}
     step, since = "", time.monotonic()
@@ -80,7 +81,7 @@ def _build_one(
         board.step(source.name, step)
 
     try:
-        artifact, built = build_function(source, settings.wit_dir, cache, engine, progress, force)
+        artifact, built = build(source, progress)
     finally:
         board.step(source.name, None)
     phases[step] = time.monotonic() - since
@@ -133,6 +134,10 @@ def build_functions(settings: Settings, names: list[str], force: bool, console: 
         soft_wrap=True,  # one line per message, whatever the terminal's (or a log's) width
     )
     engine = create_engine()
+
+    def build(source: FunctionSource, progress: Progress) -> tuple[Artifact, bool]:
+        return build_function(source, settings.wit_dir, cache, engine, progress, force)
+
     failure: BaseException | None = None
     with _Board(console) as board, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="wardfn-build") as pool:
         queue = list(todo)
@@ -142,7 +147,7 @@ def build_functions(settings: Settings, names: list[str], force: bool, console: 
                 source = queue.pop(0)
                 if not console.is_terminal:  # no status line to show it on: say it started
                     console.print(f"{source.name}: building", highlight=False, soft_wrap=True)
-                future = pool.submit(_build_one, source, settings, cache, engine, force, board)
+                future = pool.submit(_build_one, source, build, board)
                 running[future] = (source, time.monotonic())
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
