@@ -22,14 +22,24 @@ RABBITMQ_BIN ?= /usr/lib/rabbitmq/bin
 # found at run time (after `make postgres` may have installed it).
 PG_BIN_DIR = $${WARDFN_PG_BIN:-$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
-.PHONY: install serve test lint bench docs policy-check opa clean tools postgres rabbitmq
+# `make serve HOST=0.0.0.0 PORT=9000`: where `wardfn serve` listens (else WARDFN_HOST and WARDFN_PORT,
+# else 127.0.0.1:8000). HOST counts only on make's command line: tcsh exports HOST as the machine's
+# name, which would quietly put the development server on the network.
+SERVE_FLAGS = $(if $(filter command line,$(origin HOST)),--host '$(HOST)') $(if $(PORT),--port '$(PORT)')
+# `make functions JOBS=1`: how many functions build at once (default: one per core, at most 4).
+JOBS ?=
+
+.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq
 
 install: $(STAMP)
 
+# pip's own lines are the progress: a fresh install downloads a few hundred MB (wasmtime,
+# componentize-py, matplotlib...) and takes minutes.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing wardfn and its dependencies into $(VENV) (minutes the first time)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev,bench]'
 	@touch $(STAMP)
 
 opa: $(OPA)
@@ -41,16 +51,27 @@ $(OPA):
 	GOBIN=$(CURDIR)/$(TOOLS_BIN) go install github.com/open-policy-agent/opa@$(OPA_VERSION) || { echo "error: could not build OPA $(OPA_VERSION): check that the Go module proxy is reachable" >&2; exit 1; }
 	@$(OPA) version | grep -q "Version: $(patsubst v%,%,$(OPA_VERSION))" || { echo "error: $(OPA) is not OPA $(OPA_VERSION)" >&2; exit 1; }
 
+# Builds the functions that are not in the cache (a line each, with its time), seeds an empty
+# development database, then serves.
 serve: install
-	$(BIN)/wardfn serve
+	@[ "$(origin HOST)" != environment ] || echo "make serve: ignoring HOST from the environment ($(HOST)); say \`make serve HOST=...\` or set WARDFN_HOST"
+	$(BIN)/wardfn serve $(SERVE_FLAGS)
 
 # The policy's own checks, by the real OPA: strict compilation and the Rego unit tests.
 policy-check: $(OPA)
 	$(OPA) check --strict policies
 	$(OPA) test policies
 
-test: lint tools policy-check postgres rabbitmq
-	WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) WARDFN_RABBITMQ_BIN=$(RABBITMQ_BIN) $(BIN)/python -m pytest
+# Every function the tests run (functions/ and tests/functions/), built into the tests' own cache
+# (.wardfn/test-home) before the session, side by side, a line each: no test then waits for a build
+# under pytest's 300 s per-test timeout (a build takes minutes on a busy machine).
+functions: install
+	$(BIN)/python -m tests.prebuild $(if $(JOBS),--jobs $(JOBS))
+
+# WARDFN_TEST_FUNCTIONS_PREBUILT: a function missing from the cache then fails the session fixture
+# instead of being built under a test's timeout.
+test: lint tools policy-check postgres rabbitmq functions
+	WARDFN_TEST_FUNCTIONS_PREBUILT=1 WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) WARDFN_RABBITMQ_BIN=$(RABBITMQ_BIN) $(BIN)/python -m pytest
 
 # Installed from Debian's package with apt-get, not unpacked into the project as promtool is: the
 # server links a dozen shared libraries (ICU, LDAP, SSL, LLVM...) that only the package manager

@@ -1,21 +1,22 @@
-"""Shared fixtures: one build of every function per session, in a cache kept between runs."""
+"""Shared fixtures: the functions built before the session (tests/prebuild.py), servers, databases."""
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from host.catalogue.artifacts import ArtifactCache
-from host.catalogue.build import build_function
+from host.catalogue.build import cache_key
 from host.catalogue.manifest import discover_functions
-from host.config import PROJECT_ROOT, Settings, load_settings
-from host.runtime.engine import create_engine
+from host.cli.progress import build_functions, default_jobs
+from host.config import Settings, load_settings
+from tests.prebuild import FUNCTION_DIRS, PREBUILT_ENV, TEST_HOME, build_settings
 
-# Keys and compiled artifacts persist across test runs (the cache key decides
-# what is stale); databases are always fresh, per test.
-TEST_HOME = PROJECT_ROOT / ".wardfn" / "test-home"
-FUNCTION_DIRS = [PROJECT_ROOT / "functions", PROJECT_ROOT / "tests" / "functions"]
+__all__ = ["FUNCTION_DIRS", "TEST_HOME", "checkpoint_file_for", "settings_for"]
 
 
 def checkpoint_file_for(database: Path) -> Path:
@@ -30,15 +31,24 @@ def settings_for(database: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def built_functions() -> list[str]:
-    """Every function under functions/ and tests/functions/, built once (about 10 s each when stale)."""
-    settings = load_settings(home=TEST_HOME, functions_dirs=FUNCTION_DIRS)
+    """Every function under functions/ and tests/functions/, from the cache `make functions` fills.
+
+    Run by hand without that step, what is missing is built here, under the first test's timeout.
+    """
+    settings = build_settings()
+    sources = discover_functions(settings.functions_dirs)
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
-    engine = create_engine()
-    names = []
-    for source in discover_functions(settings.functions_dirs):
-        build_function(source, settings.wit_dir, cache, engine)
-        names.append(source.name)
-    return names
+    found = cache.lookup_all([(s.name, cache_key(s, settings.wit_dir)) for s in sources])
+    missing = [s.name for s, artifact in zip(sources, found, strict=True) if artifact is None]
+    if missing and os.environ.get(PREBUILT_ENV):
+        pytest.fail(
+            f"{', '.join(missing)}: not in the tests' cache {settings.artifact_dir} although `make functions` "
+            "built it before this session (did a function's source change meanwhile?); run `make test` again",
+            pytrace=False,
+        )
+    if missing:
+        build_functions(settings, missing, force=False, console=Console(file=io.StringIO()), jobs=default_jobs())
+    return [s.name for s in sources]
 
 
 @pytest.fixture(scope="session")

@@ -1,37 +1,22 @@
-"""med_safety: the WIT adapter over safety.py. Every exception stops here."""
+"""med_safety: the WIT adapter over safety.py. Every exception stops at the boundary."""
 
 import json
 
 import safety
 from componentize_py_types import Err
+from wardfn_guest import error_boundary, json_response, patient_of, read_granted
 from wit_world import exports
-from wit_world.imports import records
-from wit_world.imports.records import AccessError_Denied
-from wit_world.imports.types import Error_Internal, Error_InvalidInput, Error_NotFound, Request, Response
+from wit_world.imports.types import Error_NotFound, Request, Response
 
 
 class Handler(exports.Handler):
+    @error_boundary()
     def handle(self, request: Request) -> Response:
-        if not request.patient_id:
-            raise Err(Error_InvalidInput("med_safety needs a patient"))
-        patient_id = request.patient_id
+        patient_id = patient_of(request, "med_safety")
 
         def read(resource_type: str) -> list[dict]:
-            try:
-                return [json.loads(r) for r in records.search(patient_id, resource_type)]
-            except Err as err:
-                if isinstance(err.value, AccessError_Denied):
-                    return []
-                raise
+            return [json.loads(r) for r in read_granted(patient_id, resource_type)]
 
-        try:
-            if not read("Patient"):
-                raise Err(Error_NotFound("patient not found"))
-            body = safety.check(read)
-        except Err as err:
-            if isinstance(err.value, Error_NotFound):
-                raise
-            raise Err(Error_Internal("records unavailable")) from None
-        except Exception as exc:  # noqa: BLE001 - the boundary: nothing escapes as a trap
-            raise Err(Error_Internal(type(exc).__name__)) from None
-        return Response(json.dumps(body, separators=(",", ":")))
+        if not read("Patient"):
+            raise Err(Error_NotFound("patient not found"))
+        return json_response(safety.check(read))

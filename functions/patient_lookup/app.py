@@ -1,35 +1,14 @@
-"""patient_lookup: the WIT adapter over summary.py. Every exception stops here."""
-
-import json
+"""patient_lookup: the WIT adapter over summary.py. Every exception stops at the boundary."""
 
 import summary
-from componentize_py_types import Err
+from wardfn_guest import error_boundary, json_response, not_found, patient_of, read_granted
 from wit_world import exports
-from wit_world.imports import records
-from wit_world.imports.records import AccessError_Denied
-from wit_world.imports.types import Error_Internal, Error_InvalidInput, Error_NotFound, Request, Response
+from wit_world.imports.types import Request, Response
 
 
 class Handler(exports.Handler):
+    @error_boundary({summary.PatientNotFound: not_found("patient not found")})
     def handle(self, request: Request) -> Response:
-        if not request.patient_id:
-            raise Err(Error_InvalidInput("patient_lookup needs a patient"))
-        patient_id = request.patient_id
-
-        def read(resource_type: str) -> list[dict]:
-            try:
-                return summary.parse(records.search(patient_id, resource_type))
-            except Err as err:
-                if isinstance(err.value, AccessError_Denied):
-                    return []  # not granted: the summary simply has none of it
-                raise
-
-        try:
-            body = summary.build_summary(read)
-        except summary.PatientNotFound:
-            raise Err(Error_NotFound("patient not found")) from None
-        except Err:
-            raise Err(Error_Internal("records unavailable")) from None
-        except Exception as exc:  # noqa: BLE001 - the boundary: nothing escapes as a trap
-            raise Err(Error_Internal(type(exc).__name__)) from None
-        return Response(json.dumps(body, separators=(",", ":")))
+        patient_id = patient_of(request, "patient_lookup")
+        body = summary.build_summary(lambda resource_type: summary.parse(read_granted(patient_id, resource_type)))
+        return json_response(body)

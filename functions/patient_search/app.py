@@ -7,15 +7,17 @@ at most 20 matches, and the host audits every query.
 import json
 
 from componentize_py_types import Err
+from wardfn_guest import error_boundary, json_response
 from wit_world import exports
 from wit_world.imports import directory
 from wit_world.imports.records import AccessError_Denied
-from wit_world.imports.types import Error_Internal, Error_InvalidInput, Request, Response
+from wit_world.imports.types import Error_InvalidInput, Request, Response
 
 MAX_MATCHES = 20
 
 
 class Handler(exports.Handler):
+    @error_boundary(host_failure="directory unavailable")
     def handle(self, request: Request) -> Response:
         try:
             args = json.loads(request.args)
@@ -29,11 +31,9 @@ class Handler(exports.Handler):
         except Err as err:
             if isinstance(err.value, AccessError_Denied):
                 raise Err(Error_InvalidInput("the directory refused this search")) from None
-            raise Err(Error_Internal("directory unavailable")) from None
-        except Exception as exc:  # noqa: BLE001 - the boundary: nothing escapes as a trap
-            raise Err(Error_Internal(type(exc).__name__)) from None
+            raise  # unavailable: the boundary answers "directory unavailable"
         body = {
             "count": len(matches),
             "matches": [{"id": m.id, "name": m.name, "birth_date": m.birth_date, "gender": m.gender} for m in matches],
         }
-        return Response(json.dumps(body, separators=(",", ":")))
+        return json_response(body)

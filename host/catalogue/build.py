@@ -1,8 +1,9 @@
 """`wardfn build`: componentize-py, then wasmtime precompilation, into the artifact cache.
 
 The cache key covers everything the compiled code depends on: the function's
-sources, the WIT contract, the componentize-py and wasmtime versions and the
-engine settings. An unchanged function is never rebuilt.
+sources, the shared guest modules built into it (`_shared/` beside it), the WIT
+contract, the componentize-py and wasmtime versions and the engine settings. An
+unchanged function is never rebuilt.
 """
 
 from __future__ import annotations
@@ -50,23 +51,41 @@ def _source_files(root: Path) -> list[Path]:
     )
 
 
+def _python_path(source: FunctionSource) -> list[Path]:
+    """What componentize-py imports from: the function's directory, then the shared guest modules."""
+    return [source.path] if source.shared_path is None else [source.path, source.shared_path]
+
+
 def cache_key(source: FunctionSource, wit_dir: Path) -> str:
-    """SHA-256 over the sources, the WIT, the toolchain versions and the engine settings."""
+    """SHA-256 over the sources (the function's and the shared modules'), the WIT, the toolchain
+    versions and the engine settings."""
     digest = hashlib.sha256()
     for line in (BUILD_FORMAT, engine_fingerprint(), f"componentize-py={package_version('componentize-py')}"):
         digest.update(line.encode() + b"\0")
-    for label, root in (("wit", wit_dir), ("src", source.path)):
+    roots = [("wit", wit_dir), ("src", source.path)]
+    if source.shared_path is not None:
+        roots.append(("shared", source.shared_path))
+    for label, root in roots:
         for path in _source_files(root):
             digest.update(f"{label}/{path.relative_to(root).as_posix()}".encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
+def generate_bindings(wit_dir: Path, out: Path) -> None:
+    """componentize-py's Python bindings for the WIT world, to run guest code under CPython (tests)."""
+    command = [sys.executable, "-c", _COMPONENTIZE_PY, "-d", str(wit_dir), "-w", WORLD, "bindings", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BuildError(f"componentize-py could not generate bindings:\n{(done.stderr or done.stdout).strip()[:2000]}")
+
+
 def componentize(source: FunctionSource, wit_dir: Path, out: Path) -> None:
     """Run componentize-py on the function's `app` module; the error carries its output."""
+    python_path = [arg for path in _python_path(source) for arg in ("-p", str(path))]
     command = [
         sys.executable, "-c", _COMPONENTIZE_PY,
-        "-d", str(wit_dir), "-w", WORLD, "componentize", "-p", str(source.path), "app", "-o", str(out),
+        "-d", str(wit_dir), "-w", WORLD, "componentize", *python_path, "app", "-o", str(out),
     ]  # fmt: skip
     # A Rust backtrace would push the Python error the user needs out of the message.
     env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}

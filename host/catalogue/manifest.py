@@ -12,6 +12,9 @@ from host.errors import ConfigurationError
 
 MANIFEST_FILE = "function.toml"
 ENTRY_MODULE = "app"
+# Beside the functions in a functions directory: modules every one of them imports (the guest
+# helpers), built into each component. Never a function itself: `_` directories are skipped.
+SHARED_DIR = "_shared"
 
 
 class Limits(BaseModel):
@@ -101,6 +104,12 @@ class FunctionSource(BaseModel):
     def name(self) -> str:
         return self.manifest.name
 
+    @property
+    def shared_path(self) -> Path | None:
+        """The functions directory's shared modules (`_shared/` beside the function), if it has any."""
+        shared = self.path.parent / SHARED_DIR
+        return shared if shared.is_dir() else None
+
 
 def discover_functions(directories: list[Path]) -> list[FunctionSource]:
     """Every function under the given directories: each subdirectory with a manifest or an app.py."""
@@ -110,7 +119,7 @@ def discover_functions(directories: list[Path]) -> list[FunctionSource]:
             raise ConfigurationError(f"functions directory {directory} does not exist (WARDFN_FUNCTIONS_DIRS)")
         for child in sorted(directory.iterdir()):
             if not child.is_dir() or child.name.startswith((".", "_")):
-                continue
+                continue  # hidden, or shared modules (SHARED_DIR) and the like: not functions
             if not (child / MANIFEST_FILE).exists() and not (child / f"{ENTRY_MODULE}.py").exists():
                 continue
             source = FunctionSource(path=child, manifest=load_manifest(child))

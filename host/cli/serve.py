@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import click
@@ -14,11 +15,17 @@ from host.config import Settings
 @click.command()
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Rebuild even when the cache has the artifact.")
-def build(names: tuple[str, ...], force: bool) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Functions built at once (default: one per core, at most 4).",
+)
+def build(names: tuple[str, ...], force: bool, jobs: int | None) -> None:
     """Componentize and precompile functions (all of them when no NAME is given)."""
-    from host.cli.progress import build_functions
+    from host.cli.progress import build_functions, default_jobs
 
-    build_functions(cli_settings(), list(names), force=force, console=err)
+    build_functions(cli_settings(), list(names), force=force, console=err, jobs=jobs or default_jobs())
 
 
 @click.command()
@@ -36,7 +43,7 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     """Build missing functions, seed an empty development database, and serve HTTP."""
     import uvicorn
 
-    from host.cli.progress import build_functions
+    from host.cli.progress import build_functions, default_jobs
     from host.data.synthetic import seed_store
     from host.http.logs import server_log_config
     from host.store.resources import open_store
@@ -46,11 +53,14 @@ def serve(bind_host: str | None, port: int | None, engine: str | None, opa_url: 
     # key-encryption key, is one line and an exit before anything slow.
     store = open_store(settings)
     try:
-        build_functions(settings, [], force=False, console=err)
+        build_functions(settings, [], force=False, console=err, jobs=default_jobs())
         if not settings.production and store.count_patients() == 0 and settings.seed_patients > 0:
+            # A plain line first: off a terminal (make's log, CI) the status line below shows nothing.
+            err.print(f"seeding {settings.seed_patients} synthetic patients into the empty {store.database.display}")
+            started = time.monotonic()
             with err.status(f"seeding {settings.seed_patients} synthetic patients"):
                 added = seed_store(store, settings.seed_patients, settings.seed)
-            err.print(f"seeded {added} synthetic patients into {store.database.display}")
+            err.print(f"seeded {added} synthetic patients in {time.monotonic() - started:.1f} s")
     finally:
         store.close()
     _print_how_to_call(settings)

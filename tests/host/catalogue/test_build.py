@@ -9,7 +9,7 @@ import pytest
 
 from host.catalogue.artifacts import ArtifactCache
 from host.catalogue.build import build_function, cache_key, componentize
-from host.catalogue.manifest import FunctionSource, discover_functions, load_manifest
+from host.catalogue.manifest import SHARED_DIR, FunctionSource, discover_functions, load_manifest
 from host.config import PROJECT_ROOT, load_settings
 from host.errors import BuildError
 from host.runtime.engine import create_engine
@@ -24,10 +24,11 @@ def source_at(path: Path) -> FunctionSource:
 
 @pytest.fixture
 def function_dir(tmp_path: Path) -> Path:
-    """A private copy of functions/patient_lookup, without generated files."""
+    """A private copy of functions/patient_lookup and the shared guest modules, without generated files."""
     target = tmp_path / "functions" / FUNCTION
     ignore = shutil.ignore_patterns("__pycache__", "wit_world", "componentize_py_*")
     shutil.copytree(PROJECT_ROOT / "functions" / FUNCTION, target, ignore=ignore)
+    shutil.copytree(PROJECT_ROOT / "functions" / SHARED_DIR, target.parent / SHARED_DIR, ignore=ignore)
     return target
 
 
@@ -74,6 +75,29 @@ def test_the_key_changes_when_the_manifest_changes(function_dir: Path, wit_dir: 
     changed = source_at(function_dir)
     assert changed.manifest.version == "0.1.1"
     assert cache_key(changed, wit_dir) != before
+
+
+def test_the_key_changes_when_the_shared_guest_module_changes(function_dir: Path, wit_dir: Path) -> None:
+    before = cache_key(source_at(function_dir), wit_dir)
+    shared = function_dir.parent / SHARED_DIR / "wardfn_guest.py"
+    shared.write_text(shared.read_text() + "\n# changed\n")
+
+    assert cache_key(source_at(function_dir), wit_dir) != before
+
+
+def test_the_key_changes_when_a_shared_module_is_added(function_dir: Path, wit_dir: Path) -> None:
+    before = cache_key(source_at(function_dir), wit_dir)
+    (function_dir.parent / SHARED_DIR / "more_helpers.py").write_text("VALUE = 1\n")
+
+    assert cache_key(source_at(function_dir), wit_dir) != before
+
+
+def test_a_function_without_shared_modules_has_a_key_of_its_own(function_dir: Path, wit_dir: Path) -> None:
+    with_shared = cache_key(source_at(function_dir), wit_dir)
+    shutil.rmtree(function_dir.parent / SHARED_DIR)
+
+    assert source_at(function_dir).shared_path is None
+    assert cache_key(source_at(function_dir), wit_dir) != with_shared
 
 
 def test_the_key_changes_when_a_wit_file_changes(function_dir: Path, wit_dir: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host.catalogue.manifest import FunctionSource, discover_functions, load_manifest
+from host.catalogue.manifest import SHARED_DIR, FunctionSource, discover_functions, load_manifest
 from host.config import PROJECT_ROOT
 from host.errors import ConfigurationError
 
@@ -128,6 +128,26 @@ def test_discovery_finds_every_function_and_skips_what_is_not_one(tmp_path: Path
 
     assert [source.name for source in found] == ["alpha", "beta"]
     assert found[0] == FunctionSource(path=root / "alpha", manifest=load_manifest(root / "alpha"))
+
+
+def test_the_shared_guest_modules_are_no_function_but_every_function_beside_them_has_them() -> None:
+    found = discover_functions([PROJECT_ROOT / "functions", PROJECT_ROOT / "tests" / "functions"])
+
+    assert SHARED_DIR not in {source.name for source in found}
+    shared = {source.name: source.shared_path for source in found}
+    assert shared["patient_lookup"] == PROJECT_ROOT / "functions" / SHARED_DIR
+    assert (PROJECT_ROOT / "functions" / SHARED_DIR / "wardfn_guest.py").is_file()
+    # The test-only functions keep their own code: no shared modules beside them.
+    assert shared["hostile"] is None
+
+
+def test_a_shared_directory_that_looks_like_a_function_is_still_skipped(tmp_path: Path) -> None:
+    write_function(tmp_path, "alpha")
+    write_function(tmp_path, SHARED_DIR, "not toml at all =")
+
+    (found,) = discover_functions([tmp_path])
+
+    assert (found.name, found.shared_path) == ("alpha", tmp_path / SHARED_DIR)
 
 
 def test_discovery_reads_every_directory(tmp_path: Path) -> None:
