@@ -12,11 +12,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+from host.attempts import (
+    AuditRead,
+    AuditReadResult,
+    Invocation,
+    InvocationResult,
+    Question,
+    Sealed,
+    Searches,
+    audit_event,
+)
 from host.audit.trail import AuditLog
 from host.catalogue.manifest import Manifest
 from host.catalogue.registry import LoadedFunction, Registry
@@ -30,7 +38,7 @@ from host.errors import (
     WardfnError,
 )
 from host.metrics import UNKNOWN_FUNCTION, Metrics
-from host.policy.document import build_input, input_hash
+from host.policy.document import build_input
 from host.policy.engine import PolicyEngine
 from host.policy.obligations import check_output
 from host.ratelimit import Budget
@@ -51,91 +59,6 @@ SEARCH_ACTION = "search"
 # Reading the audit trail over HTTP: the policy's action, and the function name its own record carries.
 AUDIT_READ_ACTION = "read-audit"
 AUDIT_READ_FUNCTION = "audit:records"
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """One call of a function, as an authenticated caller asked for it."""
-
-    request_id: str
-    subject: Subject
-    function: str
-    patient_id: str | None
-    purpose: str
-    args: dict[str, Any] = field(default_factory=dict)
-    break_glass_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class InvocationResult:
-    """The function's answer, released only once `audit_seq`, its audit record, is durable."""
-
-    request_id: str
-    function: str
-    version: str
-    decision_id: str
-    audit_seq: int
-    body: Any
-
-
-@dataclass(frozen=True)
-class AuditRead:
-    """A page of the audit trail, as an authenticated caller asked for it: up to `limit` records after `after_seq`."""
-
-    request_id: str
-    subject: Subject
-    purpose: str
-    after_seq: int = 0
-    limit: int = 100
-
-
-@dataclass(frozen=True)
-class AuditReadResult:
-    """The records read, and `audit_seq`: the record of this read itself, written before any was read."""
-
-    audit_seq: int
-    records: tuple[AuditRecord, ...]
-
-
-@dataclass(frozen=True)
-class _Sealed:
-    """An attempt's free text that may name a patient, sealed for its audit record."""
-
-    break_glass_reason: str | None = None
-    query: str | None = None
-
-
-@dataclass(frozen=True)
-class _Question:
-    """What the policy is asked, and its hash for the decision log."""
-
-    input: dict[str, Any]
-    hash: str
-
-    @classmethod
-    def of(cls, policy_input: dict[str, Any]) -> _Question:
-        return cls(policy_input, input_hash(policy_input))
-
-
-class _Searches:
-    """The directory queries one invocation made, and the patient ids each matched."""
-
-    def __init__(self) -> None:
-        self._made: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def made(self) -> int:
-        return len(self._made)
-
-    def add(self, query: DirectoryQuery, matched: list[str]) -> None:
-        entry = {"query": dataclasses.asdict(query), "matched": matched}
-        with self._lock:
-            self._made.append(entry)
-
-    def as_json(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._made)
 
 
 class InvocationService:
@@ -172,10 +95,10 @@ class InvocationService:
         started = time.perf_counter()
         # Each step's result, None until the step has run: the audit record says how far the attempt got.
         loaded: LoadedFunction | None = None
-        sealed: _Sealed | None = None
-        question: _Question | None = None
+        sealed: Sealed | None = None
+        question: Question | None = None
         decision: Decision | None = None
-        searches = _Searches()
+        searches = Searches()
         outcome = INTERNAL_ERROR  # an error that is not one of the host's own is audited too
         try:
             try:
@@ -202,7 +125,7 @@ class InvocationService:
                         unsealed, outcome = exc, exc.code
                 # If the record cannot be made durable, that failure replaces the outcome: no answer.
                 record = self._append(
-                    _audit_event(
+                    audit_event(
                         call.request_id,
                         call.subject,
                         call.function,
@@ -242,11 +165,11 @@ class InvocationService:
         """Audit records for a subject the policy lets read the trail. The read is on the trail before
         any record is read: reading the trail is itself audited, allowed or refused."""
         started = time.perf_counter()
-        question: _Question | None = None
+        question: Question | None = None
         decision: Decision | None = None
         outcome = INTERNAL_ERROR
         try:
-            question = _Question.of(build_input(read.subject, AUDIT_READ_ACTION, read.purpose, None))
+            question = Question.of(build_input(read.subject, AUDIT_READ_ACTION, read.purpose, None))
             decision = self._decide(question.input)
             if not decision.allow:
                 raise PolicyDenied(list(decision.reasons), decision.id)
@@ -256,7 +179,7 @@ class InvocationService:
             raise
         finally:
             own = self._append(
-                _audit_event(
+                audit_event(
                     read.request_id,
                     read.subject,
                     AUDIT_READ_FUNCTION,
@@ -272,10 +195,10 @@ class InvocationService:
 
     def record_rejected(self, request_id: str, outcome: str, function: str | None, patient_id: str | None) -> None:
         """Audit an attempt refused before it had a subject (a missing or bad token). Never sees the token."""
-        event = _audit_event(request_id, None, function, patient_id, None, outcome=outcome, started=time.perf_counter())
+        event = audit_event(request_id, None, function, patient_id, None, outcome=outcome, started=time.perf_counter())
         self._append(event)
 
-    def _seal(self, call: Invocation, manifest: Manifest) -> _Sealed:
+    def _seal(self, call: Invocation, manifest: Manifest) -> Sealed:
         """Free text that may name a patient, sealed before anything is decided so that the audit record of
         any outcome can carry it: the break-the-glass reason, and a search's query (kept as identifying
         fields are)."""
@@ -283,22 +206,22 @@ class InvocationService:
         query = None
         if manifest.audit_args:
             query = json.dumps(call.args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return _Sealed(
+        return Sealed(
             break_glass_reason=self._store.seal_text(reason, AUDIT_REASON_PURPOSE) if reason else None,
             query=self._store.seal_text(query, AUDIT_QUERY_PURPOSE) if query is not None else None,
         )
 
-    def _question(self, call: Invocation, action: str) -> _Question:
+    def _question(self, call: Invocation, action: str) -> Question:
         """The policy input for this call, with what the store knows about its patient."""
         patient = self._patient_facts(call.patient_id) if call.patient_id else None
-        return _Question.of(build_input(call.subject, action, call.purpose, patient, call.break_glass_reason))
+        return Question.of(build_input(call.subject, action, call.purpose, patient, call.break_glass_reason))
 
-    def _rule(self, subject: Subject, action: str, question: _Question) -> Decision:
+    def _rule(self, subject: Subject, action: str, question: Question) -> Decision:
         """The policy's decision; an allow past the subject's budget comes back as a deny."""
         decision = self._decide(question.input)
         return self._within_budget(subject, action, decision) if decision.allow else decision
 
-    def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations, searches: _Searches) -> Any:
+    def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations, searches: Searches) -> Any:
         """The function's answer, from a sandbox that reads only what the decision allowed."""
         if call.patient_id and not self._store.patient_exists(call.patient_id):
             # Asked only once the policy allowed: a refused caller learns nothing of who exists.
@@ -330,7 +253,7 @@ class InvocationService:
         return result.body
 
     def _directory_search(
-        self, subject: Subject, searches: _Searches, query: DirectoryQuery, limit: int
+        self, subject: Subject, searches: Searches, query: DirectoryQuery, limit: int
     ) -> list[dict[str, str | None]]:
         """One directory query of a function the decision granted the directory: each query after the
         first (which the invocation's own charge covers) spends from the subject's search budget, and
@@ -342,15 +265,15 @@ class InvocationService:
         return found
 
     def _seal_searches(
-        self, call: Invocation, loaded: LoadedFunction | None, sealed: _Sealed | None, searches: _Searches
-    ) -> _Sealed:
+        self, call: Invocation, loaded: LoadedFunction | None, sealed: Sealed | None, searches: Searches
+    ) -> Sealed:
         """The audit record's sealed query: the call's arguments (if the manifest keeps them) and its searches."""
         args = call.args if loaded is not None and loaded.manifest.audit_args else None
         text = json.dumps(
             {"args": args, "searches": searches.as_json()}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
         reason = sealed.break_glass_reason if sealed is not None else None
-        return _Sealed(break_glass_reason=reason, query=self._store.seal_text(text, AUDIT_QUERY_PURPOSE))
+        return Sealed(break_glass_reason=reason, query=self._store.seal_text(text, AUDIT_QUERY_PURPOSE))
 
     def _patient_facts(self, patient_id: str) -> dict[str, Any]:
         """What the policy needs to know about the patient, from the store."""
@@ -408,42 +331,3 @@ def _check_patient_id(manifest: Manifest, patient_id: str | None) -> None:
         raise InvalidRequest(f"{manifest.name} needs a patient_id")
     if manifest.patient == "none" and patient_id:
         raise InvalidRequest(f"{manifest.name} works on no single patient: send no patient_id")
-
-
-def _audit_event(
-    request_id: str,
-    subject: Subject | None,
-    function: str | None,
-    patient_id: str | None,
-    purpose: str | None,
-    *,
-    outcome: str,
-    started: float,
-    function_version: str | None = None,
-    sealed: _Sealed | None = None,
-    question: _Question | None = None,
-    decision: Decision | None = None,
-) -> AuditEvent:
-    """The one audit record of an attempt: who asked for what, and how far it got (None where it did not)."""
-    break_glass = decision is not None and decision.break_glass
-    return AuditEvent(
-        request_id=request_id,
-        subject_id=subject.id if subject else None,
-        role=subject.role if subject else None,
-        function=function,
-        patient_id=patient_id,
-        purpose=purpose,
-        decision_id=decision.id if decision else None,
-        allowed=decision.allow if decision else None,
-        reasons=decision.reasons if decision else (),
-        outcome=outcome,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        policy_revision=decision.revision if decision else None,
-        input_hash=decision.input_hash if decision else question.hash if question else None,
-        break_glass=break_glass,
-        # Every break-the-glass attempt, allowed or refused, is for a person to review.
-        review=break_glass,
-        break_glass_reason=sealed.break_glass_reason if sealed and break_glass else None,
-        function_version=function_version,
-        query=sealed.query if sealed else None,
-    )

@@ -44,6 +44,10 @@ NEVER: dict[str, tuple[set[str], str]] = {
         "generators and imports write through the store, nothing else",
     ),
     "service": (TOP, "services never reach HTTP, the command line or the composition root"),
+    "attempts": (
+        {"service", "runtime", "store", "audit", "catalogue"} | TOP,
+        "an attempt is values, built by the service",
+    ),
     "metrics": ({"service"} | TOP, "metrics are a leaf that services call"),
     "keys": ({"service"} | TOP, "key files are a leaf that services call"),
     "auth": ({"service"} | TOP, "token verification is a service of its own"),

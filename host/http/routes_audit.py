@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from host.attempts import AuditRead
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
 from host.http.schemas import AuditPage, AuditRecordOut, Purpose
-from host.service import AUDIT_READ_FUNCTION, AuditRead
+from host.service import AUDIT_READ_FUNCTION
 from host.types import AuditRecord
 
 AUDIT_PAGE_MAX = 1000

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from host.assembly import Host
+from host.attempts import Invocation
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
 from host.http.schemas import PATIENT_ID_PATTERN, FunctionInfo, InvokeBody, InvokeResponse, Purpose
-from host.service import Invocation
 from host.types import Subject
 
 SUMMARY_FUNCTION = "patient_lookup"

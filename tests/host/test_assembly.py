@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from host.assembly import open_host
+from host.attempts import AuditRead
 from host.config import Settings, load_settings
 from host.errors import ConfigurationError, PolicyDenied
-from host.service import AuditRead
 from host.types import Decision, Subject
 from tests.conftest import TEST_HOME, checkpoint_file_for
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from host.attempts import AuditRead, Invocation
 from host.audit.trail import AuditLog, open_audit
 from host.catalogue.arguments import ANY_OBJECT, ArgumentsSchema
 from host.catalogue.artifacts import Artifact
@@ -47,14 +48,7 @@ from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.ratelimit import Budget
 from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
 from host.runtime.imports import DirectorySearch
-from host.service import (
-    AUDIT_QUERY_PURPOSE,
-    AUDIT_READ_FUNCTION,
-    AUDIT_REASON_PURPOSE,
-    AuditRead,
-    Invocation,
-    InvocationService,
-)
+from host.service import AUDIT_QUERY_PURPOSE, AUDIT_READ_FUNCTION, AUDIT_REASON_PURPOSE, InvocationService
 from host.store.consent import consented
 from host.store.resources import ResourceStore, open_store
 from host.types import AuditRecord, Decision, DirectoryQuery, Obligations, Scope, Subject

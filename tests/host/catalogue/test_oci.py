@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from host.assembly import open_host
+from host.attempts import Invocation
 from host.catalogue.oci import (
     SIGNATURE_ARTIFACT_TYPE,
     WASM_CONFIG_MEDIA_TYPE,
@@ -25,7 +26,6 @@ from host.catalogue.oci import (
 from host.config import Settings, load_settings
 from host.data.synthetic import seed_store
 from host.errors import ArtifactRejected
-from host.service import Invocation
 from host.store.consent import consented
 from host.store.resources import open_store
 from host.types import Subject
