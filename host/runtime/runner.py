@@ -15,6 +15,10 @@ runs the cleanup it was handed (closing the store, on the thread that last used 
 A stranded call still holds its store's memory, so strandings are bounded: per function
 (a key the caller names) and for the whole host. Past either bound, new work for that key
 is refused at once (503) instead of tying up another worker.
+
+When the host shuts down, `abandon_all` stops waiting for every call in flight at once (each
+caller raises `CallAbandoned`, a 503 the service audits like any outcome) and refuses every
+later call: the drain answers its calls within the grace period, whatever the guests do.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from host.errors import FunctionTimedOut, FunctionUnavailable
+from host.errors import FunctionTimedOut, FunctionUnavailable, WardfnError
 
 T = TypeVar("T")
 IDLE_WORKERS_KEPT = 8
@@ -34,11 +38,25 @@ class CallStranded(FunctionTimedOut):
     """The deadline passed with the guest still blocked: its worker keeps the call (and what it uses)."""
 
 
-@dataclass
+class ShuttingDown(FunctionUnavailable):
+    """The host is shutting down: the call was not started."""
+
+
+class CallAbandoned(ShuttingDown):
+    """The host is shutting down and stopped waiting for the call: its worker keeps it (and what it uses)."""
+
+
+# After these, the work and everything it uses belong to its worker, which runs its cleanup.
+LEFT_RUNNING: tuple[type[WardfnError], ...] = (CallStranded, CallAbandoned)
+
+
+@dataclass(eq=False)  # kept in a set while its caller waits
 class _Job(Generic[T]):
     work: Callable[[], T]
     cleanup: Callable[[], None] | None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set when the work has finished, or when the runner stops waiting for it (abandon_all).
+    settled: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
     result: T | None = None
     error: BaseException | None = None
     abandoned: bool = False
@@ -82,42 +100,67 @@ class CallRunner:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._stranded: dict[str, int] = {}
+        self._waiting: set[_Job[Any]] = set()
         self._closed = False
+        self._draining = False
 
     def stranded(self, key: str | None = None) -> int:
-        """Calls abandoned past their deadline and still running: for `key`, or for the whole host."""
+        """Calls abandoned (past their deadline, or by abandon_all) and still running: for `key`, or the host."""
         with self._lock:
             return self._stranded.get(key, 0) if key is not None else sum(self._stranded.values())
 
     def run(self, key: str, work: Callable[[], T], timeout_s: float, cleanup: Callable[[], None] | None = None) -> T:
         """`work()` on a worker; its answer or its exception, or FunctionTimedOut after `timeout_s` + the margin.
 
+        Once the host shuts down (abandon_all), CallAbandoned at once, and ShuttingDown for later calls.
         Once abandoned, the work is the worker's: `cleanup` runs there after `work` returns, and the
         caller must not touch what the work uses (a store used by two threads aborts the process).
         """
         job: _Job[T] = _Job(work, cleanup)
         with self._lock:
+            if self._draining:
+                raise ShuttingDown(
+                    "the host is shutting down; send the call again (another replica, or this one once restarted)"
+                )
             own = self._stranded.get(key, 0)
             if own >= self.stranded_per_key or sum(self._stranded.values()) >= self.stranded_max:
                 raise FunctionUnavailable(
                     "earlier calls of this function are still blocked past their deadlines; try again later"
                 )
             worker = self._idle.pop() if self._idle else None
+            self._waiting.add(job)
         if worker is None:
             worker = _Worker(self)
         worker.give(job, key)  # type: ignore[arg-type]
-        if not job.done.wait(timeout_s + self.margin_s):
-            with self._lock:
-                if not job.done.is_set():
-                    job.abandoned = True
-                    self._stranded[key] = self._stranded.get(key, 0) + 1
-            if job.abandoned:
-                raise CallStranded(
-                    f"the function was still blocked {round((timeout_s + self.margin_s) * 1000)} ms after it started"
-                )
+        woken = job.settled.wait(timeout_s + self.margin_s)
+        with self._lock:
+            self._waiting.discard(job)
+            if not job.finished:
+                job.abandoned = True
+                self._stranded[key] = self._stranded.get(key, 0) + 1
+        if job.abandoned:
+            if woken:  # by abandon_all, before the deadline
+                raise CallAbandoned("the host is shutting down and stopped the call before it ended; send it again")
+            raise CallStranded(
+                f"the function was still blocked {round((timeout_s + self.margin_s) * 1000)} ms after it started"
+            )
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
+
+    def abandon_all(self) -> int:
+        """Stop waiting for every call in flight (each raises CallAbandoned) and refuse every later one.
+
+        For the end of a drain: the callers answer and audit now, and the workers keep the calls
+        until their host calls return (daemon threads: they do not hold the process's exit).
+        Returns how many calls were in flight.
+        """
+        with self._lock:
+            self._draining = True
+            waiting = list(self._waiting)
+        for job in waiting:
+            job.settled.set()
+        return len(waiting)
 
     def close(self) -> None:
         """Let idle workers go; stranded ones end on their own when their host call returns."""
@@ -130,7 +173,8 @@ class CallRunner:
     def _finished(self, worker: _Worker, job: _Job[object], key: str) -> bool:
         """Called by a worker after its work; whether it should wait for more."""
         with self._lock:
-            job.done.set()
+            job.finished = True
+            job.settled.set()
             abandoned = job.abandoned
         if abandoned:
             try:

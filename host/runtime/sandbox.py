@@ -35,7 +35,7 @@ from host.runtime.capture import Bounded, capture_stdio
 from host.runtime.engine import HANDLER_EXPORT
 from host.runtime.imports import CallContext, DirectorySearch, PseudonymSource, bound_to, define_imports
 from host.runtime.results import parse_body, unwrap
-from host.runtime.runner import CallRunner, CallStranded
+from host.runtime.runner import LEFT_RUNNING, CallRunner
 from host.runtime.values import call_handle, handle_has_known_shape
 from host.types import Scope
 
@@ -163,7 +163,7 @@ class Sandbox:
         budget_s = limits.deadline_ms / 1000 * (2 if warmup is not None else 1)
         try:
             prepared = self.runner.run(key, work, budget_s, cleanup=store.close)
-        except CallStranded:
+        except LEFT_RUNNING:
             raise  # the store is the worker's now
         except BaseException:
             store.close()
@@ -235,7 +235,7 @@ class Sandbox:
                 limits.deadline_ms / 1000,
                 cleanup=store.close,
             )
-        except CallStranded:
+        except LEFT_RUNNING:
             prepared.abandon()  # its worker closes the store once the blocked call returns
             raise
         except BaseException:
