@@ -12,7 +12,7 @@ WardfnError
 │   ├── PolicyUnavailable        the policy engine could not answer
 │   ├── AuditUnavailable         the audit record could not be made durable
 │   ├── StoreUnavailable         the record store could not answer
-│   └── FunctionUnavailable      the function's earlier calls are still stuck past their deadlines
+│   └── FunctionUnavailable      earlier calls still stuck past their deadlines, or the host is shutting down
 ├── BrokerUnavailable            the audit relay's broker took no message; the relay retries later
 ├── BuildError                   componentize or compile failed
 ├── ArtifactRejected             a cached artifact is not one the host compiled
