@@ -145,6 +145,7 @@ FICTIONAL_SSN = "999-12-3456"
         pytest.param({"999": 1, "12": 2, "3456": 3}, id="dict-keys"),
         pytest.param({"parts": ["999", {"filler": True}, "12", ["x"], "3456"]}, id="adjacent-around-containers"),
         pytest.param({"a": [{"b": "999"}, {"c": ["12", {"d": "3456"}]}]}, id="nested-containers"),
+        pytest.param(["999", ["12"], "3456"], id="in-document-order-around-a-nested-list"),
         pytest.param({"ssn": [999, 12, 3456]}, id="numbers"),
         pytest.param({"ssn": 999123456}, id="one-number"),
         pytest.param({"ssn": "9a9b9c1d2e3f4g5h6"}, id="letters-interleaved"),
