@@ -46,8 +46,8 @@ NATIONAL_SYSTEMS = {"SS": frozenset({"http://hl7.org/fhir/sid/us-ssn", "urn:oid:
 VOCABULARY_KEYS = frozenset({"system", "url", "use"})
 
 # Withheld values are compared in normal form (see `normalise`), where they stand whole: a value, or
-# the values of one list or object run together. Shorter ones are not looked for at all: found by
-# chance in almost any answer, they would refuse every answer.
+# one list's or object's neighbouring values run together (`_scan`). Shorter ones are not looked for
+# at all: found by chance in almost any answer, they would refuse every answer.
 MIN_WITHHELD_CHARS = 4
 # A value with a digit and at least this many characters (an identifier, a phone number, a date,
 # a street line) is also looked for inside those runs of text. Shorter numbers (a postal code)
@@ -57,8 +57,9 @@ MIN_INSIDE_CHARS = 6
 # backwards, among the digits of any one string, and among all the digits of the answer's numbers
 # and numeric strings run together, whatever stands between them.
 MIN_SCATTERED_DIGITS = 9
-# Containers nested deeper than this refuse the answer: no real answer needs more, and the checks
-# below walk it without recursion, but `apply` (the json module) recurses.
+# Containers nested deeper than this refuse the answer. No real answer needs more (the deepest
+# Synthea resource is 8, 11 in a Bundle); the checks below walk it without recursion, but `apply`
+# (the json module) recurses.
 MAX_ANSWER_DEPTH = 64
 
 _SELECTOR = re.compile(r"^(\*|[A-Z][A-Za-z]*)\.([a-z][A-Za-z0-9]*)(?:\(([A-Za-z0-9-]+)\))?$")
@@ -356,7 +357,7 @@ def _scan(body: Any, sought: _Sought) -> list[dict[str, Any]]:
 
 
 def _resources(body: Any) -> list[dict[str, Any]]:
-    """The FHIR resources in `body`: `_scan` when nothing is sought, depth limit and all."""
+    """`_scan` for an answer with nothing to look for: the resources in it, under the same depth limit."""
     resources: list[dict[str, Any]] = []
     stack: list[tuple[Any, int]] = [([body], 0)]
     while stack:
