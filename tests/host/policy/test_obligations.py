@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from host.data.synthetic import generate
@@ -272,6 +273,13 @@ def test_an_answer_nested_five_thousand_deep_is_refused(nested: Any) -> None:
 def test_an_answer_nested_five_thousand_deep_is_refused_without_withheld_values() -> None:
     with pytest.raises(FunctionOutputRejected, match="nested deeper"):
         check_output(_nested_lists(5000), frozenset(), frozenset(), frozenset(), set())
+
+
+def test_an_answer_as_deep_as_orjson_reads_is_refused() -> None:
+    # The route a function's answer takes: orjson reads about a thousand levels, recursion fails first.
+    answer = orjson.loads("[" * 1000 + "]" * 1000)
+    with pytest.raises(FunctionOutputRejected, match="nested deeper"):
+        _check({"answer": answer}, set(), {FICTIONAL_SSN})
 
 
 def test_a_resource_holding_a_deep_answer_is_refused_before_it_is_compared() -> None:
