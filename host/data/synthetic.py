@@ -1,10 +1,10 @@
 """Synthetic patients as FHIR R4 resources, for development, tests and benchmarks.
 
-Deterministic: everything comes from one `random.Random(seed)`, never the clock or the OS,
-so the same (patients, seed) always yields the same resources, byte for byte, and a bug
-seen on one machine can be replayed on another. No real person is described: national
-identifiers start with 999 (never issued), phone numbers are in the 555-01xx fiction range
-and e-mail addresses are at example.org.
+Deterministic: everything comes from the seed, never the clock or the OS, so the same (patients,
+seed) always yields the same resources, byte for byte, and a bug seen on one machine can be replayed
+on another. No real person is described: national identifiers start with 999 (never issued) and are
+random draws (a masked one cannot be worked out from the MRN, which counts patients), phone numbers
+are in the 555-01xx fiction range and e-mail addresses are at example.org.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ CONSENT_DENIAL_RATE = 1 / 20
 def generate(patients: int, seed: int) -> Iterator[Resource]:
     """Yield the FHIR R4 resources of `patients` synthetic patients, the same for the same seed."""
     rng = random.Random(seed)
+    national = _national_identifiers(seed)
     for index in range(patients):
-        yield from _patient_record(rng, index)
+        yield from _patient_record(rng, index, next(national))
 
 
 def seed_store(store: ResourceStore, patients: int, seed: int) -> int:
@@ -61,8 +62,23 @@ def seed_store(store: ResourceStore, patients: int, seed: int) -> int:
     return patients
 
 
-def _patient_record(rng: random.Random, index: int) -> Iterator[Resource]:
-    patient = _patient(rng, index)
+def _national_identifiers(seed: int) -> Iterator[str]:
+    """Fictional SSNs, 999-GG-SSSS (no group 00, no serial 0000), drawn without repeats until all 989,901
+    are used; from a stream of their own, so that every other field stays what the seed made it before."""
+    rng = random.Random(f"wardfn national identifiers {seed}")
+    drawn: set[int] = set()
+    while True:
+        if len(drawn) == 99 * 9999:
+            drawn.clear()
+        number = rng.randrange(99 * 9999)
+        if number not in drawn:
+            drawn.add(number)
+            group, serial = divmod(number, 9999)
+            yield f"999-{group + 1:02d}-{serial + 1:04d}"
+
+
+def _patient_record(rng: random.Random, index: int, national_identifier: str) -> Iterator[Resource]:
+    patient = _patient(rng, index, national_identifier)
     patient_id = patient["id"]
     ref = f"Patient/{patient_id}"
     born = date.fromisoformat(patient["birthDate"])
@@ -108,8 +124,8 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _patient(rng: random.Random, index: int) -> Resource:
-    """A Patient. Identifiers follow `index`, so that they are unique within one generation."""
+def _patient(rng: random.Random, index: int, national_identifier: str) -> Resource:
+    """A Patient. The MRN follows `index`, so that it is unique within one generation."""
     patient_id = _new_id(rng)
     gender = rng.choices(("female", "male", "other", "unknown"), weights=(49, 49, 1, 1))[0]
     female, male, families = rng.choice(NAME_ORIGINS)
@@ -142,7 +158,7 @@ def _patient(rng: random.Random, index: int) -> Resource:
                     "text": "Social Security number",
                 },
                 "system": SSN_SYSTEM,
-                "value": f"999-{10 + index // 9000 % 90:02d}-{1000 + index % 9000:04d}",
+                "value": national_identifier,
             },
         ],
         "name": [{"use": "official", "family": family, "given": given}],

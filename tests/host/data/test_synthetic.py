@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from host.data.synthetic import PRACTITIONER_IDS, generate, seed_store
+from host.data.vocabulary import SSN_SYSTEM
 from host.store.encryption import LocalKek
 from host.store.resources import ResourceStore
 from host.store.rows import patient_of
@@ -121,6 +124,40 @@ def test_patient_demographics(thousand: list[dict[str, Any]]) -> None:
         assert patient["address"][0]["city"]
     assert len({p["identifier"][0]["value"] for p in patients}) == len(patients)
     assert len({p["name"][0]["family"] for p in patients}) > 30
+
+
+def _national_identifiers(resources: list[dict[str, Any]]) -> list[str]:
+    """The patients' SSNs, in MRN order."""
+    patients = sorted(
+        (r for r in resources if r["resourceType"] == "Patient"), key=lambda p: p["identifier"][0]["value"]
+    )
+    return [next(i["value"] for i in p["identifier"] if i["system"] == SSN_SYSTEM) for p in patients]
+
+
+def test_national_identifiers_are_fictional_and_unique(thousand: list[dict[str, Any]]) -> None:
+    ssns = _national_identifiers(thousand)
+    assert all(re.fullmatch(r"999-(?!00)\d{2}-(?!0000)\d{4}", ssn) for ssn in ssns), ssns[:5]
+    assert len(set(ssns)) == len(ssns)
+
+
+def test_national_identifiers_are_not_a_function_of_the_mrn(thousand: list[dict[str, Any]]) -> None:
+    # Patients whose MRNs differ by one: their SSNs should differ as two random draws do (in about
+    # 5.4 of 6 digits), not by one as a counter's would.
+    numbers = [ssn[4:].replace("-", "") for ssn in _national_identifiers(thousand)]
+    differing = [sum(a != b for a, b in zip(x, y, strict=True)) for x, y in itertools.pairwise(numbers)]
+    assert sum(differing) / len(differing) > 4.5
+    assert sum(d <= 2 for d in differing) < len(differing) / 50
+    steps = {int(y) - int(x) for x, y in itertools.pairwise(numbers)}
+    assert len(steps) > 0.9 * len(differing), "the step from one patient's SSN to the next should not repeat"
+
+
+def test_national_identifiers_follow_the_seed() -> None:
+    first = _national_identifiers(list(generate(50, 7)))
+    assert first == _national_identifiers(list(generate(50, 7)))
+    assert _national_identifiers(list(generate(20, 7))) == first[:20]
+    # The same MRNs under another seed: other SSNs, so the MRN alone says nothing of them.
+    other = _national_identifiers(list(generate(50, 8)))
+    assert sum(a == b for a, b in zip(first, other, strict=True)) <= 1
 
 
 def test_vital_signs_are_coded_and_plausible(thousand: list[dict[str, Any]]) -> None:
