@@ -179,6 +179,8 @@ class Handler(exports.Handler):
             return Response(json.dumps({"pseudonym": _attempt(lambda: records.pseudonym(request.patient_id))}))
         if mode == "echo_split":
             # A value the function was told (it could have guessed it), released reshaped: split in threes.
+            # It reads its patient first, as a summary would: the host then knows what it masked.
+            _attempt(lambda: records.search(request.patient_id, "Patient"))
             target = str(args.get("target", ""))
             return Response(json.dumps({"parts": [target[i : i + 3] for i in range(0, len(target), 3)]}))
         raise Err(Error_InvalidInput("unknown mode"))
