@@ -121,10 +121,14 @@ KEY_AND_INDEX_SQL = (
     "LEFT JOIN search_index s ON s.patient_id = k.owner AND s.resource_type = ? "
     "WHERE k.owner = ? AND k.kek_id = ?"
 )
+ANY_RESOURCE_SQL = "SELECT 1 FROM resources WHERE patient_id = ? LIMIT 1"
 
 
 def query(
-    conn: Connection, kek_id: str, open_key: Callable[[bytes | None], FieldCipher | None], patient_id: str,
+    conn: Connection,
+    kek_id: str,
+    open_key: Callable[[bytes | None], FieldCipher | None],
+    patient_id: str,
     wanted: SearchQuery,
 ) -> list[str]:
     """The bodies `wanted` selects among the patient's resources of its type, in its order, projected.
@@ -134,7 +138,7 @@ def query(
     """
     resource_type = wanted.resource_type
     row = conn.execute(KEY_AND_INDEX_SQL, (resource_type, patient_id, kek_id)).fetchone()
-    if row is None and conn.execute("SELECT 1 FROM resources WHERE patient_id = ? LIMIT 1", (patient_id,)).fetchone() is None:
+    if row is None and conn.execute(ANY_RESOURCE_SQL, (patient_id,)).fetchone() is None:
         return []  # no such patient: nothing to find, as for a whole-type search
     cipher = open_key(row[0] if row is not None else None)
     if cipher is None:

@@ -207,6 +207,7 @@ def _tokens(value: Any) -> Iterator[Token]:
 def _first_range(resource: dict[str, Any], elements: tuple[str, ...]) -> Range | None:
     for element in elements:
         value = resource.get(element)
+        found: Range | None
         if isinstance(value, str):
             found = parse_date(value)
         elif isinstance(value, dict):  # a Period: open where it names no end
