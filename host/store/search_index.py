@@ -25,6 +25,7 @@ from host.errors import StoreUnavailable
 from host.store.database import Connection
 from host.store.encryption import FieldCipher, KeyUnreadable
 from host.store.sealing import open_body
+from host.store.search_columns import Columns
 from host.store.search_params import INDEX_VERSION, SEARCH_PARAMETERS, Index
 from host.store.search_query import SearchQuery
 
@@ -46,9 +47,9 @@ def seal(cipher: FieldCipher, index: Index, patient_id: str) -> bytes:
     return cipher.seal(index.to_bytes(), _associated(patient_id, index.resource_type))
 
 
-def open_index(cipher: FieldCipher, patient_id: str, resource_type: str, sealed: bytes) -> Index:
+def open_index(cipher: FieldCipher, patient_id: str, resource_type: str, sealed: bytes) -> bytes:
     try:
-        return Index.from_bytes(resource_type, cipher.open(bytes(sealed), _associated(patient_id, resource_type)))
+        return cipher.open(bytes(sealed), _associated(patient_id, resource_type))
     except KeyUnreadable:
         # Names neither the patient nor the type: that is patient data.
         raise StoreUnavailable(
@@ -70,7 +71,7 @@ def update(conn: Connection, cipher_for: CipherFor, rows: Sequence[Row]) -> None
             (patient_id, resource_type),
         ).fetchone()
         if stored is not None and stored[0] == INDEX_VERSION:
-            index = open_index(cipher, patient_id, resource_type, stored[1])
+            index = Index.from_bytes(resource_type, open_index(cipher, patient_id, resource_type, stored[1]))
         else:
             # No index yet (or one of another version): made from what is stored, the new rows included.
             fresh = {str(r["id"]) for r in resources}
@@ -156,11 +157,11 @@ def query(
         return []  # the index is written with the resources: none means none of this type
     else:
         if version == INDEX_VERSION:
-            index = open_index(cipher, patient_id, resource_type, sealed)
+            columns = Columns(open_index(cipher, patient_id, resource_type, sealed))
         else:
             # Written by a host of another version: evaluated from the resources themselves.
-            index = _from_rows(conn, cipher, patient_id, resource_type, skip=set())
-        ids = wanted.select(index)
+            columns = Columns(_from_rows(conn, cipher, patient_id, resource_type, skip=set()).to_bytes())
+        ids = wanted.select(columns)
     return [wanted.project(body) for body in _fetch(conn, cipher, patient_id, resource_type, ids)]
 
 

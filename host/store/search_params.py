@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
+from host.store.search_columns import Columns, encode
 
 TOKEN = "token"
 DATE = "date"
@@ -170,18 +170,23 @@ class Index:
         self.entries[resource_id] = Entry(resource_id, tuple(dates), frozenset(tokens))
 
     def to_bytes(self) -> bytes:
-        entries = [[e.id, e.dates, sorted(e.tokens)] for e in self.entries.values()]
-        return orjson.dumps({"v": INDEX_VERSION, "tokens": self.tokens, "entries": entries})
+        """The index as stored (host.store.search_columns), entries in id order."""
+        entries = [(e.id, e.dates, sorted(e.tokens)) for _, e in sorted(self.entries.items())]
+        return encode(INDEX_VERSION, self.tokens, entries)
 
     @classmethod
     def from_bytes(cls, resource_type: str, data: bytes) -> Index:
-        raw = orjson.loads(data)
-        tokens = [(str(p), s, str(c)) for p, s, c in raw["tokens"]]
+        """A stored index back in a form that can take more resources (for writes; queries read Columns)."""
+        columns = Columns(data)
+        carried: list[set[int]] = [set() for _ in range(columns.count)]
+        for token in range(len(columns.tokens)):
+            for position in columns.postings(token):
+                carried[position].add(token)
         entries = {
-            rid: Entry(rid, tuple(None if d is None else (d[0], d[1]) for d in dates), frozenset(positions))
-            for rid, dates, positions in raw["entries"]
+            rid: Entry(rid, columns.dates(position), frozenset(carried[position]))
+            for position, rid in enumerate(columns.ids)
         }
-        return cls(resource_type, tokens, entries)
+        return cls(resource_type, list(columns.tokens), entries)
 
     def _position(self, token: tuple[str, str | None, str]) -> int:
         position = self._positions.get(token)

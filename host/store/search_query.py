@@ -12,13 +12,14 @@ ignored: a function must not mistake a filter the host skipped for an answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
 from host.errors import InvalidRequest
-from host.store.search_params import DATE, SEARCH_PARAMETERS, Entry, Index, date_params, parse_date
+from host.store.search_columns import NO_DATE, OPEN_LOW, Columns
+from host.store.search_params import DATE, SEARCH_PARAMETERS, date_params, parse_date
 
 MAX_ALTERNATIVES = 64
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
@@ -35,9 +36,8 @@ _ELEMENT = re.compile(r"[a-z][A-Za-z0-9]*")
 
 # (system, code) as asked: system None for any system, "" for none; code None for any code.
 TokenAsk = tuple[str | None, str | None]
-TokenTable = Sequence[tuple[str, str | None, str]]
-# A test, made ready for one index's token table, then asked of each entry.
-Test = Callable[[TokenTable], Callable[[Entry], bool]]
+# A test, made ready for one stored index: the positions of the entries that pass it.
+Test = Callable[[Columns, Iterable[int]], Iterable[int]]
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,26 @@ class SearchQuery:
     def indexed(self) -> bool:
         return self.resource_type in SEARCH_PARAMETERS
 
-    def select(self, index: Index) -> list[str]:
+    def select(self, columns: Columns) -> list[str]:
         """The ids of the index's entries that pass every test, in the query's order, at most `count`."""
-        ready = [test(index.tokens) for test in self.tests]
-        found = [e for e in index.entries.values() if all(passes(e) for passes in ready)]
+        found: Iterable[int] = range(columns.count)
+        for test in self.tests:  # token tests first (parse_query puts them there): they narrow the most
+            found = test(columns, found)
+        ids = columns.ids
         if self.sort is None:
-            found.sort(key=lambda e: e.id)
-        else:
-            dated = [(_sort_key(e, self.sort), e.id) for e in found]
-            with_date = [(k, i) for k, i in dated if k is not None]
-            without = sorted(i for k, i in dated if k is None)
-            # Descending by date, ties by id ascending; entries with no date come last either way.
-            ordered = sorted(with_date, key=lambda pair: (-pair[0] if self.descending else pair[0], pair[1]))
-            return [i for _, i in ordered][: self.count] + without[: _room(self.count, len(ordered))]
-        return [e.id for e in found][: self.count]
+            return [ids[p] for p in sorted(found)][: self.count]  # position order is id order
+        lower, upper = columns.lower[self.sort], columns.upper[self.sort]
+        dated, undated = [], []
+        for p in found:
+            if lower[p] == NO_DATE:
+                undated.append(p)
+            else:
+                # A period with no start sorts by its end.
+                dated.append((lower[p] if lower[p] != OPEN_LOW else upper[p], p))
+        # Descending by date, ties by id ascending; entries with no date come last either way.
+        dated.sort(key=lambda pair: (-pair[0] if self.descending else pair[0], pair[1]))
+        ordered = [ids[p] for _, p in dated[: self.count]]
+        return ordered + [ids[p] for p in sorted(undated)][: _room(self.count, len(ordered))]
 
     def project(self, body: str) -> str:
         """The body with only the asked-for elements (and resourceType, id, meta), tagged SUBSETTED."""
@@ -94,18 +100,12 @@ def _room(count: int | None, used: int) -> int | None:
     return None if count is None else max(0, count - used)
 
 
-def _sort_key(entry: Entry, index: int) -> int | None:
-    found = entry.dates[index] if index < len(entry.dates) else None
-    if found is None:
-        return None
-    return found[0] if found[0] is not None else found[1]
-
-
 def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchQuery:
     """The search these (name, value) pairs ask for on `resource_type`; InvalidRequest naming what is wrong."""
     known = SEARCH_PARAMETERS.get(resource_type, {})
     dates = date_params(resource_type)
     tests: list[Test] = []
+    date_tests: list[Test] = []
     sort: int | None = None
     descending = False
     count: int | None = None
@@ -135,7 +135,7 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             if len(alternatives) > MAX_ALTERNATIVES:
                 raise InvalidRequest(f"search parameter {name!r}: at most {MAX_ALTERNATIVES} values")
             if param.kind == DATE:
-                tests.append(_date_test(name, dates.index(name), alternatives))
+                date_tests.append(_date_test(name, dates.index(name), alternatives))
             else:
                 tests.append(_token_test(name, alternatives))
         else:
@@ -144,7 +144,7 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             supported = ", ".join([*known, "_count", "_sort", "_elements"])
             raise InvalidRequest(f"{what} not supported on {resource_type}: use {supported}")
     names = tuple(dict.fromkeys(name for name, _ in params))
-    return SearchQuery(resource_type, tuple(tests), sort, descending, count, elements, names)
+    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements, names)
 
 
 def _elements(resource_type: str, value: str) -> frozenset[str]:
@@ -160,15 +160,15 @@ def _elements(resource_type: str, value: str) -> frozenset[str]:
 def _token_test(name: str, alternatives: list[str]) -> Test:
     asks = [_token_ask(name, text) for text in alternatives]
 
-    def ready(table: TokenTable) -> Callable[[Entry], bool]:
-        wanted = frozenset(
-            position
-            for position, (param, system, code) in enumerate(table)
-            if param == name and any(_token_matches(system, code, ask) for ask in asks)
-        )
-        return lambda entry: not wanted.isdisjoint(entry.tokens)
+    def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
+        # Each distinct token is compared once; only the matching ones' postings are read.
+        wanted: set[int] = set()
+        for token, (param, system, code) in enumerate(columns.tokens):
+            if param == name and any(_token_matches(system, code, ask) for ask in asks):
+                wanted.update(columns.postings(token))
+        return wanted.intersection(found)
 
-    return ready
+    return test
 
 
 def _token_ask(name: str, text: str) -> TokenAsk:
@@ -194,11 +194,15 @@ def _token_matches(system: str | None, code: str, ask: TokenAsk) -> bool:
 def _date_test(name: str, index: int, alternatives: list[str]) -> Test:
     asks = [_date_ask(name, text) for text in alternatives]
 
-    def test(entry: Entry) -> bool:
-        found = entry.dates[index] if index < len(entry.dates) else None
-        return found is not None and any(_date_matches(found, prefix, ask) for prefix, ask in asks)
+    def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
+        lower, upper = columns.lower[index], columns.upper[index]
+        return [
+            p
+            for p in found
+            if lower[p] != NO_DATE and any(_date_matches(lower[p], upper[p], prefix, ask) for prefix, ask in asks)
+        ]
 
-    return lambda _table: test
+    return test
 
 
 def _date_ask(name: str, text: str) -> tuple[str, tuple[int, int]]:
@@ -211,10 +215,8 @@ def _date_ask(name: str, text: str) -> tuple[str, tuple[int, int]]:
     return prefix, parsed
 
 
-def _date_matches(found: tuple[int | None, int | None], prefix: str, ask: tuple[int, int]) -> bool:
-    """FHIR's comparison of the resource's range with the searched one (R4, 3.1.1.5.7)."""
-    lower = found[0] if found[0] is not None else -(2**63)
-    upper = found[1] if found[1] is not None else 2**63
+def _date_matches(lower: int, upper: int, prefix: str, ask: tuple[int, int]) -> bool:
+    """FHIR's comparison of the resource's range with the searched one (R4, 3.1.1.5.7); open ends are extremes."""
     within = lower >= ask[0] and upper <= ask[1]
     if prefix == "eq":
         return within
