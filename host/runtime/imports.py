@@ -1,4 +1,4 @@
-"""The host functions a component imports: `records`, `directory`, `log`.
+"""The host functions a component imports: `records` (`search`, `query`, `pseudonym`), `directory`, `log`.
 
 Each answers only inside the scope the policy decision granted to the invocation running
 on the calling thread; anything else answers `denied`. Each refuses an oversized argument

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -50,8 +50,6 @@ class SearchQuery:
     descending: bool = False
     count: int | None = None
     elements: frozenset[str] | None = None
-    # For the audit and error messages: the parameter names used (never their values).
-    names: tuple[str, ...] = field(default=())
 
     @property
     def indexed(self) -> bool:
@@ -143,8 +141,7 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             what = "modifiers and chains are" if base != name else f"{name!r} is"
             supported = ", ".join([*known, "_count", "_sort", "_elements"])
             raise InvalidRequest(f"{what} not supported on {resource_type}: use {supported}")
-    names = tuple(dict.fromkeys(name for name, _ in params))
-    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements, names)
+    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements)
 
 
 def _elements(resource_type: str, value: str) -> frozenset[str]:
