@@ -103,7 +103,13 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
         parts.callback(runner.close)  # idle guest workers; a stranded one ends when its host call returns
         metrics.watch_stranded(runner.stranded)
         sandbox = Sandbox(
-            engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search, runner
+            engine,
+            store.search,
+            settings.epoch_tick_ms,
+            pseudonyms.pseudonym,
+            store.directory_search,
+            runner,
+            query=store.query,
         )
         pool = InstancePool(
             sandbox,

@@ -9,6 +9,8 @@ from typing import Any
 from host.types import Scope
 
 RecordReader = Callable[[str, str], list[str]]
+# (patient, type, FHIR search parameters) -> the matching bodies; InvalidRequest for parameters it does not support.
+RecordQuery = Callable[[str, str, list[tuple[str, str]]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,5 @@ class Warmup:
     request: FunctionRequest
     scope: Scope
     read: RecordReader
+    # None: the warm-up's `records.query` answers `unavailable` (the function's own error path).
+    query: RecordQuery | None = None

@@ -1,4 +1,4 @@
-"""The host functions a component imports: `records`, `directory`, `log`.
+"""The host functions a component imports: `records` (`search`, `query`, `pseudonym`), `directory`, `log`.
 
 Each answers only inside the scope the policy decision granted to the invocation running
 on the calling thread; anything else answers `denied`. Each refuses an oversized argument
@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 from wasmtime.component import Linker, Record, Variant
 
-from host.errors import FunctionTimedOut, SearchBudgetSpent, StoreUnavailable
+from host.errors import FunctionTimedOut, InvalidRequest, SearchBudgetSpent, StoreUnavailable
 from host.policy.obligations import apply_to_text as apply_obligations
-from host.runtime.calls import RecordReader
+from host.runtime.calls import RecordQuery, RecordReader
 from host.runtime.capture import Bounded
 from host.runtime.engine import WIT_PACKAGE, WIT_VERSION
+from host.runtime.query_values import QueryLimits, add_query_func
 from host.runtime.values import TOO_LONG, add_log_func, add_search_func
 from host.types import DirectoryQuery, Scope
 
@@ -31,6 +32,8 @@ DIRECTORY_LIMIT = 20
 # Patient ids, resource types, names, birth dates and identifiers are all far shorter: anything
 # longer is refused before the host reads it (a resource type is at most 64, a UUID 36).
 MAX_ARGUMENT_CHARS = 256
+# A query's parameters: how many, and how long a name or value may be (a list of codes, comma-separated).
+QUERY_LIMITS = QueryLimits(argument_bytes=MAX_ARGUMENT_CHARS * 4, params=32, param_bytes=4096)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CallContext:
     withheld: set[str] = field(default_factory=set)
     # time.perf_counter() at which the invocation's deadline passes; none for no deadline.
     deadline: float | None = None
+    query: RecordQuery | None = None
 
     def check_time(self) -> None:
         """Before each unit of work: past the deadline, the call ends as timed out (a trap of the guest)."""
@@ -78,6 +82,36 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
         bodies = context.read(patient_id, resource_type)
     except StoreUnavailable:
         return Variant("unavailable", "the record store is unavailable")
+    return _obliged(context, bodies)
+
+
+def _records_query(
+    _store: object, patient_id: str, resource_type: str, params: list[tuple[str, str]]
+) -> list[str] | Variant:
+    context: CallContext | None = getattr(_current, "context", None)
+    if context is None:
+        return Variant("denied", "no invocation is running")
+    scope = context.scope
+    if scope.patient_id is None or patient_id != scope.patient_id:
+        return Variant("denied", "this invocation is not authorised for that patient")
+    if resource_type not in scope.resource_types:
+        return Variant("denied", f"this invocation may not read {resource_type}")
+    if context.query is None:
+        return Variant("unavailable", "search parameters are not served here")
+    context.check_time()
+    try:
+        bodies = context.query(patient_id, resource_type, params)
+    except InvalidRequest as exc:
+        # Names the parameter the function sent, never a record.
+        return Variant("invalid", str(exc))
+    except StoreUnavailable:
+        return Variant("unavailable", "the record store is unavailable")
+    return _obliged(context, bodies)
+
+
+def _obliged(context: CallContext, bodies: list[str]) -> list[str] | Variant:
+    """The bodies with the decision's masks and drops applied, checking the time before each."""
+    scope = context.scope
     if not scope.mask and not scope.drop:
         return bodies
     # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
@@ -149,6 +183,7 @@ def define_imports(linker: Linker) -> None:
         with root.add_instance(f"{WIT_PACKAGE}/records@{WIT_VERSION}") as records:
             # The hottest import: converted directly, not by wasmtime-py's generic conversion.
             add_search_func(records, "search", _records_search, MAX_ARGUMENT_CHARS * 4)
+            add_query_func(records, "query", _records_query, QUERY_LIMITS)
             records.add_func("pseudonym", _records_pseudonym)
         with root.add_instance(f"{WIT_PACKAGE}/directory@{WIT_VERSION}") as patients:
             patients.add_func("search", _directory_search)

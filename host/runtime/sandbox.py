@@ -30,7 +30,7 @@ from host.errors import (
     FunctionTimedOut,
     FunctionTrapped,
 )
-from host.runtime.calls import CallResult, FunctionRequest, RecordReader, SandboxLimits, Warmup
+from host.runtime.calls import CallResult, FunctionRequest, RecordQuery, RecordReader, SandboxLimits, Warmup
 from host.runtime.capture import Bounded, capture_stdio
 from host.runtime.engine import HANDLER_EXPORT
 from host.runtime.imports import CallContext, DirectorySearch, PseudonymSource, bound_to, define_imports
@@ -111,9 +111,11 @@ class Sandbox:
         pseudonym: PseudonymSource | None = None,
         directory: DirectorySearch | None = None,
         runner: CallRunner | None = None,
+        query: RecordQuery | None = None,
     ) -> None:
         self.engine = engine
         self._read = read
+        self._query = query
         self._tick_ms = tick_ms
         self._pseudonym = pseudonym
         self._directory = directory
@@ -193,7 +195,9 @@ class Sandbox:
     def _warm(self, prepared: PreparedInstance, warmup: Warmup, limits: SandboxLimits) -> None:
         """One synthetic call; the function's own error answer is fine, a trap discards the instance."""
         assert prepared._store is not None
-        context = CallContext(scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes))
+        context = CallContext(
+            scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes), query=warmup.query
+        )
         try:
             self._run(prepared._store, prepared, warmup.request, context, limits)
         except FunctionFailed:
@@ -225,6 +229,7 @@ class Sandbox:
             log=Bounded(limits.log_bytes),
             pseudonym=self._pseudonym,
             directory=directory if directory is not None else self._directory,
+            query=self._query,
         )
         store = prepared.claim()
         stdio_before = prepared.stdio.used

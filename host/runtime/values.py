@@ -103,13 +103,13 @@ def _read_bytes(vec: Any) -> bytes:
     return b"" if size == 0 else ctypes.string_at(vec.data, size)
 
 
-def _read_string(val: Any) -> str:
+def read_string(val: Any) -> str:
     if val.kind != _STRING:
         raise TypeError(f"expected a string, got value kind {val.kind}")
     return _read_bytes(val.of.string).decode("utf-8")
 
 
-def _string_size(val: Any) -> int:
+def string_size(val: Any) -> int:
     """A string value's length in bytes, read without copying it."""
     if val.kind != _STRING:
         raise TypeError(f"expected a string, got value kind {val.kind}")
@@ -127,13 +127,13 @@ def _deref(pointer: Any, what: str) -> Any:
 
 # Each import defined here: (its Python side, the longest string argument it reads), by the key
 # wasmtime hands back to the callback.
-_IMPLS: dict[int, tuple[Any, int]] = {}
+_IMPLS: dict[int, tuple[Any, Any]] = {}
 _ids = itertools.count(1)  # 0 would reach the callback as a NULL `data`, i.e. None
 TOO_LONG = "an argument is longer than this import accepts"
 
 
-def _lower_search_result(result: list[str] | Variant, out: Any) -> None:
-    """Write `result<list<string>, access-error>` into `out` (wasmtime's result slot).
+def lower_list_result(result: list[str] | Variant, out: Any, cases: frozenset[str] = ACCESS_ERROR_CASES) -> None:
+    """Write `result<list<string>, E>` into `out` (wasmtime's result slot), E a variant of string cases.
 
     The value is built here, in Python memory, then deep-copied into `out` by wasmtime in one
     call: what lands in `out` is wholly wasmtime-allocated, and wasmtime frees it after reading.
@@ -152,8 +152,8 @@ def _lower_search_result(result: list[str] | Variant, out: Any) -> None:
         keep += [encoded, items]
         is_ok = True
     elif isinstance(result, Variant):
-        if result.tag not in ACCESS_ERROR_CASES:
-            raise ValueError(f"access-error has no case {result.tag!r}")
+        if result.tag not in cases:
+            raise ValueError(f"the error variant has no case {result.tag!r}")
         tag, message = result.tag.encode(), _encode(result.payload)
         inner = _Val()
         _set_string(inner, message)
@@ -188,13 +188,13 @@ def _search_callback(
         if nargs != 2 or nresults != 1:
             raise WasmtimeError(f"records.search: called with {nargs} arguments and {nresults} results")
         # Measured before anything is copied: an oversized id costs the host no work.
-        if _string_size(args[0]) > max_bytes or _string_size(args[1]) > max_bytes:
-            _lower_search_result(Variant("denied", TOO_LONG), results)
+        if string_size(args[0]) > max_bytes or string_size(args[1]) > max_bytes:
+            lower_list_result(Variant("denied", TOO_LONG), results)
             return
         # The arguments stay wasmtime's (it drops them after this returns): read, never freed.
-        patient_id = _read_string(args[0])
-        resource_type = _read_string(args[1])
-        _lower_search_result(impl(store, patient_id, resource_type), results)
+        patient_id = read_string(args[0])
+        resource_type = read_string(args[1])
+        lower_list_result(impl(store, patient_id, resource_type), results)
 
     # wasmtime-py's own wrapper: an exception becomes a wasmtime error returned to wasmtime (a trap
     # of this call), and the original exception is raised again where the guest was entered.
@@ -213,10 +213,15 @@ def _log_callback(data: int | None, context: Any, _ty: Any, args: Any, nargs: in
         if level.kind != _ENUM:
             raise TypeError(f"expected the level enum, got value kind {level.kind}")
         message = args[1]
-        impl(_read_bytes(level.of.enumeration).decode("utf-8"), _string_size(message), lambda: _read_string(message))
+        impl(_read_bytes(level.of.enumeration).decode("utf-8"), string_size(message), lambda: read_string(message))
 
     result: int = catch_exceptions(context, run)  # type: ignore[assignment]
     return result
+
+
+def import_impl(data: int | None) -> tuple[Any, Any]:
+    """(the Python side, its limits) of an import defined with `add_import_func`, by the key wasmtime passes."""
+    return _IMPLS[data or 0]
 
 
 def _finalize_import(data: int | None) -> None:
@@ -232,7 +237,9 @@ _LOG_CALLBACK = ffi.wasmtime_component_func_callback_t(_log_callback)
 _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_import)
 
 
-def _add_func(instance: LinkerInstance, name: str, callback: Any, impl: Any, max_bytes: int) -> None:
+def add_import_func(instance: LinkerInstance, name: str, callback: Any, impl: Any, max_bytes: Any) -> None:
+    """Define `name` in `instance` with a raw wasmtime `callback` that finds `impl` and `max_bytes` (its
+    limits) through `import_impl`; the callback must outlive the linker (keep it at module level)."""
     if instance.locked:
         raise WasmtimeError("cannot use linker instance while it's in use by other instances")
     key = next(_ids)
@@ -253,13 +260,13 @@ def add_search_func(instance: LinkerInstance, name: str, impl: SearchImpl, max_a
     than `max_argument_bytes` answers `denied` before it is copied or `impl` runs. wasmtime checks
     the component's import against what the callback answers: a value of another shape is a trap.
     """
-    _add_func(instance, name, _SEARCH_CALLBACK, impl, max_argument_bytes)
+    add_import_func(instance, name, _SEARCH_CALLBACK, impl, max_argument_bytes)
 
 
 def add_log_func(instance: LinkerInstance, name: str, impl: LogImpl) -> None:
     """Define `name` in `instance` as `write: func(level: level, message: string)`, converted directly:
     `impl` learns the message's length first and copies it only if it wants it."""
-    _add_func(instance, name, _LOG_CALLBACK, impl, 0)
+    add_import_func(instance, name, _LOG_CALLBACK, impl, 0)
 
 
 # --- the handler.handle export ----------------------------------------------------------------
@@ -365,16 +372,16 @@ def _lift_answer(answer: Any, max_body_bytes: int) -> Record | Variant:
         field = response.of.record.data[0]
         if _read_bytes(field.name) != b"body":
             raise TypeError("expected the response record's body")
-        if _string_size(field.val) > max_body_bytes:
+        if string_size(field.val) > max_body_bytes:
             raise FunctionOutputRejected(f"the function's answer exceeds the {max_body_bytes} byte output limit")
         record = Record()
-        record.body = _read_string(field.val)  # type: ignore[attr-defined]
+        record.body = read_string(field.val)  # type: ignore[attr-defined]
         return record
     error = _deref(answer.of.result.val, "err")
     if error.kind != _VARIANT:
         raise TypeError(f"expected the error variant, got value kind {error.kind}")
     tag = _read_bytes(error.of.variant.discriminant).decode("utf-8")
     payload = error.of.variant.val
-    if payload and _string_size(payload.contents) > max_body_bytes:
+    if payload and string_size(payload.contents) > max_body_bytes:
         raise FunctionOutputRejected(f"the function's error message exceeds the {max_body_bytes} byte output limit")
-    return Variant(tag, _read_string(payload.contents) if payload else None)
+    return Variant(tag, read_string(payload.contents) if payload else None)

@@ -134,6 +134,16 @@ AUDIT_FLAGGED = "CREATE INDEX {if_not_exists}audit_flagged ON audit (seq) WHERE 
 
 AUDIT_RELAY = "CREATE TABLE IF NOT EXISTS audit_relay (id INTEGER PRIMARY KEY, sent_seq BIGINT NOT NULL)"
 
+# One sealed index per (patient, type): nonce || AES-GCM ciphertext under the patient's data key.
+SEARCH_INDEX = (
+    "CREATE TABLE IF NOT EXISTS search_index (patient_id TEXT NOT NULL, resource_type TEXT NOT NULL, "
+    "version INTEGER NOT NULL, sealed {blob} NOT NULL, PRIMARY KEY (patient_id, resource_type))"
+)
+# A row per index version built for every stored resource: opening a database with it costs one read.
+SEARCH_INDEX_BUILDS = (
+    "CREATE TABLE IF NOT EXISTS search_index_builds (version INTEGER PRIMARY KEY, built_at TEXT NOT NULL)"
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
     Migration(
@@ -144,6 +154,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # The audit relay's durable cursor (host/audit/relay_cursor.py): one row, the seq the broker confirmed.
     Migration(3, "audit_relay_cursor", (AUDIT_RELAY,), (AUDIT_RELAY,)),
+    # The sealed search index (host/store/search_index.py); the store builds it for existing rows at open.
+    Migration(
+        4,
+        "search_index",
+        (SEARCH_INDEX.format(blob="BLOB"), SEARCH_INDEX_BUILDS),
+        (SEARCH_INDEX.format(blob="BYTEA"), SEARCH_INDEX_BUILDS),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

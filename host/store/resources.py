@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from host.errors import InvalidRequest, StoreUnavailable, WardfnError
-from host.store import keyring, migrations
+from host.store import keyring, migrations, search_index
 from host.store.consent import consented, directives
 from host.store.database import (
     READY_TIMEOUT_S,
@@ -42,6 +42,7 @@ from host.store.directory import minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
+from host.store.search_query import parse_query
 from host.types import DirectoryQuery
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class ResourceStore:
                     # Purge the plaintext pages the upgrade freed, from the WAL and the file.
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     conn.execute("VACUUM")
+                self._build_search_index(conn)
         except WardfnError:
             self.close()
             raise
@@ -124,15 +126,26 @@ class ResourceStore:
         with self._use("write to") as conn:
             with self._write(conn):
                 sealer = self._sealer(conn)
-                sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in rows]
+                plain = list(rows)
+                sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in plain]
                 conn.executemany(UPSERT_SQL, sealed)
                 index_patients(conn, rows.patients, self._blind)
+                search_index.update(conn, sealer.cipher, plain)
         return rows.count
 
     def search(self, patient_id: str, resource_type: str) -> list[str]:
         """The JSON bodies of one patient's resources of one type ("Patient": the patient itself)."""
         with self._use("read") as conn:
             return self._search(conn, patient_id, resource_type)
+
+    def query(self, patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """One patient's resources of one type that match FHIR search parameters (host.store.search_query),
+        decrypting only those; InvalidRequest for a parameter or value it does not support."""
+        wanted = parse_query(resource_type, params)
+        with self._use("read") as conn:
+            return search_index.query(
+                conn, self.kek_id, lambda wrapped: self._patient_cipher(conn, patient_id, wrapped), patient_id, wanted
+            )
 
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored (and not erased)."""
@@ -225,6 +238,7 @@ class ResourceStore:
                     return False
                 keyring.erase(conn, patient_id)
                 conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient_id,))
+                search_index.erase(conn, patient_id)
             self.database.purge_deleted(conn, "data_keys")
         return True
 
@@ -286,16 +300,28 @@ class ResourceStore:
         rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
         if not rows:
             return []
-        wrapped = rows[0][2]
+        cipher = self._patient_cipher(conn, patient_id, rows[0][2])
+        if cipher is None:
+            return []
+        return [open_body(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
+
+    def _patient_cipher(self, conn: Connection, patient_id: str, wrapped: bytes | None) -> FieldCipher | None:
+        """The patient's cipher from their key wrapped under this host's KEK; None if they were erased."""
         if wrapped is None:
             if keyring.erased(conn, patient_id):
-                return []
+                return None
             raise StoreUnavailable(
                 f"a patient's data key is not wrapped under this host's key-encryption key ({self.kek_id}): "
                 "it was retired; restart the host with the current WARDFN_KEK"
             )
-        cipher = self._cipher(patient_id, wrapped)
-        return [open_body(cipher, resource_type, rid, patient_id, body) for rid, body, _ in rows]
+        return self._cipher(patient_id, wrapped)
+
+    def _build_search_index(self, conn: Connection) -> None:
+        """Index, in small transactions, what was stored before the search index (host.store.search_index)."""
+        while not search_index.built(conn):  # read first: opening an indexed database takes no write lock
+            with self._write(conn):
+                if search_index.build_pending(conn, self._sealer(conn).cipher) < search_index.BUILD_BATCH:
+                    search_index.mark_built(conn)
 
     def _unwrap_cipher(self, owner: str, wrapped: bytes) -> FieldCipher:
         return FieldCipher(keyring.unwrap(self._keys, wrapped, owner))

@@ -24,6 +24,10 @@ class Sealer:
     def seal(self, resource_type: str, resource_id: str, patient_id: str | None, body: str) -> bytes:
         return self._cipher(patient_id).seal(body.encode(), _associated(resource_type, resource_id, patient_id))
 
+    def cipher(self, patient_id: str) -> FieldCipher:
+        """The patient's cipher (for what else is sealed under their key, such as their search index)."""
+        return self._cipher(patient_id)
+
     def _cipher(self, patient_id: str | None) -> FieldCipher:
         if patient_id is None:
             return self._shared

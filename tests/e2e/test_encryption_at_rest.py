@@ -171,6 +171,49 @@ def test_the_database_bytes_hold_no_plaintext_phi_after_seeding_and_importing(da
     assert leaks(database, patients) == []
 
 
+# Where the Synthea bundles date care: the elements the search index reads, and a few more.
+CLINICAL_DATES = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "performedDateTime",
+                  "occurrenceDateTime", "abatementDateTime")
+
+
+def clinical_dates() -> set[str]:
+    """Every clinical date and time the seeded patients and the Synthea bundles hold, as written there."""
+    found: set[str] = set()
+    bundles = [json.loads(path.read_bytes())["entry"] for path in sorted(synthea_dir().glob("*.json"))]
+    for resource in [*generate(SEEDED, SEED), *(e["resource"] for entries in bundles for e in entries)]:
+        found.update(resource[k] for k in CLINICAL_DATES if isinstance(resource.get(k), str))
+        for period in (resource.get("period"), resource.get("effectivePeriod"), resource.get("performedPeriod")):
+            if isinstance(period, dict):
+                found.update(v for k, v in period.items() if k in ("start", "end") and isinstance(v, str))
+    return found
+
+
+def table_bytes(backend: Backend, sql: str) -> bytes:
+    """The values of a query's rows, as bytes: what a table holds, whatever pages the file keeps besides."""
+    return b"\0".join(
+        str(value).encode() if isinstance(value, (str, int)) else bytes(value)
+        for row in backend.query(sql)
+        for value in row
+        if value is not None
+    )
+
+
+def test_no_clinical_date_is_in_clear_in_the_resource_or_index_tables(database: Backend) -> None:
+    dates = clinical_dates()
+    assert len(dates) > 1000
+    # Timestamps as the bundles write them: nowhere in the database's bytes.
+    raw = database.dump()
+    assert sorted(d for d in dates if len(d) > 10 and d.encode() in raw) == []
+    # Days alone (YYYY-MM-DD), in the tables that hold the records and their search index (the
+    # audit trail and the key tables carry today's dates, access times, not clinical ones).
+    indexes = database.query("SELECT COUNT(*) FROM search_index")[0][0]
+    assert indexes > 11 * 5  # every imported patient has several indexed types
+    tables = table_bytes(database, "SELECT resource_type, id, patient_id, body FROM resources")
+    tables += table_bytes(database, "SELECT patient_id, resource_type, version, sealed FROM search_index")
+    days = {d[:10] for d in dates}
+    assert sorted(day for day in days if day.encode() in tables) == []
+
+
 def test_a_wrong_kek_refuses_to_start_with_one_clear_line(database: Backend, env: dict[str, str]) -> None:
     done = wardfn({**env, "WARDFN_KEK": new_kek()}, "serve", "--port", "9")
     assert done.returncode != 0

@@ -1,0 +1,201 @@
+"""The search index: one sealed blob per (patient, resource type), kept in step with the resources.
+
+Each blob is an `Index` (host.store.search_params: every resource's id, its date ranges and its
+tokens) sealed with AES-256-GCM under the patient's own data key, bound to its (patient, type)
+row. The database holds no clinical date, code or status in clear, and erasing the patient's key
+shreds their index with their records. A search opens one blob, filters it in memory, and then
+decrypts only the resources it selected. What it leaks: per patient and type, the blob's size
+(about 60 to 100 bytes a resource) and when it was last rewritten; docs/data.md has the rest.
+
+The index is written in the same transaction as the resources (`update`), built for databases
+made before it at open (`build_pending`), and read by `run`. Types outside the table of search
+parameters have no index: a search on them can only count, project and sort by id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+import orjson
+
+from host.errors import StoreUnavailable
+from host.store.database import Connection
+from host.store.encryption import FieldCipher, KeyUnreadable
+from host.store.sealing import open_body
+from host.store.search_columns import Columns
+from host.store.search_params import INDEX_VERSION, SEARCH_PARAMETERS, Index
+from host.store.search_query import SearchQuery
+
+# Ids asked for in one statement: under SQLite's oldest limit on bound parameters (999).
+FETCH_CHUNK = 500
+# Build (patient, type) indexes in transactions of this many, so serving hosts wait little.
+BUILD_BATCH = 200
+
+CipherFor = Callable[[str], FieldCipher]
+# (resource type, id, patient, JSON body), as the store writes its rows.
+Row = tuple[str, str, str | None, str]
+
+
+def _associated(patient_id: str, resource_type: str) -> bytes:
+    return json.dumps(["wardfn-search-index-v1", patient_id, resource_type]).encode()
+
+
+def seal(cipher: FieldCipher, index: Index, patient_id: str) -> bytes:
+    return cipher.seal(index.to_bytes(), _associated(patient_id, index.resource_type))
+
+
+def open_index(cipher: FieldCipher, patient_id: str, resource_type: str, sealed: bytes) -> bytes:
+    try:
+        return cipher.open(bytes(sealed), _associated(patient_id, resource_type))
+    except KeyUnreadable:
+        # Names neither the patient nor the type: that is patient data.
+        raise StoreUnavailable(
+            "a stored search index failed its integrity check (altered, or moved from another row): "
+            "restore the database from a backup"
+        ) from None
+
+
+def update(conn: Connection, cipher_for: CipherFor, rows: Sequence[Row]) -> None:
+    """Index these freshly written rows, in the caller's transaction (after the rows are written)."""
+    touched: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
+    for resource_type, _, patient_id, body in rows:
+        if patient_id is not None and resource_type in SEARCH_PARAMETERS:
+            touched[patient_id, resource_type].append(orjson.loads(body))
+    for (patient_id, resource_type), resources in touched.items():
+        cipher = cipher_for(patient_id)
+        stored = conn.execute(
+            "SELECT version, sealed FROM search_index WHERE patient_id = ? AND resource_type = ?",
+            (patient_id, resource_type),
+        ).fetchone()
+        if stored is not None and stored[0] == INDEX_VERSION:
+            index = Index.from_bytes(resource_type, open_index(cipher, patient_id, resource_type, stored[1]))
+        else:
+            # No index yet (or one of another version): made from what is stored, the new rows included.
+            fresh = {str(r["id"]) for r in resources}
+            index = _from_rows(conn, cipher, patient_id, resource_type, skip=fresh)
+        for resource in resources:
+            index.add(resource)
+        _store(conn, cipher, index, patient_id)
+
+
+def build_pending(conn: Connection, cipher_for: CipherFor, limit: int = BUILD_BATCH) -> int:
+    """Index up to `limit` (patient, type) pairs that have resources and no current index; returns how many."""
+    types = sorted(SEARCH_PARAMETERS)
+    pending = conn.execute(
+        "SELECT DISTINCT r.patient_id, r.resource_type FROM resources r "
+        f"WHERE r.resource_type IN ({','.join('?' * len(types))}) AND r.patient_id IS NOT NULL "
+        "AND r.patient_id NOT IN (SELECT patient_id FROM erasures) "
+        "AND NOT EXISTS (SELECT 1 FROM search_index s WHERE s.patient_id = r.patient_id "
+        "AND s.resource_type = r.resource_type AND s.version = ?) "
+        "ORDER BY 1, 2 LIMIT ?",
+        (*types, INDEX_VERSION, limit),
+    ).fetchall()
+    for patient_id, resource_type in pending:
+        cipher = cipher_for(patient_id)
+        _store(conn, cipher, _from_rows(conn, cipher, patient_id, resource_type, skip=set()), patient_id)
+    return len(pending)
+
+
+def built(conn: Connection) -> bool:
+    """True once this version's index has been built for every stored resource."""
+    return conn.execute("SELECT 1 FROM search_index_builds WHERE version = ?", (INDEX_VERSION,)).fetchone() is not None
+
+
+def mark_built(conn: Connection) -> None:
+    conn.execute(
+        "INSERT INTO search_index_builds (version, built_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (INDEX_VERSION, datetime.now(UTC).isoformat(timespec="seconds")),
+    )
+
+
+def erase(conn: Connection, patient_id: str) -> None:
+    """Delete a patient's indexes (their key is destroyed too: this only saves the space and the sizes)."""
+    conn.execute("DELETE FROM search_index WHERE patient_id = ?", (patient_id,))
+
+
+# The patient's data key as wrapped under this host's KEK, and their index of the type if any.
+KEY_AND_INDEX_SQL = (
+    "SELECT k.wrapped, s.version, s.sealed FROM data_keys k "
+    "LEFT JOIN search_index s ON s.patient_id = k.owner AND s.resource_type = ? "
+    "WHERE k.owner = ? AND k.kek_id = ?"
+)
+ANY_RESOURCE_SQL = "SELECT 1 FROM resources WHERE patient_id = ? LIMIT 1"
+
+
+def query(
+    conn: Connection,
+    kek_id: str,
+    open_key: Callable[[bytes | None], FieldCipher | None],
+    patient_id: str,
+    wanted: SearchQuery,
+) -> list[str]:
+    """The bodies `wanted` selects among the patient's resources of its type, in its order, projected.
+
+    `open_key` turns the patient's wrapped data key (None: none under this host's KEK) into their
+    cipher, None for an erased patient, or raises.
+    """
+    resource_type = wanted.resource_type
+    row = conn.execute(KEY_AND_INDEX_SQL, (resource_type, patient_id, kek_id)).fetchone()
+    if row is None and conn.execute(ANY_RESOURCE_SQL, (patient_id,)).fetchone() is None:
+        return []  # no such patient: nothing to find, as for a whole-type search
+    cipher = open_key(row[0] if row is not None else None)
+    if cipher is None:
+        return []
+    version, sealed = (row[1], row[2]) if row is not None else (None, None)
+    if not wanted.indexed:
+        ids = [
+            rid
+            for (rid,) in conn.execute(
+                "SELECT id FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
+                (patient_id, resource_type),
+            )
+        ][: wanted.count]
+    elif sealed is None:
+        return []  # the index is written with the resources: none means none of this type
+    else:
+        if version == INDEX_VERSION:
+            columns = Columns(open_index(cipher, patient_id, resource_type, sealed))
+        else:
+            # Written by a host of another version: evaluated from the resources themselves.
+            columns = Columns(_from_rows(conn, cipher, patient_id, resource_type, skip=set()).to_bytes())
+        ids = wanted.select(columns)
+    return [wanted.project(body) for body in _fetch(conn, cipher, patient_id, resource_type, ids)]
+
+
+def _fetch(conn: Connection, cipher: FieldCipher, patient_id: str, resource_type: str, ids: list[str]) -> list[str]:
+    """Decrypt only these resources, in this order; an id no longer the patient's is left out."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), FETCH_CHUNK):
+        chunk = ids[start : start + FETCH_CHUNK]
+        for rid, body in conn.execute(
+            f"SELECT id, body FROM resources WHERE patient_id = ? AND resource_type = ? "
+            f"AND id IN ({','.join('?' * len(chunk))})",
+            (patient_id, resource_type, *chunk),
+        ):
+            found[rid] = open_body(cipher, resource_type, rid, patient_id, body)
+    return [found[rid] for rid in ids if rid in found]
+
+
+def _from_rows(
+    conn: Connection, cipher: FieldCipher, patient_id: str, resource_type: str, skip: Iterable[str]
+) -> Index:
+    skipped = set(skip)
+    index = Index(resource_type)
+    for rid, body in conn.execute(
+        "SELECT id, body FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
+        (patient_id, resource_type),
+    ):
+        if rid not in skipped:
+            index.add(orjson.loads(open_body(cipher, resource_type, rid, patient_id, body)))
+    return index
+
+
+def _store(conn: Connection, cipher: FieldCipher, index: Index, patient_id: str) -> None:
+    conn.execute(
+        "INSERT INTO search_index (patient_id, resource_type, version, sealed) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (patient_id, resource_type) DO UPDATE SET version = excluded.version, sealed = excluded.sealed",
+        (patient_id, index.resource_type, INDEX_VERSION, seal(cipher, index, patient_id)),
+    )
