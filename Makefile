@@ -29,7 +29,7 @@ SERVE_FLAGS = $(if $(filter command line,$(origin HOST)),--host '$(HOST)') $(if 
 # `make functions JOBS=1`: how many functions build at once (default: one per core, at most 4).
 JOBS ?=
 
-.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq
+.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq fuzz
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ functions: install
 # instead of being built under a test's timeout.
 test: lint tools policy-check postgres rabbitmq functions
 	WARDFN_TEST_FUNCTIONS_PREBUILT=1 WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) WARDFN_RABBITMQ_BIN=$(RABBITMQ_BIN) $(BIN)/python -m pytest
+
+# The OpenAPI fuzzer alone, with more examples than `make test` gives it (25 an operation):
+# `make fuzz FUZZ_EXAMPLES=500`. schemathesis's engine, every check, against a real server.
+FUZZ_EXAMPLES ?= 200
+fuzz: install functions
+	WARDFN_TEST_FUNCTIONS_PREBUILT=1 WARDFN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/e2e/test_openapi.py
 
 # Installed from Debian's package with apt-get, not unpacked into the project as promtool is: the
 # server links a dozen shared libraries (ICU, LDAP, SSL, LLVM...) that only the package manager

@@ -39,6 +39,8 @@ class InvocationResult:
     decision_id: str
     audit_seq: int
     body: Any
+    # The decision let the caller break the glass: the answer says so, as its audit record does.
+    break_glass: bool = False
 
 
 @dataclass(frozen=True)

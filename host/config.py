@@ -127,7 +127,11 @@ class Settings(BaseSettings):
         "`WARDFN_JWT_PUBLIC_KEY_FILE` is required in production.",
     )
     jwt_leeway_s: int = Field(
-        default=5, description="Clock skew, in seconds, allowed when checking a token's expiry and other time claims."
+        default=5,
+        ge=0,
+        le=300,
+        description="Clock skew, in seconds, allowed when checking a token's expiry and other time claims: a token "
+        "is accepted up to this long past its `exp`. Kept small; `GET /v1/policy` states it (`token_leeway_s`).",
     )
 
     # Ceilings on what a manifest may ask for; the defaults (200 ms, 128 MiB, 1 MiB) are the manifest's.

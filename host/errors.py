@@ -4,6 +4,7 @@ WardfnError
 ├── ConfigurationError           settings unusable; the message names the setting
 ├── AuthenticationError          token missing, expired, forged, wrong issuer or audience
 ├── InvalidRequest               the caller's input is malformed
+│   └── InvalidArguments         `args` do not match the function's published schema; names field and rule
 ├── FunctionNotFound             no such function in the registry
 ├── PatientNotFound              no such patient (raised only after the policy allowed)
 ├── PolicyDenied                 the policy said no; carries its reasons
@@ -42,6 +43,14 @@ class AuthenticationError(WardfnError):
 
 class InvalidRequest(WardfnError):
     code = "invalid_request"
+
+
+class InvalidArguments(InvalidRequest):
+    """`args` that do not match the function's schema: each problem as (field, rule), never the value."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class FunctionNotFound(WardfnError):
@@ -115,12 +124,29 @@ class FunctionOutputRejected(FunctionFailed):
     code = "function_output_rejected"
 
 
+# The reasons a function may give for refusing its input, safe to show to the caller: a fixed list,
+# so nothing the function writes (which may hold patient data) ever reaches the answer. A function
+# gives one by starting its `invalid-input` string with `code:<reason>` (docs/functions.md).
+INVALID_INPUT_REASONS: dict[str, str] = {
+    "missing": "a required argument is missing",
+    "wrong_type": "an argument has the wrong type",
+    "out_of_range": "a number is outside the range the function accepts",
+    "not_one_of": "a value is not one of those the function accepts",
+    "conflicting": "arguments that cannot be given together",
+    "too_broad": "a search that would match too many patients; narrow it",
+    "needs_patient": "the function needs a patient id",
+    "takes_no_patient": "the function works on no patient; give no patient id",
+}
+
+
 class FunctionReturnedError(FunctionFailed):
-    """The function answered with its WIT `error` case: `kind` is the case name."""
+    """The function answered with its WIT `error` case: `kind` is the case name; `reason`, a code from
+    INVALID_INPUT_REASONS the function marked safe to show, or None."""
 
     code = "function_error"
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.reason = reason
         self.code = f"function_{kind.replace('-', '_')}"

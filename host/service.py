@@ -159,6 +159,7 @@ class InvocationService:
             decision_id=decision.id,
             audit_seq=record.seq,
             body=body,
+            break_glass=decision.break_glass,
         )
 
     def read_audit(self, read: AuditRead) -> AuditReadResult:

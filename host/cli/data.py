@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import MofNCompleteColumn, Progress
 
 from host.cli.common import cli_settings, err
+
+if TYPE_CHECKING:
+    from host.store.upsert import Written
 
 
 @click.group()
@@ -42,21 +46,35 @@ def data_import(paths: tuple[Path, ...]) -> None:
     """Import FHIR R4 Bundles (files, or every *.json in a directory); each bundle is all or nothing."""
     from host.data.fhir_import import bundle_files, import_bundles
     from host.store.resources import open_store
+    from host.store.upsert import Written
 
     settings = cli_settings()
     files = bundle_files(list(paths))
     store = open_store(settings)
-    resources = patients = 0
+    total = Written()
     try:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as progress:
             task = progress.add_task("importing bundles", total=len(files))
             for done in import_bundles(store, files, settings.import_max_bytes):
-                resources += done.resources
-                patients += done.patients
+                total.add(done.written)
                 progress.advance(task)
     finally:
         store.close()
-    err.print(f"imported {len(files)} bundles: {resources} resources, {patients} patients")
+    for line in import_report(len(files), total):
+        err.print(line, soft_wrap=True)
+
+
+def import_report(bundles: int, written: Written) -> list[str]:
+    """What an import did, in words: new, updated and unchanged, of resources and of patients."""
+    resources, patients = written.resources, written.patients
+    lines = [
+        f"read {bundles} bundles: {resources.total} resources, {patients.total} patients",
+        f"resources: {resources.new} new, {resources.updated} updated, {resources.unchanged} unchanged",
+        f"patients: {patients.new} new, {patients.updated} updated, {patients.unchanged} unchanged",
+    ]
+    if not written.changed:
+        lines.append("nothing changed: the store already held every resource as given; nothing was written")
+    return lines
 
 
 @data.command("patients")

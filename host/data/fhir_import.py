@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from host.errors import InvalidRequest
 from host.store.resources import ResourceStore
+from host.store.upsert import Written
 
 BUNDLE_TYPES = {"transaction", "collection", "batch", "searchset"}
 URN_UUID = "urn:uuid:"
@@ -26,9 +27,18 @@ URN_UUID = "urn:uuid:"
 
 @dataclass(frozen=True)
 class ImportedBundle:
+    """One bundle imported: how many resources and patients it held, and what the import changed."""
+
     path: Path
-    resources: int
-    patients: int
+    written: Written
+
+    @property
+    def resources(self) -> int:
+        return self.written.resources.total
+
+    @property
+    def patients(self) -> int:
+        return self.written.patients.total
 
 
 class BundleRejected(InvalidRequest):
@@ -136,9 +146,7 @@ def _json_position(exc: Exception) -> str:
 
 
 def import_bundles(store: ResourceStore, files: list[Path], max_bytes: int) -> Iterator[ImportedBundle]:
-    """Import each file in turn, each in one transaction; stops at the first rejected bundle."""
+    """Import each file in turn, each in one transaction, writing only what is new or changed; stops at
+    the first rejected bundle."""
     for path in files:
-        resources = read_bundle(path, max_bytes)
-        store.add_resources(resources)
-        patients = sum(1 for r in resources if r["resourceType"] == "Patient")
-        yield ImportedBundle(path=path, resources=len(resources), patients=patients)
+        yield ImportedBundle(path=path, written=store.upsert_resources(read_bundle(path, max_bytes)))

@@ -21,7 +21,7 @@ from host.http import routes_audit, routes_functions, routes_operations
 from host.http.errors import install_error_handlers
 from host.http.logs import configure_logging
 from host.http.middleware import RequestContext
-from host.http.schemas import ErrorResponse
+from host.http.openapi import install_openapi
 
 log = logging.getLogger("wardfn.http")
 
@@ -60,12 +60,13 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         version="0.1.0",
         summary="Patient-data functions in WebAssembly sandboxes, behind a policy decision, with an audit trail.",
         lifespan=lifespan,
-        responses={code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 500, 503, 504)},
     )
     app.add_middleware(RequestContext, max_body=settings.max_request_bytes)
     install_error_handlers(app)
     for routes in (routes_functions, routes_audit, routes_operations):
         app.include_router(routes.router)
+    # Each function's own invoke operation, its arguments schema in the request body.
+    install_openapi(app, lambda: app.state.host.registry.all() if hasattr(app.state, "host") else [])
     return app
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from host.assembly import Host
 from host.errors import AuthenticationError
 from host.http.errors import request_id_of
 from host.types import Subject
+
+# Describes the scheme in the OpenAPI; the verifier reads the header itself (auto_error off), so that
+# every failure is one of ours: audited, and answered 401 with the one error body.
+_BEARER = HTTPBearer(
+    bearerFormat="JWT", description="A bearer JWT; in development `wardfn token` prints one.", auto_error=False
+)
 
 
 def _host(request: Request) -> Host:
@@ -21,7 +28,7 @@ def _host(request: Request) -> Host:
 HostDep = Annotated[Host, Depends(_host)]
 
 
-async def _subject(request: Request, host: HostDep) -> Subject:
+async def _subject(request: Request, host: HostDep, _scheme: Annotated[object, Depends(_BEARER)]) -> Subject:
     try:
         return host.verifier.verify(request.headers.get("authorization"))
     except AuthenticationError as exc:

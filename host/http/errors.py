@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,10 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from host.errors import (
+    INVALID_INPUT_REASONS,
     AuthenticationError,
     FunctionNotFound,
     FunctionReturnedError,
     FunctionTimedOut,
+    InvalidArguments,
     InvalidRequest,
     PatientNotFound,
     PolicyDenied,
@@ -27,7 +30,8 @@ from host.http.schemas import ErrorResponse
 log = logging.getLogger("wardfn.http")
 
 # What a function's own error case becomes. The function's message is not passed
-# on: it could carry patient data, and errors never do.
+# on: it could carry patient data, and errors never do. Only a reason code from the
+# fixed list (host.errors.INVALID_INPUT_REASONS) is, when the function gave one.
 _FUNCTION_ERRORS = {
     "invalid-input": (422, "the function rejected its input"),
     "not-found": (404, "the function found nothing for this request"),
@@ -49,12 +53,15 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "unknown")
 
 
-def error_response(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = ErrorResponse.model_validate(
         {"error": {"code": code, "message": message, "request_id": request_id_of(request), **extra}}
     )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
 
 async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
@@ -62,7 +69,12 @@ async def _wardfn_error(request: Request, exc: Exception) -> JSONResponse:
     request.state.outcome = exc.code
     if isinstance(exc, FunctionReturnedError):
         status, message = _FUNCTION_ERRORS.get(exc.kind, _FUNCTION_ERRORS["internal"])
-        return error_response(request, status, exc.code, message)
+        if exc.reason is not None:
+            message = f"{message}: {INVALID_INPUT_REASONS[exc.reason]}"
+        return error_response(request, status, exc.code, message, reason=exc.reason)
+    if isinstance(exc, InvalidArguments):
+        fields = [{"field": field, "rule": rule} for field, rule in exc.problems]
+        return error_response(request, 422, exc.code, str(exc), fields=fields)
     if isinstance(exc, PolicyDenied):
         return error_response(request, 403, exc.code, "denied by policy", reasons=exc.reasons)
     if isinstance(exc, Unavailable):
@@ -86,14 +98,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = exc.errors()
     if any(p.get("type") == "json_invalid" for p in problems):
         return error_response(request, 400, "malformed_json", "the request body is not valid JSON")
-    # Name the fields, never echo the values: they may be patient data.
-    fields = sorted({".".join(str(part) for part in p.get("loc", ()) if part != "body") for p in problems})
-    return error_response(request, 422, "invalid_request", f"invalid or missing: {', '.join(fields)}")
+    # Name the fields and the rules, never echo the values: they may be patient data.
+    named = [(_location(p.get("loc", ())), str(p.get("type", "invalid"))) for p in problems]
+    fields = sorted({field for field, _ in named})
+    return error_response(
+        request,
+        422,
+        "invalid_request",
+        f"invalid or missing: {', '.join(fields)}",
+        fields=[{"field": field, "rule": rule} for field, rule in dict.fromkeys(named)],
+    )
+
+
+def _location(loc: Any) -> str:
+    return ".".join(str(part) for part in loc if part != "body")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(request, exc.status_code, "http_error", str(exc.detail))
+    # Starlette's own headers pass on: a 405 says which methods the path allows (`Allow`, RFC 9110).
+    return error_response(request, exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

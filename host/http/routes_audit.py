@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from host.attempts import AuditRead
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
+from host.http.openapi import error_responses
 from host.http.schemas import AuditPage, AuditRecordOut, Purpose
 from host.service import AUDIT_READ_FUNCTION
 from host.types import AuditRecord
@@ -22,7 +23,12 @@ _SEALED_AUDIT_FIELDS = ("query", "break_glass_reason")
 router = APIRouter()
 
 
-@router.get("/v1/audit/records", response_model=AuditPage, tags=["audit"])
+@router.get(
+    "/v1/audit/records",
+    response_model=AuditPage,
+    tags=["audit"],
+    responses=error_responses(401, 403, 413, 422, 500, 503),
+)
 async def audit_records(
     request: Request,
     host: HostDep,

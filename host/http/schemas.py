@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from host.errors import INVALID_INPUT_REASONS
+
 # FHIR's id type: what a patient id may look like, checked before anything runs.
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
 
@@ -21,6 +23,10 @@ class Purpose(StrEnum):
     HRESCH = "HRESCH"
     PATRQT = "PATRQT"
     HCOMPL = "HCOMPL"
+
+
+# The reasons a function may give for refusing its input (host.errors.INVALID_INPUT_REASONS).
+InvalidInputReason = StrEnum("InvalidInputReason", {code: code for code in INVALID_INPUT_REASONS})  # type: ignore[misc]
 
 
 class InvokeBody(BaseModel):
@@ -39,6 +45,8 @@ class InvokeResponse(BaseModel):
     version: str
     decision_id: str
     audit_seq: int
+    # True when the answer was released by break-the-glass (the `X-Break-Glass` header says it too).
+    break_glass: bool
     result: Any
 
 
@@ -50,13 +58,48 @@ class FunctionInfo(BaseModel):
     patient: str
     reads: list[str]
     digest: str
+    # The JSON Schema (2020-12) the invocation's `args` must match, checked before anything runs.
+    args_schema: dict[str, Any]
+
+
+class FieldProblem(BaseModel):
+    """A field of the request and the rule it broke (a JSON Schema keyword, or pydantic's error type)."""
+
+    field: str
+    rule: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    # policy, store, audit: whether each answers.
+    checks: dict[str, bool]
+
+
+class PolicyStatus(BaseModel):
+    engine: str
+    revision: str
+    healthy: bool
+    # Hits, misses and the hit rate of the decision cache; null when caching is off.
+    decision_cache: dict[str, Any] | None
+    # Seconds a token is still accepted past its `exp` (and before its `nbf`/`iat`): clock skew
+    # allowed between the token issuer and this host (WARDFN_JWT_LEEWAY_S).
+    token_leeway_s: int
 
 
 class ErrorDetail(BaseModel):
     code: str
     message: str
     request_id: str
+    # 403: why the policy denied.
     reasons: list[str] | None = None
+    # 422: each invalid field and the rule it broke; never the value sent.
+    fields: list[FieldProblem] | None = None
+    # 422 from the function itself: a code from the fixed list (docs/functions.md), when it gave one.
+    reason: InvalidInputReason | None = None
 
 
 class ErrorResponse(BaseModel):

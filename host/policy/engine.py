@@ -7,6 +7,7 @@ engine (`host.policy.opa`), so the engines cannot differ in how they read a deci
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -201,9 +202,11 @@ class RegoPolicyEngine:
         document with `whole_package`), or None when the package is undefined."""
         interpreter: regopy.Interpreter = self._local.interpreter
         # Build the input first: if it is not JSON-like this raises before the interpreter
-        # is touched, so the previous request's input is never queried by mistake.
-        value = regopy.Input(input)
-        interpreter.set_input(value)
+        # is touched, so the previous request's input is never queried by mistake. As JSON text:
+        # regopy.Input(dict) does not escape strings, so a backslash or a quote in a value (a
+        # break-the-glass reason, a token's subject) made the query fail (found by the API fuzzer).
+        term = json.dumps(input, ensure_ascii=False, allow_nan=False)
+        interpreter.set_input_term(term)
         try:
             output = interpreter.query_bundle(self._local.package_bundle if whole_package else self._local.bundle)
         except ValueError as exc:

@@ -148,8 +148,10 @@ def _directory_search(_store: object, query: Record, limit: int) -> list[Record]
     )
     if any(len(value) > MAX_ARGUMENT_CHARS for value in (wanted.name, wanted.birth_date, wanted.identifier) if value):
         return Variant("denied", TOO_LONG)
-    if not wanted.keys():
+    if wanted.name is None and wanted.birth_date is None and wanted.identifier is None:
         return Variant("denied", "a search needs a name, a birth date or an identifier")
+    # A key that normalises to nothing ("-", " ", a lone accent) is a search like any other: it
+    # matches no one (the store answers none for a query without keys), and is audited as made.
     context.check_time()
     try:
         found = context.directory(wanted, max(0, min(limit, DIRECTORY_LIMIT)))

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from wasmtime.component import Variant
 
-from host.errors import FunctionOutputRejected, FunctionReturnedError
+from host.errors import INVALID_INPUT_REASONS, FunctionOutputRejected, FunctionReturnedError
+
+# `invalid-input("code:out_of_range ...")`: a reason the function marks safe to show. Only the code
+# is kept, and only if it is on the fixed list; the text after it stays the function's own.
+_REASON = re.compile(r"code:([a-z_]{1,40})(?=[\s:]|$)")
 
 
 def unwrap(result: object) -> str:
     """wasmtime lifts `result<response, error>` as a Record (ok) or a Variant (err)."""
     if isinstance(result, Variant):
-        raise FunctionReturnedError(result.tag, str(result.payload)[:500])
+        message = str(result.payload)[:500]
+        raise FunctionReturnedError(result.tag, message, _reason(result.tag, message))
     body = getattr(result, "body", None)
     if not isinstance(body, str):
         raise FunctionOutputRejected("the function's answer is not a response record")
@@ -28,3 +34,9 @@ def parse_body(body: str, limit: int) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise FunctionOutputRejected("the function's answer is not JSON") from exc
+
+
+def _reason(kind: str, message: str) -> str | None:
+    """The listed reason code an `invalid-input` message starts with, or None."""
+    found = _REASON.match(message) if kind == "invalid-input" else None
+    return found.group(1) if found and found.group(1) in INVALID_INPUT_REASONS else None

@@ -43,6 +43,7 @@ from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnrea
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
 from host.store.search_query import parse_query
+from host.store.upsert import Written, upsert
 from host.types import DirectoryQuery
 
 if TYPE_CHECKING:
@@ -54,10 +55,6 @@ SEARCH_SQL = (
     "SELECT r.id, r.body, k.wrapped FROM resources r "
     "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
     "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
-)
-UPSERT_SQL = (
-    "INSERT INTO resources (resource_type, id, patient_id, body) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id, body = excluded.body"
 )
 CIPHER_CACHE = 4096
 
@@ -121,17 +118,20 @@ class ResourceStore:
         return self._keys.kek_id
 
     def add_resources(self, resources: Iterable[dict[str, Any]]) -> int:
-        """Add (or replace, by type and id) resources in one transaction; returns how many."""
+        """Add (or replace, by type and id) resources in one transaction; returns how many were given."""
+        return self.upsert_resources(resources).resources.total
+
+    def upsert_resources(self, resources: Iterable[dict[str, Any]]) -> Written:
+        """Add resources in one transaction, writing only those new or changed (by type and id); says
+        how many resources and patients were new, updated and unchanged."""
         rows = ResourceRows(resources)
         with self._use("write to") as conn:
             with self._write(conn):
                 sealer = self._sealer(conn)
-                plain = list(rows)
-                sealed = [(t, i, p, sealer.seal(t, i, p, body)) for t, i, p, body in plain]
-                conn.executemany(UPSERT_SQL, sealed)
-                index_patients(conn, rows.patients, self._blind)
+                written, patients, plain = upsert(conn, sealer, rows)
+                index_patients(conn, patients, self._blind)
                 search_index.update(conn, sealer.cipher, plain)
-        return rows.count
+        return written
 
     def search(self, patient_id: str, resource_type: str) -> list[str]:
         """The JSON bodies of one patient's resources of one type ("Patient": the patient itself)."""

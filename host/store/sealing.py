@@ -28,6 +28,10 @@ class Sealer:
         """The patient's cipher (for what else is sealed under their key, such as their search index)."""
         return self._cipher(patient_id)
 
+    def open(self, resource_type: str, resource_id: str, patient_id: str | None, body: Any) -> str:
+        """A stored body of this row, opened (to compare a resource given again with what is stored)."""
+        return open_body(self._cipher(patient_id), resource_type, resource_id, patient_id, body)
+
     def _cipher(self, patient_id: str | None) -> FieldCipher:
         if patient_id is None:
             return self._shared

@@ -85,7 +85,9 @@ def test_health_and_docs(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
     assert httpx.get(f"{server.url}/docs").status_code == 200
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
-    assert "/v1/functions/{name}/invoke" in paths and "/v1/patients/{patient_id}/summary" in paths
+    # One invoke operation per function served (its arguments schema in the body), not the template.
+    assert "/v1/functions/patient_lookup/invoke" in paths and "/v1/patients/{patient_id}/summary" in paths
+    assert "/v1/functions/{name}/invoke" not in paths
 
 
 def _expired_dev_token(server: ServerProcess) -> str:
@@ -290,3 +292,96 @@ def test_server_log_carries_no_patient_data(server: ServerProcess, patients: Pat
     output = server.output()
     assert '"route": "/v1/patients/{patient_id}/summary"' in output
     assert patient_id not in output and family not in output
+
+
+# --- what a client author can act on (issue 14) ---------------------------------------------------
+
+INVALID_ARGS = [
+    ("clinical_calc", None, {"calculator": "bmi", "weight_kg": -70, "height_cm": 175}, "args.weight_kg", "minimum"),
+    ("clinical_calc", None, {"calculator": "egfr", "age": 60, "sex": "female"}, "args.creatinine_mg_dl", "required"),
+    ("patient_search", None, {}, "args", "anyOf"),
+    ("patient_search", None, {"birth_date": "Jane Doe"}, "args.birth_date", "pattern"),
+    ("fhir_export", "patient", {"type": "Jane Doe"}, "args.type", "enum"),
+    ("patient_lookup", "patient", {"Jane Doe": 1}, "args", "additionalProperties"),
+    ("med_safety", "patient", {"Jane Doe": 1}, "args", "additionalProperties"),
+    ("deidentify", "patient", {"Jane Doe": 1}, "args", "additionalProperties"),
+]
+
+
+@pytest.mark.parametrize(("function", "patient", "args", "field", "rule"), INVALID_ARGS)
+def test_invalid_arguments_get_422_naming_the_field_and_rule_never_the_value(
+    server: ServerProcess, patients: Patients, function: str, patient: str | None, args: object, field: str, rule: str
+) -> None:
+    body = {"args": args, **({"patient_id": patients.consenting[0]} if patient else {})}
+    response = httpx.post(f"{server.url}/v1/functions/{function}/invoke", json=body, headers=server.headers())
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["message"].startswith(field)
+    assert {"field": field, "rule": rule} in error["fields"]
+    assert "Jane" not in response.text and "-70" not in response.text
+
+
+def test_the_catalogue_publishes_each_functions_arguments_schema(server: ServerProcess) -> None:
+    listed = {f["name"]: f for f in httpx.get(f"{server.url}/v1/functions", headers=server.headers()).json()}
+    for name in ("clinical_calc", "patient_lookup", "patient_search", "med_safety", "fhir_export", "deidentify"):
+        schema = listed[name]["args_schema"]
+        assert schema["type"] == "object", name
+    assert listed["clinical_calc"]["args_schema"]["properties"]["calculator"]["enum"] == ["bmi", "egfr", "cha2ds2_vasc"]
+    openapi = httpx.get(f"{server.url}/openapi.json").json()
+    assert openapi["components"]["schemas"]["patient_search_args"]["anyOf"]
+
+
+@pytest.mark.parametrize(("code", "passed"), [("out_of_range", True), ("too_broad", True), ("made_up", False)])
+def test_a_functions_own_reason_reaches_the_caller_only_as_a_listed_code(
+    server: ServerProcess, patients: Patients, code: str, passed: bool
+) -> None:
+    patient_id = patients.consenting[2]
+    body = {"patient_id": patient_id, "args": {"mode": "reason", "target": code}}
+    response = httpx.post(f"{server.url}/v1/functions/hostile/invoke", json=body, headers=server.headers())
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "function_invalid_input"
+    assert error.get("reason") == (code if passed else None)
+    assert patient_id not in response.text  # the function's free text never passes
+
+
+def test_a_break_the_glass_answer_says_so(server: ServerProcess, patients: Patients) -> None:
+    patient_id = patients.consenting[0]
+    glass = httpx.post(
+        f"{server.url}/v1/functions/patient_lookup/invoke",
+        json={"patient_id": patient_id, "purpose": "ETREAT", "break_glass_reason": "arrest on the ward"},
+        headers=server.headers("rn-glass-2", "nurse"),
+    )
+    assert glass.status_code == 200, glass.text
+    assert glass.json()["break_glass"] is True and glass.headers["x-break-glass"] == "true"
+    [record] = _audit_for(server, glass.json()["request_id"])
+    assert record.event.break_glass is True  # type: ignore[attr-defined]
+    usual = httpx.get(f"{server.url}/v1/patients/{patient_id}/summary", headers=server.headers())
+    assert usual.json()["break_glass"] is False and usual.headers["x-break-glass"] == "false"
+
+
+def test_a_method_the_path_does_not_allow_gets_405_with_allow(server: ServerProcess) -> None:
+    for method, path, allowed in [
+        ("DELETE", "/v1/functions/patient_lookup/invoke", "POST"),
+        ("PUT", "/v1/functions", "GET"),
+        ("POST", "/healthz", "GET"),
+    ]:
+        response = httpx.request(method, f"{server.url}{path}", headers=server.headers())
+        assert response.status_code == 405, (method, path)
+        assert allowed in response.headers["allow"]
+        assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+
+
+def test_the_token_leeway_is_stated_and_a_token_past_it_is_refused(server: ServerProcess) -> None:
+    status = httpx.get(f"{server.url}/v1/policy", headers=server.headers())
+    assert status.status_code == 200
+    leeway = status.json()["token_leeway_s"]
+    assert leeway == server.settings.jwt_leeway_s == 5
+    private_path, _ = ensure_dev_keypair(server.settings.key_dir)
+    key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    claims = jwt.decode(server.token("dr-grey", "authorized_medical_staff"), options={"verify_signature": False})
+    now = int(time.time())
+    claims.update(iat=now - 600, nbf=now - 600, exp=now - leeway - 2)
+    late = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "wardfn-dev"})  # type: ignore[arg-type]
+    response = httpx.get(f"{server.url}/v1/functions", headers={"Authorization": f"Bearer {late}"})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"

@@ -19,6 +19,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from pydantic import ValidationError
 
 from host.auth import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY, TokenVerifier, issue_dev_token
 from host.config import DEV_ISSUER, Settings, load_settings
@@ -196,6 +197,27 @@ def test_leeway_accepts_a_just_expired_token(tmp_path: Path) -> None:
     now = int(time.time())
     token = jwt.encode(claims(settings, exp=now - 10), dev_private_key(settings), "EdDSA")
     assert TokenVerifier.from_settings(settings).verify(bearer(token)).id == "u-100"
+
+
+def test_the_default_leeway_is_a_few_seconds_and_no_more(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    assert settings.jwt_leeway_s == 5
+    key, now = dev_private_key(settings), int(time.time())
+    verifier = TokenVerifier.from_settings(settings)
+    # Well inside the leeway: accepted. Past it (by two seconds, so a slow machine cannot blur it): refused.
+    assert verifier.verify(bearer(jwt.encode(claims(settings, exp=now - 2), key, "EdDSA"))).id == "u-100"
+    for late in (
+        claims(settings, exp=now - settings.jwt_leeway_s - 2),
+        claims(settings, nbf=now + settings.jwt_leeway_s + 60, iat=now),
+    ):
+        with pytest.raises(AuthenticationError):
+            verifier.verify(bearer(jwt.encode(late, key, "EdDSA")))
+
+
+@pytest.mark.parametrize("value", [-1, 301])
+def test_the_leeway_is_bounded(tmp_path: Path, value: int) -> None:
+    with pytest.raises(ValidationError, match="jwt_leeway_s"):
+        load_settings(home=tmp_path, jwt_leeway_s=value)
 
 
 # --- production -------------------------------------------------------------------------

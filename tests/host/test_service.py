@@ -582,7 +582,8 @@ def test_a_directory_query_past_the_budget_is_refused_to_the_function(world: Wor
 
 
 def test_a_reusable_instance_is_given_back_and_never_handed_a_patient(world: World) -> None:
-    calc = Invocation("c-1", STAFF, "clinical_calc", None, "TREAT", {"calculator": "bmi"})
+    bmi = {"calculator": "bmi", "weight_kg": 70, "height_cm": 175}
+    calc = Invocation("c-1", STAFF, "clinical_calc", None, "TREAT", bmi)
     world.service(FixedPolicy(obligations=READS_PATIENT)).invoke(calc)
     [(_, scope)] = world.sandbox.calls
     assert scope == Scope(patient_id=None)

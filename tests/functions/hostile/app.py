@@ -183,4 +183,8 @@ class Handler(exports.Handler):
             _attempt(lambda: records.search(request.patient_id, "Patient"))
             target = str(args.get("target", ""))
             return Response(json.dumps({"parts": [target[i : i + 3] for i in range(0, len(target), 3)]}))
+        if mode == "reason":
+            # A listed reason code, then free text holding the patient's id: only the code may pass.
+            code = str(args.get("target", "out_of_range"))
+            raise Err(Error_InvalidInput(f"code:{code} for patient {request.patient_id}"))
         raise Err(Error_InvalidInput("unknown mode"))

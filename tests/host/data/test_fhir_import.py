@@ -71,12 +71,45 @@ def test_every_shared_bundle_imports_with_references_resolved(store: ResourceSto
     assert store.count_patients() == 11
 
 
-def test_reimporting_the_same_bundle_changes_nothing(store: ResourceStore, tmp_path: Path) -> None:
+def _sealed(path: Path) -> list[tuple[str, str, bytes]]:
+    """Every row's sealed bytes: a fresh nonce on every write, so any write changes them."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT resource_type, id, body FROM resources ORDER BY 1, 2").fetchall()
+    db.close()
+    return [(t, i, bytes(b)) for t, i, b in rows]
+
+
+def test_reimporting_the_same_bundle_changes_nothing_and_says_so(store: ResourceStore, tmp_path: Path) -> None:
     files = bundle_files([synthea_dir()])[:2]
-    list(import_bundles(store, files, LIMIT))
-    before = _dump(store, tmp_path / "wardfn.db")
-    list(import_bundles(store, files, LIMIT))
+    first = list(import_bundles(store, files, LIMIT))
+    assert all(b.written.resources.new == b.resources > 0 and b.written.patients.new == 1 for b in first)
+    before, sealed = _dump(store, tmp_path / "wardfn.db"), _sealed(tmp_path / "wardfn.db")
+    again = list(import_bundles(store, files, LIMIT))
+    assert [(b.written.resources.unchanged, b.written.patients.unchanged) for b in again] == [
+        (b.resources, 1) for b in first
+    ]
+    assert not any(b.written.changed for b in again)
+    assert _sealed(tmp_path / "wardfn.db") == sealed  # not one row rewritten
     assert _dump(store, tmp_path / "wardfn.db") == before
+
+
+def test_reimporting_a_changed_bundle_writes_and_counts_only_the_changes(store: ResourceStore, tmp_path: Path) -> None:
+    [path] = bundle_files([synthea_dir()])[:1]
+    [first] = import_bundles(store, [path], LIMIT)
+    bundle = json.loads(path.read_bytes())
+    observation = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+    observation["status"] = "amended" if observation.get("status") != "amended" else "final"
+    bundle["entry"].append({"resource": {**observation, "id": "added-observation-1"}})
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(bundle))
+    sealed = dict(((t, i), b) for t, i, b in _sealed(tmp_path / "wardfn.db"))
+    [second] = import_bundles(store, [changed], LIMIT)
+    assert (second.written.resources.new, second.written.resources.updated) == (1, 1)
+    assert second.written.resources.unchanged == first.resources - 1
+    patients = second.written.patients
+    assert (patients.new, patients.updated, patients.unchanged) == (0, 1, 0)
+    rewritten = [key for t, i, b in _sealed(tmp_path / "wardfn.db") if sealed.get(key := (t, i)) != b]
+    assert sorted(rewritten) == sorted([("Observation", observation["id"]), ("Observation", "added-observation-1")])
 
 
 def _small_bundle() -> dict[str, Any]:

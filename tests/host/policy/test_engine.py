@@ -54,6 +54,14 @@ def test_build_input_has_the_host_shape(engine: RegoPolicyEngine) -> None:
     assert decided.allow is True and decided.break_glass is True
 
 
+@pytest.mark.parametrize("reason", ["C:\\ward\\3", 'he said "now"', "x\\(", "line\nbreak", "\u2028é😀"])
+def test_any_text_in_the_input_reaches_the_policy_intact(engine: RegoPolicyEngine, reason: str) -> None:
+    # A backslash or a quote in a break-the-glass reason once made the embedded engine fail (503).
+    patient = {"id": "p-0001", "care_team": ["rn-b"], "consent_directives": []}
+    decided = engine.decide(build_input(Subject("rn-z", "nurse"), "read-summary", "ETREAT", patient, reason))
+    assert decided.allow is True and decided.break_glass is True
+
+
 def test_seed_shape_input_keeps_the_seed_answers(engine: RegoPolicyEngine) -> None:
     seed = {
         "action": "access_patient_data",

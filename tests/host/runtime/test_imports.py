@@ -140,3 +140,9 @@ def test_pseudonym_for_another_patient_is_refused(rig: Rig) -> None:
     with pytest.raises(FunctionReturnedError):
         # The request names one patient while the scope grants another: nothing can be read.
         rig.sandbox.call(prepared, FunctionRequest(patient["id"], "TREAT", {}), scope, rig.limits["deidentify"])
+
+
+@pytest.mark.parametrize("query", [{"name": "-"}, {"name": " \u0301 "}, {"identifier": " "}])
+def test_a_key_that_normalises_to_nothing_matches_no_one(rig: Rig, query: dict[str, str]) -> None:
+    # Valid by the function's schema, so never a refusal (the OpenAPI fuzzer's positive data): no match.
+    assert rig.call("patient_search", None, query, imports=SEARCH) == {"count": 0, "matches": []}

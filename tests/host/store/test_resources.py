@@ -183,6 +183,22 @@ def test_adding_again_replaces_by_type_and_id(store: ResourceStore) -> None:
     assert [b.get("status") for b in bodies] == ["amended", None]
 
 
+def test_upserting_writes_only_what_is_new_or_changed_and_counts_it(store: ResourceStore) -> None:
+    again = store.upsert_resources(RESOURCES)
+    assert (again.resources.new, again.resources.updated, again.resources.unchanged) == (0, 0, len(RESOURCES))
+    assert (again.patients.unchanged, again.changed) == (2, False)
+    # Key order is not a change; a new field is, and so is a resource moved to another patient.
+    reordered = dict(reversed(list(patient("p1", "Wei", "Zhang").items())))
+    written = store.upsert_resources(
+        [reordered, {**observation("o1", "p1"), "status": "amended"}, observation("o3", "p1"), patient("p9", "N", "E")]
+    )
+    assert (written.resources.new, written.resources.updated, written.resources.unchanged) == (1, 2, 1)
+    # p1: an observation changed and one moved to them; p9 is new.
+    assert (written.patients.new, written.patients.updated, written.patients.unchanged) == (1, 1, 0)
+    assert [json.loads(b)["id"] for b in store.search("p1", "Observation")] == ["o1", "o2", "o3"]
+    assert store.search("p2", "Observation") == []
+
+
 def test_a_bad_resource_rolls_back_the_whole_batch(store: ResourceStore) -> None:
     with pytest.raises(InvalidRequest):
         store.add_resources([patient("p3", "A", "B"), {"resourceType": "Patient"}])
