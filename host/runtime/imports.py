@@ -78,14 +78,14 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
         bodies = context.read(patient_id, resource_type)
     except StoreUnavailable:
         return Variant("unavailable", "the record store is unavailable")
-    if not scope.mask and not scope.drop:
+    if not scope.mask and not scope.drop and not scope.generalise:
         return bodies
-    # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
+    # Masked, dropped and generalised fields never enter the sandbox whole: the function cannot leak what it never had.
     filtered = []
     try:
         for body in bodies:
             context.check_time()
-            filtered.append(apply_obligations(body, scope.mask, scope.drop, context.withheld))
+            filtered.append(apply_obligations(body, scope.mask, scope.drop, context.withheld, scope.generalise))
     except (ValueError, TypeError):
         return Variant("unavailable", "a stored record could not be filtered")
     return filtered
