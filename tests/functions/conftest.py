@@ -19,7 +19,14 @@ from host.config import PROJECT_ROOT
 
 FUNCTIONS = PROJECT_ROOT / "functions"
 # What the bindings and the guests put in sys.modules; removed again after each test module.
-GUEST_MODULES = ("wit_world", "componentize_py_types", "componentize_py_async_support", "poll_loop", "wardfn_guest")
+GUEST_MODULES = (
+    "wit_world",
+    "componentize_py_types",
+    "componentize_py_async_support",
+    "poll_loop",
+    "wardfn_guest",
+    "wardfn_withheld",
+)
 
 
 @dataclass
