@@ -35,7 +35,9 @@ def test_billings_med_safety_answers_safe_null_never_safe(server: ServerProcess,
     assert result["safe"] is None and result["withheld"] == ["AllergyIntolerance"]
     assert result["flags"] == WITHHELD and result["checked"]["active_allergies"] == WITHHELD
     assert isinstance(result["checked"]["active_medications"], int), "the granted medications are still read"
-    summary = _invoke(server, "patient_lookup", patient_id, "billing-1", "billing", "HPAYMT").json()["result"]
+    looked_up = _invoke(server, "patient_lookup", patient_id, "billing-1", "billing", "HPAYMT")
+    assert looked_up.status_code == 200, looked_up.text
+    summary = looked_up.json()["result"]
     assert summary["allergies"] == WITHHELD and summary["vital_signs"] == WITHHELD
     assert isinstance(summary["medications"], list)
 
