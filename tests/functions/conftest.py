@@ -108,10 +108,17 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     out = tmp_path_factory.mktemp("bindings")
     generate_bindings(PROJECT_ROOT / "wit", out)
     saved_path = list(sys.path)
+    _forget_guest_modules()  # a guest module loaded by another test module holds other classes (Withheld)
     try:
         yield Guest(out)
     finally:
         sys.path[:] = saved_path
-        for name in list(sys.modules):
-            if name.split(".")[0] in GUEST_MODULES or name.startswith("guest_app_"):
-                del sys.modules[name]
+        _forget_guest_modules()
+
+
+def _forget_guest_modules() -> None:
+    """Drop the bindings and every module loaded from functions/ from sys.modules."""
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None) or ""
+        if name.split(".")[0] in GUEST_MODULES or name.startswith("guest_app_") or source.startswith(str(FUNCTIONS)):
+            del sys.modules[name]
