@@ -234,6 +234,7 @@ class InvocationService:
             resource_types=obligations.resource_types & frozenset(manifest.reads),
             mask=obligations.mask,
             drop=obligations.drop,
+            generalise=obligations.generalise,
             # The manifest asks, the decision grants: only an import both name is linked.
             imports=obligations.imports & manifest.asks,
         )
@@ -249,8 +250,8 @@ class InvocationService:
                 self._pool.give_back(loaded.pool_key, prepared)
         else:
             result = self._sandbox.call(prepared, request, scope, loaded.limits, directory)
-        # Again on the way out: nothing withheld, masked or dropped may be in the answer.
-        check_output(result.body, scope.resource_types, scope.mask, scope.drop, result.withheld)
+        # Again on the way out: nothing withheld, masked, dropped or generalised away may be in the answer.
+        check_output(result.body, scope.resource_types, scope.mask, scope.drop, result.withheld, scope.generalise)
         return result.body
 
     def _directory_search(

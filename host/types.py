@@ -28,14 +28,18 @@ IMPORTS = frozenset({"directory", "pseudonym", "log"})
 IDENTIFYING_FIELDS = frozenset(
     {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.photo", "Patient.contact"}
 )
+# Generalisations that leave nothing identifying of their field (Safe Harbor's three ZIP digits): beside
+# a pseudonym they count as dropping it.
+DEIDENTIFYING_GENERALISATIONS = frozenset({"Patient.address:zip3"})
 
 
 @dataclass(frozen=True)
 class Obligations:
-    """What an allow binds the function to: the resource types it may read, fields masked, fields dropped.
+    """What an allow binds the function to: the resource types it may read, fields masked, dropped, generalised.
 
     Field selectors are `Type.element` or `*.element` (any type); `Type.element(CODE)` narrows a
     list of identifiers to those whose v2-0203 type code is CODE (e.g. `Patient.identifier(SS)`).
+    Generalisations are `Type.element:method` (`*.*:year` for every element of every type).
     """
 
     resource_types: frozenset[str] = frozenset()
@@ -43,6 +47,7 @@ class Obligations:
     drop: frozenset[str] = frozenset()
     # The host imports granted besides `records` (a subset of IMPORTS): the manifest asks, this grants.
     imports: frozenset[str] = frozenset()
+    generalise: frozenset[str] = frozenset()
 
     def as_json(self) -> dict[str, list[str]]:
         return {
@@ -50,6 +55,7 @@ class Obligations:
             "mask": sorted(self.mask),
             "drop": sorted(self.drop),
             "imports": sorted(self.imports),
+            "generalise": sorted(self.generalise),
         }
 
 
@@ -91,6 +97,7 @@ class Scope:
     drop: frozenset[str] = frozenset()
     # The imports linked besides `records`: what the manifest asked for and the decision granted.
     imports: frozenset[str] = frozenset()
+    generalise: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

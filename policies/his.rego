@@ -2,8 +2,9 @@
 #
 # The host asks for the whole package and reads `allow`, `deny`, `reasons`, `obligations` and
 # `break_glass`. It decides allow AND NOT deny (deny wins), and binds what the function may read
-# to `obligations`: the resource types it may read, the fields masked and the fields dropped, and
-# the host imports it may use besides `records` (`imports`: directory, pseudonym, log). A
+# to `obligations`: the resource types it may read, the fields masked, dropped and generalised
+# (`generalise`: `Type.element:method`, Safe Harbor's year or three ZIP digits instead of nothing),
+# and the host imports it may use besides `records` (`imports`: directory, pseudonym, log). A
 # function's manifest asks for imports; only what the obligations grant is linked.
 #
 # Two input shapes are answered:
@@ -105,11 +106,13 @@ break_glass if {
 	"break-glass" in grants
 }
 
-# A field stays masked (or dropped) only if every matching grant masks (or drops) it.
+# A field stays masked (or dropped) only if every matching grant masks (or drops) it; generalised
+# only if no matching grant keeps it whole.
 obligations := {
 	"resource_types": readable_types,
 	"mask": masked_fields,
 	"drop": dropped_fields,
+	"generalise": generalised_fields,
 	"imports": granted_imports,
 } if {
 	host_shape
@@ -132,8 +135,18 @@ granted_imports contains "pseudonym" if {
 	input.action == "export-deidentified"
 	"research" in grants
 	every field in identifying_fields {
-		field in dropped_fields
+		removed(field)
 	}
+}
+
+# Nothing identifying of the field is left: it is dropped, or generalised to what Safe Harbor allows
+# beside a pseudonym (the host holds the same line, host/types.py DEIDENTIFYING_GENERALISATIONS).
+removed(field) if field in dropped_fields
+
+removed(field) if {
+	some generalisation in generalised_fields
+	generalisation in deidentifying_generalisations
+	startswith(generalisation, concat("", [field, ":"]))
 }
 
 readable_types contains resource_type if {
@@ -152,6 +165,21 @@ dropped_fields contains field if {
 	some field in grant_drops(g)
 	not kept_by_some_grant(field)
 }
+
+generalised_fields contains generalisation if {
+	some g in grants
+	some generalisation in grant_generalises(g)
+	not kept_whole_by_some_grant(generalisation)
+}
+
+# A grant keeps a field whole when it neither generalises nor drops it.
+kept_whole_by_some_grant(generalisation) if {
+	some g in grants
+	not generalisation in grant_generalises(g)
+	not generalised_field(generalisation) in grant_drops(g)
+}
+
+generalised_field(generalisation) := split(generalisation, ":")[0]
 
 unmasked_by_some_grant(field) if {
 	some g in grants
@@ -183,6 +211,13 @@ national_identifier := "Patient.identifier(SS)"
 identifying_fields := {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.photo", "Patient.contact"}
 
 direct_identifiers := {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.birthDate", "Patient.photo", "Patient.contact"}
+
+# HIPAA Safe Harbor keeps what research needs where it allows: the birth year and the age (none for
+# ages 90 and over, only "90 or older"), the first three ZIP digits (000 for the restricted prefixes),
+# and the year of every other date.
+safe_harbor_generalisations := {"Patient.birthDate:year", "Patient.address:zip3", "*.*:year"}
+
+deidentifying_generalisations := {"Patient.address:zip3"}
 
 # What each grant lets the function read. Functions rather than one object: the engines then
 # evaluate only the grants that matched (a whole-object constant cost regopy about 1 ms a decision).
@@ -221,13 +256,18 @@ grant_drops("research") := research_drops
 
 grant_drops(g) := set() if not g in {"billing", "research"}
 
+grant_generalises("research") := safe_harbor_generalisations
+
+grant_generalises(g) := set() if g != "research"
+
 billing_types := {"Patient", "Encounter", "Condition", "MedicationRequest", "Coverage", "Claim"}
 
 research_types := {"Patient", "Encounter", "Condition", "AllergyIntolerance", "MedicationRequest", "Observation"}
 
 own_record_types := clinical_types | {"Consent"}
 
-research_drops := direct_identifiers | clinical_notes
+# What Safe Harbor lets research keep generalised is not dropped: the birth date and the address.
+research_drops := (direct_identifiers - {"Patient.birthDate", "Patient.address"}) | clinical_notes
 
 # Free-text notes and narrative, on any resource type.
 clinical_notes := {"*.note", "*.text"}

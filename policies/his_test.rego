@@ -194,7 +194,7 @@ test_research_gets_only_de_identified_exports if {
 
 test_registration_sees_demographics_and_the_national_identifier if {
 	desk := request("reg-1", ["registration"], "read-summary", "TREAT")
-	his.obligations == {"resource_types": {"Patient"}, "mask": set(), "drop": set(), "imports": {"log"}} with input as desk
+	his.obligations == {"resource_types": {"Patient"}, "mask": set(), "drop": set(), "generalise": set(), "imports": {"log"}} with input as desk
 }
 
 # Imports are capabilities: the manifest asks, the decision grants.
@@ -213,10 +213,28 @@ test_only_research_exports_get_pseudonyms_and_never_with_identifying_fields if {
 	export := request("res-1", ["researcher"], "export-deidentified", "HRESCH")
 	"pseudonym" in his.obligations.imports with input as export
 	every field in his.identifying_fields {
-		field in his.obligations.drop with input as export
+		his.removed(field) with input as export
 	}
 	summary := request("dr-a", ["physician"], "read-summary", "TREAT")
 	not "pseudonym" in his.obligations.imports with input as summary
+}
+
+# Safe Harbor with its allowed utility: the birth year and age, three ZIP digits, the years of dates.
+test_research_generalises_what_safe_harbor_allows if {
+	export := request("res-1", ["researcher"], "export-deidentified", "HRESCH")
+	his.obligations.generalise == {"Patient.birthDate:year", "Patient.address:zip3", "*.*:year"} with input as export
+	not "Patient.birthDate" in his.obligations.drop with input as export
+	not "Patient.address" in his.obligations.drop with input as export
+	"Patient.telecom" in his.obligations.drop with input as export
+	summary := request("dr-a", ["physician"], "read-summary", "TREAT")
+	his.obligations.generalise == set() with input as summary
+}
+
+# The address is removed beside a pseudonym only by a generalisation that leaves nothing identifying.
+test_a_kept_address_is_not_removed if {
+	not his.removed("Patient.address") with his.dropped_fields as set() with his.generalised_fields as {"*.*:year"}
+	his.removed("Patient.address") with his.dropped_fields as set() with his.generalised_fields as {"Patient.address:zip3"}
+	his.removed("Patient.address") with his.dropped_fields as {"Patient.address"} with his.generalised_fields as set()
 }
 
 test_billing_sees_no_clinical_notes if {

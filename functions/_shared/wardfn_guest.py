@@ -2,8 +2,8 @@
 
 - `error_boundary`: wraps `handle` so that no exception leaves the component as a trap; each
   becomes a case of the WIT `error` variant.
-- `read_granted`: a patient's resources of one type, where a type the policy decision did not
-  grant reads as empty (the function's answer simply has none of it).
+- `read_granted`: a patient's resources of one type; a type the policy decision did not grant
+  raises `wardfn_withheld.Withheld`, so that no function can read "not granted" as "none".
 - `patient_of` and `json_response`: the request's patient, and the answer as compact JSON.
 
 Only adapters import this module (it needs the generated `wit_world` bindings); the functions'
@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from componentize_py_types import Err
+from wardfn_withheld import Withheld
 from wit_world.imports import records
 from wit_world.imports.records import AccessError_Denied
 from wit_world.imports.types import Error_Internal, Error_InvalidInput, Error_NotFound, Request, Response
@@ -78,13 +79,13 @@ def patient_of(request: Request, function: str) -> str:
 
 
 def read_granted(patient_id: str, resource_type: str) -> list[str]:
-    """The patient's resources of `resource_type` as FHIR JSON strings; none when the decision did
+    """The patient's resources of `resource_type` as FHIR JSON strings; `Withheld` when the decision did
     not grant the type. Any other refusal (the store unavailable) is raised as the import's `Err`."""
     try:
         return records.search(patient_id, resource_type)
     except Err as err:
         if isinstance(err.value, AccessError_Denied):
-            return []  # not granted: the answer simply has none of it
+            raise Withheld(resource_type) from None  # not granted: withheld, never "none"
         raise
 
 

@@ -16,6 +16,11 @@ Plain Python, testable under CPython. The 18 identifier kinds and what happens t
  18 any other unique code ............... resource ids replaced by sequence numbers; the
                                           patient's id replaced by the host's pseudonym
 Free text (narrative, notes, comments, valueString) is dropped whole: it can hold any of the above.
+
+The host may have done some of this before the record reached the function (research's decision
+generalises the birth date to its year with the age beside it, the address to three ZIP digits,
+every date to its year, and drops the identifiers): the age is read from what the host left. A
+resource type the decision withheld is named under `withheld`, never silently absent.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import datetime
 import re
 from collections.abc import Callable
 from typing import Any
+
+from wardfn_withheld import field_absent, marker
 
 Resource = dict[str, Any]
 
@@ -51,6 +58,9 @@ DATE = re.compile(r"^(\d{4})(-\d{2}(-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 LOOKS_IDENTIFYING = re.compile(
     r"(https?://|www\.|@[A-Za-z0-9-]+\.|\b\d{1,3}(\.\d{1,3}){3}\b|\b\d{3}-\d{2}-\d{4}\b|\(\d{3}\)|\b\d{3}[-.]\d{3}[-.]\d{4}\b)"
 )
+# The age the host records beside a generalised birth year (host/policy/generalise.py).
+AGE_EXTENSION = "urn:wardfn:fhir:StructureDefinition:age"
+OLDEST = "90+"
 # Keys whose string values are code-system or profile URIs, not about the individual.
 URI_KEYS = {"system", "url", "profile"}
 
@@ -58,14 +68,19 @@ Pseudonymize = Callable[[str], str]
 
 
 def deidentify(
-    patient_id: str, resources: dict[str, list[Resource]], pseudonym: str, today: datetime.date
+    patient_id: str,
+    resources: dict[str, list[Resource]],
+    pseudonym: str,
+    today: datetime.date,
+    withheld: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The record with Safe Harbor applied: resources, the patient's pseudonym and age band."""
+    """The record with Safe Harbor applied: resources, the patient's pseudonym and age, and each
+    resource type the decision withheld (`withheld`) marked as such."""
     patients = resources.get("Patient") or []
-    if not patients:
+    if not patients and "Patient" not in withheld:
         raise LookupError("no Patient resource")
-    age = _age(patients[0].get("birthDate"), today)
-    over_89 = age is not None and age > 89
+    age = marker() if not patients else _age_of(patients[0], today)
+    over_89 = age == OLDEST
     local_ids: dict[str, str] = {f"Patient/{patient_id}": f"Patient/{pseudonym}"}
     counter = 0
     for resource_type in RESOURCE_TYPES:
@@ -83,15 +98,32 @@ def deidentify(
                 if over_89:
                     clean.pop("birthDate", None)
                     clean.pop("deceasedDateTime", None)
-                if "address" in resource:
-                    clean["address"] = [_address(a) for a in resource.get("address") or []]
+                addresses = [kept for a in resource.get("address") or [] if (kept := _address(a))]
+                if addresses:
+                    clean["address"] = addresses
             out.append(clean)
     return {
         "pseudonym": pseudonym,
-        "age": "90+" if over_89 else age,
+        "age": age,
         "method": "HIPAA Safe Harbor, 45 CFR 164.514(b)(2)",
         "resources": out,
+        "withheld": {resource_type: marker() for resource_type in RESOURCE_TYPES if resource_type in withheld},
     }
+
+
+def _age_of(patient: Resource, today: datetime.date) -> Any:
+    """The age in years, "90+" for 90 and over, withheld when the host dropped the birth date, else None."""
+    extensions = (patient.get("_birthDate") or {}).get("extension") or []
+    for extension in extensions:
+        if isinstance(extension, dict) and extension.get("url") == AGE_EXTENSION:
+            age = extension.get("valueAge") or {}
+            if age.get("comparator") in (">=", ">") or not isinstance(age.get("value"), int) or age["value"] > 89:
+                return OLDEST
+            return age["value"]
+    years = _age(patient.get("birthDate"), today)
+    if years is not None:
+        return OLDEST if years > 89 else years
+    return marker() if field_absent(patient, "birthDate") else None
 
 
 def _age(birth_date: Any, today: datetime.date) -> int | None:

@@ -5,6 +5,7 @@ import json
 import safety
 from componentize_py_types import Err
 from wardfn_guest import error_boundary, json_response, patient_of, read_granted
+from wardfn_withheld import Withheld
 from wit_world import exports
 from wit_world.imports.types import Error_NotFound, Request, Response
 
@@ -17,6 +18,9 @@ class Handler(exports.Handler):
         def read(resource_type: str) -> list[dict]:
             return [json.loads(r) for r in read_granted(patient_id, resource_type)]
 
-        if not read("Patient"):
-            raise Err(Error_NotFound("patient not found"))
+        try:
+            if not read("Patient"):
+                raise Err(Error_NotFound("patient not found"))
+        except Withheld:
+            pass  # the host found the patient before the call; the check needs only their allergies and medications
         return json_response(safety.check(read))

@@ -1,4 +1,8 @@
-"""Drug-allergy conflicts between active medications and active allergies: plain Python, testable under CPython."""
+"""Drug-allergy conflicts between active medications and active allergies: plain Python, testable under CPython.
+
+Safe only when both were read: with allergies or medications withheld by the decision, the answer
+is `"safe": null` and names what was withheld, never `"safe": true` from a list it was not shown.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from knowledge import (
     SNOMED,
     SNOMED_CLASS_ALLERGENS,
 )
+from wardfn_withheld import Withheld, marker
 
 Resource = dict[str, Any]
 Reader = Callable[[str], list[Resource]]
@@ -31,17 +36,32 @@ class Allergen:
     classes: frozenset[str]  # drug classes the allergy covers
 
 
+# What the check needs: with any of these withheld it cannot say "safe".
+NEEDED = ("AllergyIntolerance", "MedicationRequest")
+
+
 def check(read: Reader) -> dict[str, Any]:
-    """Every conflict between an active medication and an active allergy, with its reason."""
-    allergies = [a for a in read("AllergyIntolerance") if _status(a.get("clinicalStatus")) == "active"]
-    medications = [m for m in read("MedicationRequest") if m.get("status") == "active"]
+    """Every conflict between an active medication and an active allergy, with its reason; `safe` is
+    true or false only when every type it needs was granted, else null with `withheld` naming them."""
+    read_types: dict[str, list[Resource]] = {}
+    withheld: list[str] = []
+    for resource_type in NEEDED:
+        try:
+            read_types[resource_type] = read(resource_type)
+        except Withheld:
+            withheld.append(resource_type)
+    allergies = [a for a in read_types.get("AllergyIntolerance", []) if _status(a.get("clinicalStatus")) == "active"]
+    medications = [m for m in read_types.get("MedicationRequest", []) if m.get("status") == "active"]
+    checked = {
+        "active_medications": marker() if "MedicationRequest" in withheld else len(medications),
+        "active_allergies": marker() if "AllergyIntolerance" in withheld else len(allergies),
+    }
+    if withheld:
+        # No conflict can be found, nor ruled out, without both lists.
+        return {"checked": checked, "flags": marker(), "safe": None, "withheld": withheld}
     allergens = [allergen for a in allergies for allergen in _allergens(a)]
     flags = [flag for m in medications for flag in _conflicts(m, allergens)]
-    return {
-        "checked": {"active_medications": len(medications), "active_allergies": len(allergies)},
-        "flags": flags,
-        "safe": not flags,
-    }
+    return {"checked": checked, "flags": flags, "safe": not flags, "withheld": []}
 
 
 def _allergens(allergy: Resource) -> list[Allergen]:

@@ -1,10 +1,16 @@
-"""Build a clinical summary from FHIR R4 resources: plain Python, testable under CPython."""
+"""Build a clinical summary from FHIR R4 resources: plain Python, testable under CPython.
+
+A section whose resource type the decision withheld is `{"withheld": true, "reason": ...}`, never
+an empty list: "no allergies" and "allergies not shown to you" must never read the same.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from typing import Any
+
+from wardfn_withheld import Withheld, field_absent, marker, section
 
 Resource = dict[str, Any]
 Reader = Callable[[str], list[Resource]]
@@ -17,31 +23,39 @@ class PatientNotFound(Exception):
 
 
 def build_summary(read: Reader) -> dict[str, Any]:
-    """Demographics, active allergies, active medications and latest vital signs."""
-    patients = read("Patient")
-    if not patients:
+    """Demographics, active allergies, active medications and latest vital signs; each withheld section marked."""
+    try:
+        patients: list[Resource] | None = read("Patient")
+    except Withheld:
+        patients = None  # the host has already found the patient: it exists, but is not shown
+    if patients == []:
         raise PatientNotFound("no Patient resource")
     return {
-        "demographics": demographics(patients[0]),
-        "allergies": active_allergies(read("AllergyIntolerance")),
-        "medications": active_medications(read("MedicationRequest")),
-        "vital_signs": latest_vital_signs(read("Observation")),
+        "demographics": marker() if patients is None else demographics(patients[0]),
+        "allergies": section(read, "AllergyIntolerance", active_allergies),
+        "medications": section(read, "MedicationRequest", active_medications),
+        "vital_signs": section(read, "Observation", latest_vital_signs),
     }
 
 
 def demographics(patient: Resource) -> dict[str, Any]:
-    names = patient.get("name") or [{}]
+    """Who the patient is; a field the host dropped is marked withheld, never read as missing."""
+    names = [n for n in patient.get("name") or [] if isinstance(n, dict) and "extension" not in n] or [{}]
     official = next((n for n in names if n.get("use") == "official"), names[0])
     return {
         "id": patient.get("id"),
-        "name": {
+        "name": marker()
+        if field_absent(patient, "name")
+        else {
             "given": official.get("given", []),
             "family": official.get("family"),
             "text": official.get("text") or " ".join([*official.get("given", []), official.get("family", "")]).strip(),
         },
-        "gender": patient.get("gender"),
-        "birth_date": patient.get("birthDate"),
-        "identifiers": [
+        "gender": marker() if field_absent(patient, "gender") else patient.get("gender"),
+        "birth_date": marker() if field_absent(patient, "birthDate") else patient.get("birthDate"),
+        "identifiers": marker()
+        if field_absent(patient, "identifier")
+        else [
             {"system": i.get("system"), "value": i.get("value"), "type": _text(i.get("type"))}
             for i in patient.get("identifier", [])
         ],

@@ -14,9 +14,10 @@ import uuid
 from typing import Any
 
 from host.errors import PolicyUnavailable
+from host.policy.generalise import parse_generalisation
 from host.policy.obligations import parse_selector
 from host.policy.sources import PACKAGE
-from host.types import IDENTIFYING_FIELDS, IMPORTS, Decision, Obligations, Subject
+from host.types import DEIDENTIFYING_GENERALISATIONS, IDENTIFYING_FIELDS, IMPORTS, Decision, Obligations, Subject
 
 # The rules the host reads. Each is asked for by name, as a comprehension so that an undefined
 # rule is an empty list rather than an undefined query: rego-cpp evaluates only these (and what
@@ -29,6 +30,8 @@ DECISION_QUERY = "; ".join(f"{rule} := [x | x := data.{PACKAGE}.{rule}]" for rul
 
 
 DEFAULT_REASON = "denied by policy"
+# What an allow's obligations may hold; anything else is an engine error (fail closed).
+OBLIGATION_KEYS = ("resource_types", "mask", "drop", "imports", "generalise")
 
 
 def build_input(
@@ -119,13 +122,18 @@ def _read_allow(document: Any) -> tuple[bool, tuple[str, ...]]:
 
 
 def _read_obligations(raw: Any) -> Obligations:
-    """Missing obligations bind to nothing readable (fail closed); malformed ones are an engine error."""
+    """Missing obligations bind to nothing readable (fail closed); malformed or unknown ones are an engine error."""
     if raw is None:
         return Obligations()
     if not isinstance(raw, dict):
         raise PolicyUnavailable(f"data.{PACKAGE}.obligations is not an object")
+    unknown_keys = set(raw) - set(OBLIGATION_KEYS)
+    if unknown_keys:  # an obligation the host would not apply: never ignored
+        raise PolicyUnavailable(
+            f"data.{PACKAGE}.obligations names obligations the host does not know: {sorted(unknown_keys)}"
+        )
     parts: dict[str, frozenset[str]] = {}
-    for key in ("resource_types", "mask", "drop", "imports"):
+    for key in OBLIGATION_KEYS:
         value = raw.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PolicyUnavailable(f"data.{PACKAGE}.obligations.{key} is not a set of strings")
@@ -135,18 +143,30 @@ def _read_obligations(raw: Any) -> Obligations:
             parse_selector(selector)
         except ValueError as exc:
             raise PolicyUnavailable(f"data.{PACKAGE}.obligations names a field the host cannot apply: {exc}") from exc
+    for generalisation in parts["generalise"]:
+        try:
+            parse_generalisation(generalisation)
+        except ValueError as exc:
+            raise PolicyUnavailable(f"data.{PACKAGE}.obligations.generalise cannot be applied: {exc}") from exc
     unknown = parts["imports"] - IMPORTS
     if unknown:
         raise PolicyUnavailable(
             f"data.{PACKAGE}.obligations.imports names imports the host does not have: {sorted(unknown)}"
         )
-    if "pseudonym" in parts["imports"] and not IDENTIFYING_FIELDS <= parts["drop"]:
+    removed = parts["drop"] | {
+        parse_generalisation(g).field for g in parts["generalise"] & DEIDENTIFYING_GENERALISATIONS
+    }
+    if "pseudonym" in parts["imports"] and not IDENTIFYING_FIELDS <= removed:
         # Held here as well as in the policy: a pseudonym beside a name is a re-identification table.
         raise PolicyUnavailable(
             f"data.{PACKAGE}.obligations grants pseudonyms without dropping every identifying field"
         )
     return Obligations(
-        resource_types=parts["resource_types"], mask=parts["mask"], drop=parts["drop"], imports=parts["imports"]
+        resource_types=parts["resource_types"],
+        mask=parts["mask"],
+        drop=parts["drop"],
+        imports=parts["imports"],
+        generalise=parts["generalise"],
     )
 
 

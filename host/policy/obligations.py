@@ -3,9 +3,10 @@ check the function's answer against the same obligations before the host release
 
 A selector names a top-level element of a resource type: `Patient.telecom`, or `*.note` for every
 type. `Patient.identifier(SS)` narrows a list of identifiers to those whose HL7 v2-0203 type code
-(or, for the US SSN, system) marks them as the national identifier. Dropping removes the element
-(or just the matching entries); masking keeps its shape but replaces every string in it with
-`MASK` and marks it with FHIR's data-absent-reason `masked`. What was withheld is returned, so
+(or, for the US SSN, system) marks them as the national identifier. Dropping leaves FHIR's
+data-absent-reason `masked` where the element (or entry) was, so "withheld" never reads as "none";
+masking keeps the shape, every string `MASK` (an identifier's value also marked `masked`);
+generalising keeps what Safe Harbor allows (`generalise.py`). What was withheld is returned, so
 that the answer can be checked for it afterwards.
 
 The guarantee is that a function never *has* a masked or dropped value: it never enters the
@@ -22,6 +23,7 @@ rewrite, and the obligations need only top-level elements and one identifier fil
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import json
@@ -35,9 +37,9 @@ from typing import Any
 import orjson
 
 from host.errors import FunctionOutputRejected
+from host.policy.generalise import absent, generalise, is_absent, parse_generalisation
 
 MASK = "***"
-DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # The national identifier's system, for records that carry no v2-0203 type.
 NATIONAL_SYSTEMS = {"SS": frozenset({"http://hl7.org/fhir/sid/us-ssn", "urn:oid:2.16.840.1.113883.4.1"})}
@@ -92,8 +94,11 @@ def parse_selector(text: str) -> Selector:
     return Selector(match.group(1), match.group(2), match.group(3))
 
 
-def apply(resource: dict[str, Any], mask: frozenset[str], drop: frozenset[str], withheld: set[str]) -> dict[str, Any]:
-    """A copy of `resource` with the dropped fields removed and the masked ones masked; adds what went to `withheld`."""
+def apply(
+    resource: dict[str, Any], mask: frozenset[str], drop: frozenset[str], withheld: set[str],
+    generalised: frozenset[str] = frozenset(), today: datetime.date | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A copy of `resource` with fields dropped, generalised and masked, in that order; adds what went to `withheld`."""
     try:
         result: dict[str, Any] = json.loads(json.dumps(resource))
     except RecursionError as exc:  # the json module recurses: a record this deep cannot be filtered
@@ -102,13 +107,19 @@ def apply(resource: dict[str, Any], mask: frozenset[str], drop: frozenset[str], 
     for selector in map(parse_selector, sorted(drop)):
         if selector.applies_to(resource_type) and selector.element in result:
             _drop(result, selector, withheld)
+    # Specific elements before `*.*`, so that a birth date is a birth year (with its age), not just a year.
+    for rule in sorted(map(parse_generalisation, generalised), key=lambda r: (r.element == "*", r.field, r.method)):
+        if rule.applies_to(resource_type):
+            generalise(result, rule, withheld, today or datetime.date.today())
     for selector in map(parse_selector, sorted(mask)):
         if selector.applies_to(resource_type) and selector.element in result:
             _mask(result, selector, withheld)
     return result
 
 
-def apply_to_text(body: str, mask: frozenset[str], drop: frozenset[str], withheld: set[str]) -> str:
+def apply_to_text(
+    body: str, mask: frozenset[str], drop: frozenset[str], withheld: set[str], generalised: frozenset[str] = frozenset()
+) -> str:
     """`apply` to one stored JSON resource, as JSON text: `body` unchanged when no selector names its type.
 
     On the record-reading path of every invocation, where most resources are of types no
@@ -116,7 +127,7 @@ def apply_to_text(body: str, mask: frozenset[str], drop: frozenset[str], withhel
     passed on as stored, instead of being decoded, copied and encoded again. ValueError for a
     body that cannot be filtered (the records import answers `unavailable`).
     """
-    selectors = [parse_selector(text) for text in mask | drop]
+    selectors = [parse_selector(text) for text in mask | drop] + [parse_generalisation(g) for g in generalised]
     try:
         resource_type = orjson.loads(body).get("resourceType")
     except (orjson.JSONDecodeError, AttributeError):
@@ -124,7 +135,7 @@ def apply_to_text(body: str, mask: frozenset[str], drop: frozenset[str], withhel
     if resource_type is not None and not any(s.applies_to(resource_type) for s in selectors):
         return body
     try:
-        return json.dumps(apply(json.loads(body), mask, drop, withheld))
+        return json.dumps(apply(json.loads(body), mask, drop, withheld, generalised))
     except RecursionError as exc:
         raise ValueError("the stored resource is nested too deeply to filter") from exc
 
@@ -140,14 +151,23 @@ def _matches(entry: object, code: str) -> bool:
 
 
 def _drop(resource: dict[str, Any], selector: Selector, withheld: set[str]) -> None:
+    """Remove what the element holds, leaving `absent()` in its place (a primitive's as `_element`): never "none"."""
     value = resource[selector.element]
     if selector.code is None:
+        if is_absent(value):
+            return
         withheld.update(_strings(resource.pop(selector.element)))
+        if isinstance(value, list):
+            resource[selector.element] = [absent()]
+        elif isinstance(value, dict):
+            resource[selector.element] = absent()
+        else:
+            withheld.update(_strings(resource.pop("_" + selector.element, None)))  # its extensions go too
+            resource["_" + selector.element] = absent()
         return
     if isinstance(value, list):
-        kept = [e for e in value if not _matches(e, selector.code)]
         withheld.update(s for e in value if _matches(e, selector.code) for s in _strings(e))
-        resource[selector.element] = kept
+        resource[selector.element] = [absent() if _matches(e, selector.code) else e for e in value]
 
 
 def _mask(resource: dict[str, Any], selector: Selector, withheld: set[str]) -> None:
@@ -161,7 +181,7 @@ def _mask(resource: dict[str, Any], selector: Selector, withheld: set[str]) -> N
             if _matches(entry, selector.code) and "value" in entry:
                 withheld.update(_strings(entry["value"]))
                 entry["value"] = MASK
-                entry["_value"] = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}
+                entry["_value"] = absent()
 
 
 def _masked(value: Any) -> Any:
@@ -200,22 +220,22 @@ def _strings(value: Any) -> Iterator[str]:
             stack.extend(item for key, item in node.items() if key not in VOCABULARY_KEYS)
 
 
-# The check on the function's answer.
-
-CONTAINER_TYPES = frozenset({"Bundle"})
+# The check on the function's answer. A Bundle wraps; an OperationOutcome is the function's own word.
+CONTAINER_TYPES = frozenset({"Bundle", "OperationOutcome"})
 
 
 def check_output(
-    body: Any, resource_types: frozenset[str], mask: frozenset[str], drop: frozenset[str], withheld: set[str]
-) -> None:
+    body: Any, resource_types: frozenset[str], mask: frozenset[str], drop: frozenset[str], withheld: set[str],
+    generalised: frozenset[str] = frozenset(),
+) -> None:  # fmt: skip
     """Refuse an answer nested too deep, holding a withheld value, or a FHIR resource the obligations do not allow."""
     resources = _scan(body, _Sought.of(withheld))
     # Only now, with the whole answer known to be within MAX_ANSWER_DEPTH, are resources compared.
     for resource in resources:
-        # A Bundle only wraps: what it carries is checked entry by entry.
+        # A Bundle only wraps: what it carries is checked entry by entry. An OperationOutcome says what was withheld.
         if resource["resourceType"] not in resource_types and resource["resourceType"] not in CONTAINER_TYPES:
             raise FunctionOutputRejected("the function's answer holds a resource type the decision did not allow")
-        if apply(resource, mask, drop, set()) != resource:
+        if apply(resource, mask, drop, set(), generalised) != resource:
             raise FunctionOutputRejected("the function's answer holds a field the decision masks or drops")
 
 

@@ -2,7 +2,7 @@
 
 Each case is `{"name", "input", "allow", "reasons", ["obligations"], ["break_glass"]}`. `reasons`
 is the sorted list the host reports (empty when allowed); `obligations`, when given, is compared
-as `{"resource_types", "mask", "drop", "imports"}` of sorted lists; `break_glass` defaults to false.
+as `{"resource_types", "mask", "drop", "imports", "generalise"}` of sorted lists; `break_glass` defaults to false.
 Both `wardfn policy test` and the test suite run it, against either engine.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from host.errors import ConfigurationError
+from host.policy.document import OBLIGATION_KEYS
 from host.types import Decision
 
 DEFAULT_TABLE = Path(__file__).with_name("decision_table.json")
@@ -44,7 +45,7 @@ def mismatches(decision: Decision, case: dict[str, Any]) -> list[str]:
     if not case["allow"] and list(decision.reasons) != expected_reasons:
         found.append(f"reasons: expected {expected_reasons}, got {list(decision.reasons)}")
     if "obligations" in case:
-        expected = {k: sorted(case["obligations"].get(k, [])) for k in ("resource_types", "mask", "drop", "imports")}
+        expected = {k: sorted(case["obligations"].get(k, [])) for k in OBLIGATION_KEYS}
         if decision.obligations.as_json() != expected:
             found.append(f"obligations: expected {expected}, got {decision.obligations.as_json()}")
     if decision.break_glass is not bool(case.get("break_glass", False)):

@@ -29,6 +29,8 @@ from host.types import DirectoryQuery, Scope
 PseudonymSource = Callable[[str], str]
 DirectorySearch = Callable[[DirectoryQuery, int], list[dict[str, str | None]]]
 DIRECTORY_LIMIT = 20
+# The search parameters that neither filter nor sort on a date.
+UNDATED_PARAMETERS = frozenset({"_count", "_elements", "code", "category", "status", "clinical-status", "class"})
 # Patient ids, resource types, names, birth dates and identifiers are all far shorter: anything
 # longer is refused before the host reads it (a resource type is at most 64, a UUID 36).
 MAX_ARGUMENT_CHARS = 256
@@ -98,6 +100,10 @@ def _records_query(
         return Variant("denied", f"this invocation may not read {resource_type}")
     if context.query is None:
         return Variant("unavailable", "search parameters are not served here")
+    if scope.generalise and any(name.split(":")[0] not in UNDATED_PARAMETERS for name, _ in params):
+        # The index holds full dates: filtering or sorting on them would tell a function whose dates
+        # are generalised (research's, to the year) what it may not see, one bisection at a time.
+        return Variant("invalid", "this invocation's dates are generalised: search by code, category or status only")
     context.check_time()
     try:
         bodies = context.query(patient_id, resource_type, params)
@@ -112,14 +118,14 @@ def _records_query(
 def _obliged(context: CallContext, bodies: list[str]) -> list[str] | Variant:
     """The bodies with the decision's masks and drops applied, checking the time before each."""
     scope = context.scope
-    if not scope.mask and not scope.drop:
+    if not scope.mask and not scope.drop and not scope.generalise:
         return bodies
-    # Masked and dropped fields never enter the sandbox: the function cannot leak what it never had.
+    # Masked, dropped and generalised fields never enter the sandbox whole: the function cannot leak what it never had.
     filtered = []
     try:
         for body in bodies:
             context.check_time()
-            filtered.append(apply_obligations(body, scope.mask, scope.drop, context.withheld))
+            filtered.append(apply_obligations(body, scope.mask, scope.drop, context.withheld, scope.generalise))
     except (ValueError, TypeError):
         return Variant("unavailable", "a stored record could not be filtered")
     return filtered

@@ -163,11 +163,15 @@ def test_break_the_glass_needs_a_reason(server: ServerProcess, chart: Chart) -> 
         assert "emergency access (ETREAT) needs a break-the-glass reason" in response.json()["error"]["reasons"]
 
 
+WITHHELD = {"withheld": True, "reason": "not granted for this purpose of use"}
+
+
 def test_registration_staff_get_no_allergies_or_medications(server: ServerProcess, chart: Chart) -> None:
     response, _ = _summary(server, chart.patient_id, "reg-desk-1", "registration")
     assert response.status_code == 200, response.text
     summary = response.json()["result"]
-    assert summary["allergies"] == [] and summary["medications"] == [] and summary["vital_signs"] == []
+    # Withheld, never an empty list that would read as "no known allergies".
+    assert summary["allergies"] == summary["medications"] == summary["vital_signs"] == WITHHELD
     assert summary["demographics"]["id"] == chart.patient_id
     # Registration is the one role that sees the national identifier.
     assert chart.ssn in [i["value"] for i in summary["demographics"]["identifiers"]]
@@ -188,7 +192,7 @@ def test_billing_sees_medications_but_no_allergies(server: ServerProcess, chart:
     response, _ = _summary(server, chart.patient_id, "billing-1", "billing", "HPAYMT")
     assert response.status_code == 200, response.text
     summary = response.json()["result"]
-    assert summary["allergies"] == [] and summary["medications"]
+    assert summary["allergies"] == WITHHELD and summary["medications"]
     assert chart.ssn not in response.text
 
 

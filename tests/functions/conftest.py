@@ -19,7 +19,14 @@ from host.config import PROJECT_ROOT
 
 FUNCTIONS = PROJECT_ROOT / "functions"
 # What the bindings and the guests put in sys.modules; removed again after each test module.
-GUEST_MODULES = ("wit_world", "componentize_py_types", "componentize_py_async_support", "poll_loop", "wardfn_guest")
+GUEST_MODULES = (
+    "wit_world",
+    "componentize_py_types",
+    "componentize_py_async_support",
+    "poll_loop",
+    "wardfn_guest",
+    "wardfn_withheld",
+)
 
 
 @dataclass
@@ -101,10 +108,17 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     out = tmp_path_factory.mktemp("bindings")
     generate_bindings(PROJECT_ROOT / "wit", out)
     saved_path = list(sys.path)
+    _forget_guest_modules()  # a guest module loaded by another test module holds other classes (Withheld)
     try:
         yield Guest(out)
     finally:
         sys.path[:] = saved_path
-        for name in list(sys.modules):
-            if name.split(".")[0] in GUEST_MODULES or name.startswith("guest_app_"):
-                del sys.modules[name]
+        _forget_guest_modules()
+
+
+def _forget_guest_modules() -> None:
+    """Drop the bindings and every module loaded from functions/ from sys.modules."""
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None) or ""
+        if name.split(".")[0] in GUEST_MODULES or name.startswith("guest_app_") or source.startswith(str(FUNCTIONS)):
+            del sys.modules[name]

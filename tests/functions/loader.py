@@ -11,8 +11,9 @@ FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
 
 def load(function: str, module: str) -> ModuleType:
-    """`functions/<function>/<module>.py`, with its siblings importable as they are inside the component."""
-    directory = str(FUNCTIONS / function)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    """`functions/<function>/<module>.py`, with its siblings and the shared guest modules importable as they
+    are inside the component."""
+    for directory in (str(FUNCTIONS / "_shared"), str(FUNCTIONS / function)):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
     return importlib.import_module(module)

@@ -35,21 +35,24 @@ def body(check: Callable[[Any], bool]) -> Callable[[Outcome], bool]:
     return lambda outcome: outcome.error is None and check(outcome.body)
 
 
+WITHHELD = {"withheld": True, "reason": "not granted for this purpose of use"}
 CORRUPT_PATIENT = Records(resources={"Patient": ["{not json"]})
 
 CASES = [
     # patient_lookup
     ("patient_lookup", None, {}, store(), error("InvalidInput", "patient_lookup needs a patient")),
     ("patient_lookup", "p1", {}, store(), body(lambda b: b["demographics"]["id"] == "p1" and len(b["allergies"]) == 1)),
-    ("patient_lookup", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["allergies"] == [])),
-    ("patient_lookup", "p1", {}, store({"Patient"}), error("NotFound", "patient not found")),
+    ("patient_lookup", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["allergies"] == WITHHELD and len(b["medications"]) == 1)),
+    ("patient_lookup", "p1", {}, store({"Patient"}), body(lambda b: b["demographics"] == WITHHELD and len(b["allergies"]) == 1)),
+    ("patient_lookup", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("patient_lookup", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     ("patient_lookup", "p1", {}, CORRUPT_PATIENT, error("Internal", "JSONDecodeError")),
     # deidentify
     ("deidentify", None, {}, store(), error("InvalidInput", "deidentify needs a patient")),
     ("deidentify", "p1", {}, store(), body(lambda b: b["pseudonym"] == "pseudo-p1" and len(b["resources"]) == 3)),
-    ("deidentify", "p1", {}, store({"MedicationRequest"}), body(lambda b: len(b["resources"]) == 2)),
-    ("deidentify", "p1", {}, store({"Patient"}), error("NotFound", "patient not found")),
+    ("deidentify", "p1", {}, store({"MedicationRequest"}), body(lambda b: len(b["resources"]) == 2 and b["withheld"] == {"MedicationRequest": WITHHELD})),
+    ("deidentify", "p1", {}, store({"Patient"}), body(lambda b: b["age"] == WITHHELD and b["withheld"] == {"Patient": WITHHELD})),
+    ("deidentify", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("deidentify", "p1", {}, store(pseudonym_denied=True), error("Internal", "records unavailable")),
     ("deidentify", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     ("deidentify", "p1", {}, CORRUPT_PATIENT, error("Internal", "JSONDecodeError")),
@@ -58,14 +61,15 @@ CASES = [
     ("fhir_export", "p1", "[1]", store(), error("InvalidInput", "args must be a JSON object")),
     ("fhir_export", "p1", {"type": "document"}, store(), error("InvalidInput", "unsupported bundle type")),
     ("fhir_export", "p1", {"type": "collection"}, store(), body(lambda b: b["type"] == "collection" and len(b["entry"]) == 3)),
-    ("fhir_export", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["total"] == 2)),
-    ("fhir_export", "p1", {}, store({"Patient"}), error("NotFound", "patient not found")),
+    ("fhir_export", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["total"] == 2 and b["entry"][-1]["resource"]["issue"][0]["expression"] == ["AllergyIntolerance"])),
+    ("fhir_export", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("fhir_export", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     # med_safety
     ("med_safety", None, {}, store(), error("InvalidInput", "med_safety needs a patient")),
     ("med_safety", "p1", {}, store(), body(lambda b: b["checked"] == {"active_medications": 1, "active_allergies": 1})),
-    ("med_safety", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["checked"]["active_allergies"] == 0)),
-    ("med_safety", "p1", {}, store({"Patient"}), error("NotFound", "patient not found")),
+    ("med_safety", "p1", {}, store({"AllergyIntolerance"}), body(lambda b: b["safe"] is None and b["withheld"] == ["AllergyIntolerance"] and b["checked"]["active_allergies"] == WITHHELD)),
+    ("med_safety", "p1", {}, store({"Patient"}), body(lambda b: b["safe"] is True and b["withheld"] == [])),
+    ("med_safety", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("med_safety", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     ("med_safety", "p1", {}, CORRUPT_PATIENT, error("Internal", "JSONDecodeError")),
     # clinical_calc

@@ -19,6 +19,7 @@ PATIENT = next(r for r in RESOURCES if r["resourceType"] == "Patient")
 SSN = next(i["value"] for i in PATIENT["identifier"] if i["system"] == "http://hl7.org/fhir/sid/us-ssn")
 MRN = next(i["value"] for i in PATIENT["identifier"] if i["system"] == "urn:wardfn:mrn")
 NATIONAL = frozenset({"Patient.identifier(SS)"})
+ABSENT = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked"}]}
 
 
 def test_masking_the_national_identifier_keeps_the_others() -> None:
@@ -35,16 +36,23 @@ def test_masking_the_national_identifier_keeps_the_others() -> None:
 
 def test_dropping_elements_and_entries() -> None:
     withheld: set[str] = set()
-    dropped = apply(PATIENT, frozenset(), frozenset({"Patient.telecom", "Patient.identifier(SS)"}), withheld)
-    assert "telecom" not in dropped
-    assert [i["value"] for i in dropped["identifier"]] == [MRN]
-    assert SSN in withheld and PATIENT["telecom"][0]["value"] in withheld
+    dropped = apply(
+        PATIENT, frozenset(), frozenset({"Patient.telecom", "Patient.identifier(SS)", "Patient.gender"}), withheld
+    )
+    # Dropped is marked, never silently missing: FHIR's data-absent-reason where the value was.
+    assert dropped["telecom"] == [ABSENT]
+    assert [i.get("value") for i in dropped["identifier"]] == [MRN, None]
+    assert dropped["identifier"][1] == ABSENT
+    assert "gender" not in dropped and dropped["_gender"] == ABSENT  # a primitive's marker stands beside it
+    assert SSN in withheld and PATIENT["telecom"][0]["value"] in withheld and PATIENT["gender"] in withheld
+    assert "masked" not in withheld
+    assert apply(dropped, frozenset(), frozenset({"Patient.telecom", "Patient.gender"}), set()) == dropped
 
 
 def test_wildcard_selectors_apply_to_every_type_and_others_only_to_theirs() -> None:
     note = {"resourceType": "Condition", "id": "c1", "note": [{"text": "confided a family secret"}], "text": "x"}
     dropped = apply(note, frozenset(), frozenset({"*.note", "Patient.text"}), set())
-    assert "note" not in dropped and dropped["text"] == "x"
+    assert dropped["note"] == [ABSENT] and dropped["text"] == "x"
 
 
 def test_masking_a_whole_element_masks_every_string_in_it() -> None:
@@ -115,7 +123,7 @@ def test_a_wildcard_selector_names_every_stored_type() -> None:
     note = json.dumps({"resourceType": "Condition", "id": "c1", "note": [{"text": "confided a family secret"}]})
     withheld: set[str] = set()
 
-    assert "note" not in json.loads(apply_to_text(note, frozenset(), frozenset({"*.note"}), withheld))
+    assert json.loads(apply_to_text(note, frozenset(), frozenset({"*.note"}), withheld))["note"] == [ABSENT]
     assert "confided a family secret" in withheld
 
 
@@ -219,16 +227,17 @@ def test_the_vocabulary_around_a_dropped_identifier_is_not_withheld() -> None:
 
 
 GRANTS = {
-    "clinician": (frozenset({"Patient.identifier(SS)"}), frozenset()),
-    "billing": (frozenset({"Patient.identifier(SS)"}), frozenset({"*.note", "*.text"})),
-    # Research drops the birth date too; left out here because a record dated the day the patient
-    # was born holds that date, and the check rightly refuses it.
+    "clinician": (frozenset({"Patient.identifier(SS)"}), frozenset(), frozenset()),
+    "billing": (frozenset({"Patient.identifier(SS)"}), frozenset({"*.note", "*.text"}), frozenset()),
+    # Research's generalisations cut every date to its year, so a record dated the day the patient
+    # was born no longer gives the birth date away.
     "research": (
-        frozenset(),
+        frozenset({"Patient.identifier(SS)"}),
         frozenset(
-            {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.address", "Patient.photo"}
-            | {"Patient.contact", "*.note", "*.text"}
+            {"Patient.name", "Patient.identifier", "Patient.telecom", "Patient.photo", "Patient.contact"}
+            | {"*.note", "*.text"}
         ),
+        frozenset({"Patient.birthDate:year", "Patient.address:zip3", "*.*:year"}),
     ),
 }
 
@@ -236,15 +245,15 @@ GRANTS = {
 @pytest.mark.parametrize("grant", sorted(GRANTS))
 def test_records_the_obligations_were_applied_to_pass_the_check(grant: str) -> None:
     # No false positive on real shapes: every generated patient's whole record, filtered, goes back out.
-    mask, drop = GRANTS[grant]
+    mask, drop, generalised = GRANTS[grant]
     resources = list(generate(200, 20261125))
     patients = [r["id"] for r in resources if r["resourceType"] == "Patient"]
     types = frozenset(r["resourceType"] for r in resources)
     for patient_id in patients:
         withheld: set[str] = set()
-        record = [apply(r, mask, drop, withheld) for r in resources if patient_of(r) == patient_id]
+        record = [apply(r, mask, drop, withheld, generalised) for r in resources if patient_of(r) == patient_id]
         assert withheld
-        check_output({"patient": patient_id, "record": record}, types, mask, drop, withheld)
+        check_output({"patient": patient_id, "record": record}, types, mask, drop, withheld, generalised)
 
 
 # Depth: an answer nested past the limit is a refusal (audited), never a RecursionError.

@@ -132,3 +132,16 @@ def test_without_a_query_source_the_import_is_unavailable(rig: Rig) -> None:
     request = FunctionRequest(patient_id, "TREAT", {"type": "Observation", "params": []})
     body = sandbox.call(prepared, request, Scope(patient_id, READS), rig.limits).body
     assert body["error"] == "QueryError_Unavailable"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [[["date", "ge2020-03-15"]], [["_sort", "-date"], ["_count", "1"]], [["date:missing", "true"]]],
+)
+def test_dates_generalised_by_the_decision_cannot_be_searched_or_sorted(rig: Rig, params: list[Any]) -> None:
+    # The index holds full dates; bisecting on them would give research back what it sees only as years.
+    patient_id = _patients(rig)[0]
+    scope = Scope(patient_id, READS, generalise=frozenset({"*.*:year"}))
+    assert rig.query(patient_id, "Observation", params, scope=scope).get("error") == "QueryError_Invalid"
+    by_code = rig.query(patient_id, "Observation", [["code", HR]], scope=scope)
+    assert by_code["ok"] and all(len(r["effectiveDateTime"]) == 4 for r in by_code["ok"])  # years only
