@@ -140,6 +140,13 @@ class Settings(BaseSettings):
         gt=0,
         description="The longest deadline a manifest may ask for (a manifest's default is 200 ms).",
     )
+    min_deadline_ms: int = Field(
+        default=0,
+        ge=0,
+        description="The shortest deadline a call gets: a manifest's shorter deadline is raised to it (at most "
+        "WARDFN_MAX_DEADLINE_MS). 0 keeps the manifests' own. For nodes too slow or too shared for them "
+        "(the test suite sets it on busy machines).",
+    )
     max_memory_bytes: int = Field(
         default=1024 * MIB,
         gt=0,
@@ -404,6 +411,12 @@ class Settings(BaseSettings):
             parts = urlsplit(self.database_url.get_secret_value())
             return f"postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
         return str(self.database_path.resolve())
+
+    @model_validator(mode="after")
+    def _deadline_floor_under_its_ceiling(self) -> Settings:
+        if self.min_deadline_ms > self.max_deadline_ms:
+            raise ValueError("WARDFN_MIN_DEADLINE_MS is above WARDFN_MAX_DEADLINE_MS: lower it, or raise the ceiling")
+        return self
 
     @model_validator(mode="after")
     def _packages_need_a_pinned_key(self) -> Settings:

@@ -18,6 +18,13 @@ from tests.prebuild import FUNCTION_DIRS, PREBUILT_ENV, TEST_HOME, build_setting
 
 __all__ = ["FUNCTION_DIRS", "TEST_HOME", "checkpoint_file_for", "settings_for"]
 
+# The suite runs on busy 2-core machines (CI; a laptop building beside it) and tests behaviour, not
+# speed: every host it makes, in process or as a server, gives a call at least 2 s and waits 5 s past a
+# deadline before leaving a call behind, so that a slow machine's 200 ms summary is not a 504. Tests of
+# the deadlines themselves set their own limits.
+os.environ.setdefault("WARDFN_MIN_DEADLINE_MS", "2000")
+os.environ.setdefault("WARDFN_DEADLINE_MARGIN_MS", "5000")
+
 
 def checkpoint_file_for(database: Path) -> Path:
     """A test database's audit checkpoints: beside it, not left behind under the shared test home."""

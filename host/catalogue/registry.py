@@ -45,9 +45,10 @@ class LoadedFunction:
 
 
 def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
-    """The manifest's limits, never looser than the host's settings allow."""
+    """The manifest's limits, never looser than the host's settings allow (a deadline never shorter than
+    WARDFN_MIN_DEADLINE_MS either)."""
     return SandboxLimits(
-        deadline_ms=min(manifest.limits.deadline_ms, settings.max_deadline_ms),
+        deadline_ms=max(settings.min_deadline_ms, min(manifest.limits.deadline_ms, settings.max_deadline_ms)),
         memory_bytes=min(manifest.limits.memory_mib * MIB, settings.max_memory_bytes),
         output_bytes=min(manifest.limits.output_kib * KIB, settings.max_output_bytes),
         stdio_bytes=settings.stdio_limit_bytes,

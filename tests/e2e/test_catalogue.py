@@ -141,7 +141,9 @@ def test_patient_search_finds_and_audits_its_query(server: ServerProcess) -> Non
         query = json.loads(store.open_text(sealed, AUDIT_QUERY_PURPOSE))
     finally:
         store.close()
-    assert query == {"name": family.upper(), "birth_date": patient["birthDate"]}
+    asked = {"name": family.upper(), "birth_date": patient["birthDate"]}
+    assert query["args"] == asked  # the arguments, and every directory query with the ids it matched
+    assert query["searches"] == [{"query": {**asked, "identifier": None}, "matched": [patient["id"]]}]
     refused = httpx.post(
         f"{server.url}/v1/functions/patient_search/invoke",
         json={"patient_id": patient["id"], "args": {"name": family}},

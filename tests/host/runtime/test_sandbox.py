@@ -145,10 +145,11 @@ def test_patient_lookup_reads_through_the_records_import(harness: Harness) -> No
     assert body["demographics"]["name"]["family"] == "Secret"
 
 
-def test_patient_lookup_without_the_patient_resource_is_not_found(harness: Harness) -> None:
-    with pytest.raises(FunctionReturnedError) as caught:
-        harness.call("patient_lookup", {}, Scope(PATIENT, frozenset()))
-    assert caught.value.kind == "not-found"
+def test_patient_lookup_granted_nothing_marks_every_section_withheld(harness: Harness) -> None:
+    # The host found the patient before the call; what the decision withholds is marked, never "none".
+    body = harness.call("patient_lookup", {}, Scope(PATIENT, frozenset())).body
+    assert set(body) == {"demographics", "allergies", "medications", "vital_signs"}
+    assert all(section["withheld"] is True for section in body.values())
 
 
 def test_prepared_instances_serve_one_invocation_each(harness: Harness) -> None:
