@@ -64,12 +64,16 @@ def test_fhir_export_is_the_bundles_record(server: ServerProcess, bundle_name: s
     assert response.status_code == 200, response.text
     exported = response.json()["result"]
     Bundle.model_validate(exported)
-    got = Counter(e["resource"]["resourceType"] for e in exported["entry"])
+    outcomes = [e["resource"] for e in exported["entry"] if e["resource"]["resourceType"] == "OperationOutcome"]
+    got = Counter(e["resource"]["resourceType"] for e in exported["entry"]) - Counter({"OperationOutcome": 1})
     want = Counter(r["resourceType"] for r in resources if r["resourceType"] in EXPORTED)
     # The policy decides which types a patient's own export holds; every type it holds is whole.
     assert set(got) <= set(want) and {t: want[t] for t in got} == dict(got)
     core = {"Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "AllergyIntolerance"}
     assert core & set(want) <= set(got)
+    # Every type it does not hold is named as withheld (suppressed), never silently missing.
+    suppressed = {i["expression"][0] for o in outcomes for i in o["issue"] if i["code"] == "suppressed"}
+    assert len(outcomes) <= 1 and set(want) - set(got) <= suppressed
 
 
 @pytest.mark.parametrize("bundle_name", BUNDLES)
