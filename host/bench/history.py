@@ -186,18 +186,22 @@ def _measure(
     ok: list[float] = []
     sizes: list[float] = []
     statuses: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
     for number in range(warmup + calls):
         started = time.perf_counter()
         try:
             response = client.request(**request)
             status, body = str(response.status_code), len(response.content)
+            code = None if response.is_success else _error_code(response)
         except httpx.TimeoutException:
-            status, body = "client_timeout", 0
+            status, body, code = "client_timeout", 0, None
         elapsed = (time.perf_counter() - started) * 1000
         if number < warmup:
             continue
         every.append(elapsed)
         statuses[status] += 1
+        if code is not None:
+            codes[code] += 1
         if status == "200":
             ok.append(elapsed)
             sizes.append(body)
@@ -208,6 +212,7 @@ def _measure(
         "calls": calls,
         "status": dict(sorted(statuses.items())),
         "errors": calls - statuses["200"],
+        "error_codes": dict(sorted(codes.items())),
         "latency_ms": summarise(every),
         "latency_ok_ms": summarise(ok),
         "response_bytes_p50": summarise(sizes)["p50"],
@@ -301,3 +306,11 @@ def _chart(path: Path, document: dict[str, Any]) -> None:
 def _failures(run: dict[str, Any]) -> str:
     """ "504×50": what the calls that did not answer 200 answered, for the chart."""
     return ", ".join(f"{status}×{count}" for status, count in run["status"].items() if status != "200")
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The API's error code (`deadline_exceeded`, `function_output_rejected`...), or `unreadable`."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"

@@ -94,5 +94,6 @@ def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path)
     for run in runs:  # type: ignore[union-attr]
         assert sum(run["status"].values()) == run["calls"] == run["latency_ms"]["n"]
         assert run["errors"] == run["calls"] - run["status"].get("200", 0)
+        assert isinstance(run["error_codes"], dict)
     assert document["errors"]["total"] == sum(r["errors"] for r in runs)  # type: ignore[index,union-attr]
     assert document["ratio_basis"]["sizes"] == [25, 50]  # type: ignore[index]

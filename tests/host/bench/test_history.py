@@ -16,7 +16,9 @@ def _client(answers: list[int | None]) -> httpx.Client:
         status = next(pending)
         if status is None:
             raise httpx.ReadTimeout("too slow", request=request)
-        return httpx.Response(status, content=b"x" * status)
+        if status == 200:
+            return httpx.Response(200, content=b"x" * 200)
+        return httpx.Response(status, json={"error": {"code": f"code_{status}", "message": "m", "request_id": "r"}})
 
     return httpx.Client(base_url="http://bench.invalid", transport=httpx.MockTransport(answer))
 
@@ -29,6 +31,7 @@ def test_errors_are_counted_by_status_and_timed() -> None:
     assert run["errors"] == 4 and run["calls"] == 5 and run["resources"] == 50_000
     assert run["latency_ms"]["n"] == 5 and run["latency_ok_ms"]["n"] == 1
     assert run["response_bytes_p50"] == 200
+    assert run["error_codes"] == {"code_504": 3}
 
 
 def test_a_size_where_every_call_fails_has_no_ok_latency() -> None:
