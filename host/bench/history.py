@@ -1,8 +1,8 @@
 """`wardfn bench history`: what a call costs as the chart grows, on an idle host.
 
-Seeds a database of its own (`$WARDFN_HOME/bench-history.db`, made afresh each run) with one
-history-profile patient per size (host.data.history: about 100, 1,000, 10,000 and 50,000
-resources by default), timing how long each chart takes to generate and to store; starts a real
+Seeds a database of its own (`bench-history.db` in a fresh directory under `$WARDFN_HOME`,
+removed after the run) with one history-profile patient per size (host.data.history: about
+100, 1,000, 10,000 and 50,000 resources by default), timing how long each chart takes to generate and to store; starts a real
 host on it (`wardfn serve` on a free loopback port); then, one call at a time, for each size:
 
 - summary: `GET /v1/patients/{id}/summary` (patient_lookup), as medical staff, for treatment;
@@ -19,6 +19,8 @@ at the largest size failed at their deadline, the ratio is a lower bound and say
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -92,22 +94,39 @@ class BenchPatient:
 def run_history(settings: Settings, options: HistoryOptions, out: Path, console: Console) -> dict[str, Any]:
     """Seed, serve, measure, print; write `history.json` and `history.png` under `out`; return the document."""
     out.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # A directory of its own for each run: two runs in one home never delete each other's database.
+    workdir = Path(tempfile.mkdtemp(prefix="bench-history-", dir=settings.home))
+    try:
+        with Progress(
+            TextColumn("{task.description:<52}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
+            patients, url, runs = _seed_and_measure(settings, options, workdir / DATABASE, out, progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    document = _document(settings, options, url, patients, runs)
+    _print(console, document)
+    report.write_json(out / "history.json", document)
+    _chart(out / "history.png", document)
+    console.print(f"wrote {out / 'history.json'} and {out / 'history.png'}")
+    return document
+
+
+def _seed_and_measure(
+    settings: Settings, options: HistoryOptions, database: Path, out: Path, progress: Progress
+) -> tuple[list[BenchPatient], str, list[dict[str, Any]]]:
     sizes = sorted(set(options.sizes))
-    database = settings.home / DATABASE
+    task = progress.add_task("history", total=len(sizes) * (1 + len(FUNCTIONS)) + 1)
+    patients = []
+    for position, size in enumerate(sizes):
+        progress.update(task, description=f"seeding a chart of {size:,} resources")
+        patients.append(_seed(settings, database, options.seed, position, len(sizes), size))
+        progress.advance(task)
+    progress.update(task, description="building functions, starting the host")
+    build_all(settings)
+    staff = {"Authorization": f"Bearer {issue_dev_token(settings, 'bench-history', STAFF_ROLE, 7200)}"}
     runs: list[dict[str, Any]] = []
-    with Progress(
-        TextColumn("{task.description:<52}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("history", total=len(sizes) * (1 + len(FUNCTIONS)) + 1)
-        patients = []
-        for position, size in enumerate(sizes):
-            progress.update(task, description=f"seeding a chart of {size:,} resources")
-            patients.append(_seed(settings, database, options.seed, position, len(sizes), size, fresh=position == 0))
-            progress.advance(task)
-        progress.update(task, description="building functions, starting the host")
-        build_all(settings)
-        staff = {"Authorization": f"Bearer {issue_dev_token(settings, 'bench-history', STAFF_ROLE, 7200)}"}
-        log = (out / "history-server.log").open("wb")
+    with (out / "history-server.log").open("wb") as log:
         server, url = start_host(settings, database, log)
         try:
             until_ok(server, f"{url}/v1/patients/{patients[0].patient_id}/summary", staff, time.perf_counter())
@@ -121,22 +140,11 @@ def run_history(settings: Settings, options: HistoryOptions, out: Path, console:
                         progress.advance(task)
         finally:
             stop(server)
-            log.close()
-    document = _document(settings, options, url, patients, runs)
-    _print(console, document)
-    report.write_json(out / "history.json", document)
-    _chart(out / "history.png", document)
-    console.print(f"wrote {out / 'history.json'} and {out / 'history.png'}")
-    return document
+    return patients, url, runs
 
 
-def _seed(
-    settings: Settings, database: Path, seed: int, position: int, stride: int, size: int, fresh: bool
-) -> BenchPatient:
+def _seed(settings: Settings, database: Path, seed: int, position: int, stride: int, size: int) -> BenchPatient:
     """The first history patient at `position`, `position + stride`, ... whose consent allows treatment, stored."""
-    if fresh:
-        for stale in database.parent.glob(database.name + "*"):
-            stale.unlink()
     index = position
     while True:
         started = time.perf_counter()
