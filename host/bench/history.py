@@ -2,8 +2,9 @@
 
 Seeds a database of its own (`bench-history.db` in a fresh directory under `$WARDFN_HOME`,
 removed after the run) with one history-profile patient per size (host.data.history: about
-100, 1,000, 10,000 and 50,000 resources by default), timing how long each chart takes to generate and to store; starts a real
-host on it (`wardfn serve` on a free loopback port); then, one call at a time, for each size:
+100, 1,000, 10,000 and 50,000 resources by default), timing how long each chart takes to
+generate and to store; starts a real host on it (`wardfn serve` on a free loopback port);
+then, one call at a time, for each size:
 
 - summary: `GET /v1/patients/{id}/summary` (patient_lookup), as medical staff, for treatment;
 - med_safety: `POST /v1/functions/med_safety/invoke`, the same caller;
