@@ -14,16 +14,12 @@ Starts a host (`wardfn serve` on a free loopback port, its own seeded database) 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,12 +29,9 @@ from host.auth import issue_dev_token
 from host.bench import report
 from host.bench.fixtures import bench_database, consenting_patients
 from host.bench.machine import describe
+from host.bench.server import build_all, free_port, start_host, stop, until_ok
 from host.bench.stats import percentile, ratio
-from host.catalogue.artifacts import ArtifactCache
-from host.catalogue.build import build_function
-from host.catalogue.manifest import discover_functions
 from host.config import Settings
-from host.runtime.engine import create_engine
 
 TARGETS = {
     "p99_over_floor_at_200rps": ("<=", 3.0),
@@ -49,7 +42,6 @@ TARGETS = {
 }
 CALC_ARGS = {"calculator": "egfr", "creatinine_mg_dl": 1.1, "age": 67, "sex": "female"}
 TARGETS_NAMED = ("floor", "full", "reuse")
-STARTUP_TIMEOUT_S = 120
 
 
 def run_load(
@@ -92,7 +84,7 @@ def run_load(
         ) as progress:
             task = progress.add_task("load", total=len(plan) + (2 * startup_runs if url is None else 0))
             if url is None:
-                _build_all(settings)
+                build_all(settings)
                 startup, server, url = _measure_startup(
                     settings, database, targets["full"][0], startup_runs, log, progress, task
                 )
@@ -104,7 +96,7 @@ def run_load(
                 progress.advance(task)
     finally:
         if server is not None:
-            _stop(server)
+            stop(server)
         log.close()
     chain = _verify_chain(database) if startup is not None else None
     document = _document(runs, startup, settings, connections, rate, duration_s, chain, url)
@@ -113,20 +105,6 @@ def run_load(
     _chart(out / "load.png", document)
     console.print(f"wrote {out / 'load.json'} and {out / 'load.png'}")
     return document
-
-
-def _build_all(settings: Settings) -> None:
-    """Build what is missing now, so that no start-up measured below includes a build."""
-    cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
-    engine = create_engine()
-    for source in discover_functions(settings.functions_dirs):
-        build_function(source, settings.wit_dir, cache, engine)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _measure_startup(
@@ -144,7 +122,7 @@ def _measure_startup(
     host_times: list[float] = []
     for _ in range(runs):
         progress.update(task, description=f"start-up: bare FastAPI app, {workers} workers")
-        port = _free_port()
+        port = free_port()
         code = (
             "import uvicorn; uvicorn.run('host.bench.floor_app:app', host='127.0.0.1', "
             f"port={port}, workers={workers}, log_level='warning', access_log=False)"
@@ -152,28 +130,23 @@ def _measure_startup(
         started = time.perf_counter()
         floor = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
         try:
-            floor_times.append(_until_ok(floor, f"http://127.0.0.1:{port}/", {}, started))
+            floor_times.append(until_ok(floor, f"http://127.0.0.1:{port}/", {}, started))
         finally:
-            _stop(floor)
+            stop(floor)
         progress.advance(task)
     server: subprocess.Popen[bytes] | None = None
     url = ""
     for index in range(runs):
         progress.update(task, description=f"start-up: wardfn host, {workers} workers")
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "WARDFN_HOME": str(settings.home), "WARDFN_DATABASE": str(database)}
-        env["WARDFN_WORKERS"] = str(workers)
-        command = [sys.executable, "-c", "from host.cli import main; main()", "serve", "--port", str(port)]
         started = time.perf_counter()
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server, url = start_host(settings, database, log)
         try:
-            host_times.append(_until_ok(server, url + first["path"], first.get("headers", {}), started))
+            host_times.append(until_ok(server, url + first["path"], first.get("headers", {}), started))
         except BaseException:
-            _stop(server)
+            stop(server)
             raise
         if index < runs - 1:
-            _stop(server)
+            stop(server)
         progress.advance(task)
     assert server is not None
     floor_ms = sorted(floor_times)[len(floor_times) // 2]
@@ -183,32 +156,6 @@ def _measure_startup(
         server,
         url,
     )
-
-
-def _until_ok(process: subprocess.Popen[bytes], url: str, headers: dict[str, str], started: float) -> float:
-    """Milliseconds from `started` until `url` answers 200; polls every 5 ms."""
-    deadline = started + STARTUP_TIMEOUT_S
-    with httpx.Client(timeout=2) as client:
-        while time.perf_counter() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode} before answering")
-            try:
-                if client.get(url, headers=headers).status_code == 200:
-                    return (time.perf_counter() - started) * 1000
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.005)
-    raise RuntimeError(f"no answer from {url} within {STARTUP_TIMEOUT_S} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _generate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
@@ -30,6 +31,22 @@ def describe() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "versions": {name: _version(name) for name in PACKAGES},
     }
+
+
+def commit() -> dict[str, Any]:
+    """The git commit measured, and whether tracked files differed from it (None outside a checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+    return {"sha": sha, "dirty": bool(changed)}
 
 
 def _version(name: str) -> str | None:

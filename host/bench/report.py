@@ -74,6 +74,44 @@ def bar_chart(
     return path
 
 
+def line_chart(
+    path: Path,
+    title: str,
+    series: Mapping[str, Sequence[tuple[float, float | None, str]]],
+    x_label: str,
+    y_label: str,
+    note: str = "",
+) -> Path:
+    """Lines on log-log axes, one per series of (x, y, label) points; a label is written beside its point."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for name, points in series.items():
+        shown = [(x, y) for x, y, _ in points if y is not None and y > 0]
+        if not shown:
+            continue
+        style = "--" if name.endswith("p99") else "-"
+        (line,) = ax.plot([x for x, _ in shown], [y for _, y in shown], style, marker="o", label=name)
+        for x, y, label in points:
+            if label and y is not None and y > 0:
+                ax.annotate(
+                    label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=line.get_color()
+                )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _short(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"

@@ -1,4 +1,4 @@
-"""`wardfn bench`: cold-start and load benchmarks, with tables, JSON and charts."""
+"""`wardfn bench`: cold-start, load and history (chart size) benchmarks, with tables, JSON and charts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DEFAULT_OUT = Path("bench") / "results"
 
 @click.group()
 def bench() -> None:
-    """Cold-start and load benchmarks (JSON and PNG under --out)."""
+    """Cold-start, load and chart-size benchmarks (JSON and PNG under --out)."""
 
 
 @bench.command("cold-start")
@@ -59,3 +59,48 @@ def load(
     # host and the floor get the same processes, every core unless told otherwise.
     settings = cli_settings().model_copy(update={"workers": workers})
     run_load(settings, url, connections, rate, duration, out, err, warmup, startup_runs)
+
+
+@bench.command("history")
+@click.option("--sizes", help="Chart sizes in resources, comma-separated [default: 100,1000,10000,50000].")
+@click.option("--calls", type=click.IntRange(min=1), help="Timed calls per size, summary and med_safety [default: 50].")
+@click.option("--export-calls", type=click.IntRange(min=1), help="Timed exports per size [default: 10].")
+@click.option("--warmup", type=click.IntRange(min=0), help="Calls per size and function not counted [default: 3].")
+@click.option("--seed", "seed_value", type=int, help="The history generator's seed [default: WARDFN_SEED].")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Host processes; 0 is one per core."
+)
+@click.option("--quick", is_flag=True, help="Tiny charts (30 and 60 resources) and a few calls: a smoke run.")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+def history(
+    sizes: str | None,
+    calls: int | None,
+    export_calls: int | None,
+    warmup: int | None,
+    seed_value: int | None,
+    workers: int,
+    quick: bool,
+    out: Path,
+) -> None:
+    """Summary, med_safety and export latency against chart size (100 to 50,000 resources), on an idle host."""
+    from host.bench.history import QUICK_SIZES, HistoryOptions, run_history
+
+    settings = cli_settings().model_copy(update={"workers": workers})
+    base = HistoryOptions(sizes=QUICK_SIZES, calls=3, export_calls=2, warmup=1) if quick else HistoryOptions()
+    try:
+        chosen = base.sizes if sizes is None else tuple(int(s) for s in sizes.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "give sizes as whole numbers separated by commas, e.g. 100,1000", param_hint="--sizes"
+        ) from None
+    if not chosen or min(chosen) < 1:
+        raise click.BadParameter("give at least one size, each at least 1", param_hint="--sizes")
+    options = HistoryOptions(
+        sizes=chosen,
+        calls=base.calls if calls is None else calls,
+        export_calls=base.export_calls if export_calls is None else export_calls,
+        warmup=base.warmup if warmup is None else warmup,
+        seed=settings.seed if seed_value is None else seed_value,
+        workers=workers,
+    )
+    run_history(settings, options, out, err)

@@ -13,6 +13,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from host.cli.common import cli_settings, err
 
 if TYPE_CHECKING:
+    from host.store.resources import ResourceStore
     from host.store.upsert import Written
 
 
@@ -24,20 +25,42 @@ def data() -> None:
 @data.command("seed")
 @click.option("--patients", type=int, default=1000, show_default=True)
 @click.option("--seed", "seed_value", type=int, default=20261125, show_default=True)
-def data_seed(patients: int, seed_value: int) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(["default", "history"]),
+    default="default",
+    show_default=True,
+    help="default: 10 to 40 resources a patient; history: charts the size of real ones (median 1,000 resources).",
+)
+@click.option("--resources", type=click.IntRange(min=1), help="history only: this many resources every patient.")
+def data_seed(patients: int, seed_value: int, profile: str, resources: int | None) -> None:
     """Add deterministic synthetic patients to the database."""
     from host.data.synthetic import seed_store
     from host.store.resources import open_store
 
+    if resources is not None and profile != "history":
+        raise click.UsageError("--resources sizes the history profile's charts: add --profile history")
     settings = cli_settings()
     store = open_store(settings)
     where = store.database.display
     try:
+        if profile == "history":
+            added = _seed_histories(store, patients, seed_value, resources)
+            err.print(f"added {patients} patients ({added} resources) to {where}")
+            return
         with err.status(f"seeding {patients} synthetic patients"):
             added = seed_store(store, patients, seed_value)
     finally:
         store.close()
     err.print(f"added {added} patients to {where}")
+
+
+def _seed_histories(store: ResourceStore, patients: int, seed_value: int, resources: int | None) -> int:
+    from host.data.history import seed_histories
+
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as progress:
+        task = progress.add_task("seeding patient histories", total=patients)
+        return seed_histories(store, patients, seed_value, resources, lambda _: progress.advance(task))
 
 
 @data.command("import")

@@ -78,7 +78,7 @@ def _national_identifiers(seed: int) -> Iterator[str]:
 
 
 def _patient_record(rng: random.Random, index: int, national_identifier: str) -> Iterator[Resource]:
-    patient = _patient(rng, index, national_identifier)
+    patient = patient_resource(rng, index, national_identifier)
     patient_id = patient["id"]
     ref = f"Patient/{patient_id}"
     born = date.fromisoformat(patient["birthDate"])
@@ -96,9 +96,9 @@ def _patient_record(rng: random.Random, index: int, national_identifier: str) ->
     for _ in range(rng.randint(0, 5)):
         yield _medication_request(rng, ref, rng.choice(encounters), rng.choice(team))
     yield from _vital_signs(rng, ref, born, encounters)
-    yield _care_team(rng, ref, team)
+    yield care_team(rng, ref, team)
     if rng.random() < CONSENT_DENIAL_RATE:
-        yield _consent_denying_treatment(rng, ref, encounters[0])
+        yield consent_denying_treatment(rng, ref, encounters[0])
 
 
 def _new_id(rng: random.Random) -> str:
@@ -124,7 +124,7 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _patient(rng: random.Random, index: int, national_identifier: str) -> Resource:
+def patient_resource(rng: random.Random, index: int, national_identifier: str) -> Resource:
     """A Patient. The MRN follows `index`, so that it is unique within one generation."""
     patient_id = _new_id(rng)
     gender = rng.choices(("female", "male", "other", "unknown"), weights=(49, 49, 1, 1))[0]
@@ -311,7 +311,7 @@ def _vital_signs(rng: random.Random, ref: str, born: date, encounters: list[Reso
     for taken in sorted(times):
         encounter_ref = f"Encounter/{_encounter_at(encounters, taken)['id']}"
         age = (taken.date() - born).days / 365.25
-        for resource in _vitals_at(rng, age):
+        for resource in vitals_at(rng, age):
             resource.update(
                 {
                     "id": _new_id(rng),
@@ -329,7 +329,8 @@ def _encounter_at(encounters: list[Resource], moment: datetime) -> Resource:
     return started[-1] if started else encounters[0]
 
 
-def _vitals_at(rng: random.Random, age: float) -> list[Resource]:
+def vitals_at(rng: random.Random, age: float) -> list[Resource]:
+    """The seven vital-sign Observations taken at once, plausible for `age` (no id, subject or time)."""
     child = age < 16
     height = (50 + 6.5 * age if child else rng.uniform(150, 195)) + rng.uniform(-4, 4)
     weight = (3.5 + 2.6 * age if child else rng.uniform(48, 120)) * rng.uniform(0.9, 1.1)
@@ -352,7 +353,8 @@ def _vitals_at(rng: random.Random, age: float) -> list[Resource]:
     ]
 
 
-def _care_team(rng: random.Random, ref: str, team: list[str]) -> Resource:
+def care_team(rng: random.Random, ref: str, team: list[str]) -> Resource:
+    """An active CareTeam of these practitioners, the first one the primary care physician."""
     participants = []
     for index, practitioner_id in enumerate(team):
         role_code, role_display = CARE_TEAM_ROLES[0] if index == 0 else rng.choice(CARE_TEAM_ROLES[1:])
@@ -377,7 +379,8 @@ def _care_team(rng: random.Random, ref: str, team: list[str]) -> Resource:
     }
 
 
-def _consent_denying_treatment(rng: random.Random, ref: str, encounter: Resource) -> Resource:
+def consent_denying_treatment(rng: random.Random, ref: str, encounter: Resource) -> Resource:
+    """An active Consent that denies treatment (TREAT), dated at the encounter's start."""
     return {
         "resourceType": "Consent",
         "id": _new_id(rng),

@@ -74,3 +74,26 @@ def test_load_writes_json_and_png(built_functions: list[str], tmp_path: Path) ->
     assert document["ratios"]["errors"] == 0  # type: ignore[index]
     assert all(r["completed"] > 0 for r in runs)  # type: ignore[union-attr]
     assert document["audit_chain"]["ok"] is True  # type: ignore[index]
+
+
+def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(WARDFN), "bench", "history", "--quick", "--sizes", "25,50", "--workers", "1", "--out", str(tmp_path)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = _check(tmp_path, "history", {"summary_p99_50k_over_100"})
+    assert document["summary_p99_50k_over_100"] == document["ratios"]["summary_p99_50k_over_100"]  # type: ignore[index]
+    assert len(document["commit"]["sha"]) == 40  # type: ignore[index]
+    assert document["options"]["sizes"] == [25, 50] and document["options"]["calls"] == 3  # type: ignore[index]
+    assert [p["resources"] for p in document["patients"]] == [25, 50]  # type: ignore[union-attr,index]
+    runs = document["runs"]
+    assert [(r["function"], r["target_resources"]) for r in runs] == [  # type: ignore[union-attr]
+        (function, size) for size in (25, 50) for function in ("summary", "med_safety", "export")
+    ]
+    for run in runs:  # type: ignore[union-attr]
+        assert sum(run["status"].values()) == run["calls"] == run["latency_ms"]["n"]
+        assert run["errors"] == run["calls"] - run["status"].get("200", 0)
+        assert isinstance(run["error_codes"], dict)
+    assert document["errors"]["total"] == sum(r["errors"] for r in runs)  # type: ignore[index,union-attr]
+    assert document["ratio_basis"]["sizes"] == [25, 50]  # type: ignore[index]
