@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from host.data.synthetic import generate
+from tests.functions.fake_query import querier
 from tests.functions.loader import load
 
 summary = load("patient_lookup", "summary")
@@ -57,7 +58,7 @@ def test_only_active_allergies_and_medications() -> None:
 
 def test_no_patient_resource_is_not_found() -> None:
     with pytest.raises(summary.PatientNotFound):
-        summary.build_summary(_reader([]))
+        summary.build_summary(_reader([]), querier([]))
 
 
 @pytest.mark.parametrize("index", range(5))
@@ -65,7 +66,7 @@ def test_summary_of_generated_patients_counts_what_the_records_hold(index: int) 
     resources = list(generate(5, 99))
     patient = [r for r in resources if r["resourceType"] == "Patient"][index]
     own = [r for r in resources if r["id"] == patient["id"] or _subject(r) == patient["id"]]
-    built = summary.build_summary(_reader(own))
+    built = summary.build_summary(_reader(own), querier(own))
     assert built["demographics"]["id"] == patient["id"]
     assert built["demographics"]["birth_date"] == patient["birthDate"]
     expected_allergies = [
