@@ -80,25 +80,32 @@ def build_summary(read: Reader, query: Query) -> dict[str, Any]:
 
 
 def latest_of_each_vital_sign(query: Query) -> list[Resource]:
-    """For each code of VITAL_SIGN_CODES, its latest live vital-sign Observation (one query each, at most
-    one resource each): what `latest_vital_signs` needs, not the whole history."""
+    """For each code of VITAL_SIGN_CODES, the latest live vital-sign Observation whose first code it is:
+    what `latest_vital_signs` needs, not the whole history.
+
+    The host matches a code in any coding of an Observation, the summary groups by the first one:
+    a newer Observation that carries the code second (Synthea files oxygen saturation under both of
+    its LOINC codes) would hide the one wanted, so the read widens, four times as many each time,
+    until the latest of the code's own comes back or there is no more. Nearly always one query."""
     found: list[Resource] = []
-    seen: set[str] = set()
     for code in VITAL_SIGN_CODES:
-        params = (
-            ("code", f"{LOINC}|{code}"),
-            ("category", VITAL_SIGNS),
-            ("status", LIVE_STATUSES),
-            ("_sort", "-date"),
-            ("_count", "1"),
-        )
-        for obs in query("Observation", params):
-            key = obs.get("id")
-            if key in seen:
-                continue  # one Observation may carry two of the codes
-            if key is not None:
-                seen.add(str(key))
-            found.append(obs)
+        count = 1
+        while True:
+            params = (
+                ("code", f"{LOINC}|{code}"),
+                ("category", VITAL_SIGNS),
+                ("status", LIVE_STATUSES),
+                ("_sort", "-date"),
+                ("_count", str(count)),
+            )
+            observations = query("Observation", params)
+            own = next((obs for obs in observations if _first_code(obs.get("code")) == code), None)
+            if own is not None:
+                found.append(own)
+                break
+            if len(observations) < count:
+                break
+            count *= 4
     return found
 
 

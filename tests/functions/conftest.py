@@ -39,6 +39,7 @@ class Records:
     denied: set[str] = field(default_factory=set)
     unavailable: bool = False
     pseudonym_denied: bool = False
+    query_invalid: bool = False  # every records.query refused as `invalid`, as for a parameter the host lacks
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Guest:
                 raise self.Err(access.QueryError_Unavailable("store down"))
             if resource_type in store.denied:
                 raise self.Err(access.QueryError_Denied(f"{resource_type} not granted"))
+            if store.query_invalid:
+                raise self.Err(access.QueryError_Invalid("not supported"))
             try:
                 return evaluate(resource_type, params, store.resources.get(resource_type, []))
             except InvalidRequest as exc:
