@@ -43,6 +43,10 @@ NEVER: dict[str, tuple[set[str], str]] = {
         {"runtime", "catalogue", "policy", "audit", "service"} | TOP,
         "generators and imports write through the store, nothing else",
     ),
+    "search": (
+        {"runtime", "catalogue", "policy", "store", "data", "audit", "service"} | TOP,
+        "FHIR search is computation on resources: the store and the warm-up both evaluate it",
+    ),
     "service": (TOP, "services never reach HTTP, the command line or the composition root"),
     "attempts": (
         {"service", "runtime", "store", "audit", "catalogue"} | TOP,

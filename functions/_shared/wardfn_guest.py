@@ -4,6 +4,9 @@
   becomes a case of the WIT `error` variant.
 - `read_granted`: a patient's resources of one type; a type the policy decision did not grant
   raises `wardfn_withheld.Withheld`, so that no function can read "not granted" as "none".
+- `query_granted`: the same, narrowed by FHIR search parameters the host evaluates (`records.query`),
+  so a function reads only what it needs; `Withheld` likewise, and a parameter the host refuses is
+  the function's own bug (`internal`).
 - `patient_of` and `json_response`: the request's patient, and the answer as compact JSON.
 
 Only adapters import this module (it needs the generated `wit_world` bindings); the functions'
@@ -12,13 +15,13 @@ own logic stays plain Python that runs under CPython.
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from componentize_py_types import Err
 from wardfn_withheld import Withheld
 from wit_world.imports import records
-from wit_world.imports.records import AccessError_Denied
+from wit_world.imports.records import AccessError_Denied, QueryError_Denied, QueryError_Invalid
 from wit_world.imports.types import Error_Internal, Error_InvalidInput, Error_NotFound, Request, Response
 
 # Errors the function raises on purpose (`raise Err(Error_NotFound(...))`): they pass the boundary as they are.
@@ -86,6 +89,21 @@ def read_granted(patient_id: str, resource_type: str) -> list[str]:
     except Err as err:
         if isinstance(err.value, AccessError_Denied):
             raise Withheld(resource_type) from None  # not granted: withheld, never "none"
+        raise
+
+
+def query_granted(patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+    """The patient's resources of `resource_type` that match FHIR search `params`, as FHIR JSON strings;
+    `Withheld` when the decision did not grant the type. A parameter the host refuses (`invalid`) is a
+    bug in the function: `internal`, never an empty answer. Any other refusal (the store unavailable)
+    is raised as the import's `Err`."""
+    try:
+        return records.query(patient_id, resource_type, list(params))
+    except Err as err:
+        if isinstance(err.value, QueryError_Denied):
+            raise Withheld(resource_type) from None  # not granted: withheld, never "none"
+        if isinstance(err.value, QueryError_Invalid):
+            raise Err(Error_Internal("records query refused")) from None  # the host's text is not passed on
         raise
 
 

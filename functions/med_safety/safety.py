@@ -1,12 +1,15 @@
 """Drug-allergy conflicts between active medications and active allergies: plain Python, testable under CPython.
 
+Each type is read narrowed to its active resources (FHIR search parameters the host evaluates);
+the filters here still run on what comes back, so the answer is the same either way.
+
 Safe only when both were read: with allergies or medications withheld by the decision, the answer
 is `"safe": null` and names what was withheld, never `"safe": true` from a list it was not shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,9 @@ from knowledge import (
 from wardfn_withheld import Withheld, marker
 
 Resource = dict[str, Any]
-Reader = Callable[[str], list[Resource]]
+Params = Sequence[tuple[str, str]]
+# A read narrowed by FHIR search parameters: (resource type, parameters) -> the matching resources.
+Query = Callable[[str, Params], list[Resource]]
 
 INGREDIENT_CLASS = {code: cls for cls, members in CLASS_INGREDIENTS.items() for code in members}
 INGREDIENT_NAME = {code: name for members in CLASS_INGREDIENTS.values() for code, name in members.items()}
@@ -36,18 +41,21 @@ class Allergen:
     classes: frozenset[str]  # drug classes the allergy covers
 
 
-# What the check needs: with any of these withheld it cannot say "safe".
-NEEDED = ("AllergyIntolerance", "MedicationRequest")
+# What the check needs, and how each is asked for: with any of these withheld it cannot say "safe".
+NEEDED: dict[str, Params] = {
+    "AllergyIntolerance": (("clinical-status", "active"),),
+    "MedicationRequest": (("status", "active"),),
+}
 
 
-def check(read: Reader) -> dict[str, Any]:
+def check(query: Query) -> dict[str, Any]:
     """Every conflict between an active medication and an active allergy, with its reason; `safe` is
     true or false only when every type it needs was granted, else null with `withheld` naming them."""
     read_types: dict[str, list[Resource]] = {}
     withheld: list[str] = []
-    for resource_type in NEEDED:
+    for resource_type, params in NEEDED.items():
         try:
-            read_types[resource_type] = read(resource_type)
+            read_types[resource_type] = query(resource_type, params)
         except Withheld:
             withheld.append(resource_type)
     allergies = [a for a in read_types.get("AllergyIntolerance", []) if _status(a.get("clinicalStatus")) == "active"]

@@ -4,6 +4,8 @@ Warm-up calls read one fictional patient, kept beside this module as FHIR JSON
 (`warmup_patient.json`, made by the synthetic generator with its own seed: see
 `tests/host/catalogue/test_warmup.py`): realistic in shape and size, so the warm-up exercises
 the code paths and memory growth a real call will, and served from memory, never from the store.
+Its `records.query` is evaluated over the same patient by the store's own evaluator (host.search),
+so a function that asks with search parameters warms that path too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from host.catalogue.manifest import Manifest
 from host.runtime.calls import FunctionRequest, Warmup
+from host.search.memory import evaluate
 from host.types import Scope
 
 WARMUP_PATIENT_FILE = Path(__file__).with_name("warmup_patient.json")
@@ -39,6 +42,11 @@ def _synthetic_records(patient_id: str, resource_type: str) -> list[str]:
     return list(by_type.get(resource_type, ())) if patient_id == synthetic_id else []
 
 
+def _synthetic_query(patient_id: str, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+    """What a warm-up query reads: the synthetic patient's resources that match, evaluated as the store does."""
+    return evaluate(resource_type, params, _synthetic_records(patient_id, resource_type))
+
+
 def warmup_for(manifest: Manifest) -> Warmup:
     """The synthetic invocation that warms this function's prepared instances."""
     patient_id = synthetic_patient()[0] if manifest.patient == "required" else None
@@ -46,4 +54,5 @@ def warmup_for(manifest: Manifest) -> Warmup:
         request=FunctionRequest(patient_id=patient_id, purpose="TREAT", args=dict(manifest.warmup_args)),
         scope=Scope(patient_id=patient_id, resource_types=frozenset(manifest.reads) if patient_id else frozenset()),
         read=_synthetic_records,
+        query=_synthetic_query,
     )

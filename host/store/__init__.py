@@ -6,7 +6,7 @@
 - `encryption`, `keyring`: envelope encryption, per-patient data keys, blind indexes;
 - `consent`: consent directives read from the record;
 - `directory`: the keys a patient can be found by;
-- `search_params`, `search_query`, `search_columns`, `search_index`: FHIR search parameters on a sealed index;
+- `search_index`: FHIR search parameters (host.search) on a sealed index;
 - `pseudonyms`: keyed research pseudonyms.
 
 Never reaches the runtime, the catalogue, the policy, the audit trail or HTTP.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from host.errors import InvalidRequest, StoreUnavailable, WardfnError
+from host.search.query import parse_query
 from host.store import keyring, migrations, search_index
 from host.store.consent import consented, directives
 from host.store.database import (
@@ -42,7 +43,6 @@ from host.store.directory import minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
-from host.store.search_query import parse_query
 from host.store.upsert import Written, upsert
 from host.types import DirectoryQuery
 
@@ -139,7 +139,7 @@ class ResourceStore:
             return self._search(conn, patient_id, resource_type)
 
     def query(self, patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        """One patient's resources of one type that match FHIR search parameters (host.store.search_query),
+        """One patient's resources of one type that match FHIR search parameters (host.search.query),
         decrypting only those; InvalidRequest for a parameter or value it does not support."""
         wanted = parse_query(resource_type, params)
         with self._use("read") as conn:

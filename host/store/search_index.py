@@ -1,6 +1,6 @@
 """The search index: one sealed blob per (patient, resource type), kept in step with the resources.
 
-Each blob is an `Index` (host.store.search_params: every resource's id, its date ranges and its
+Each blob is an `Index` (host.search.params: every resource's id, its date ranges and its
 tokens) sealed with AES-256-GCM under the patient's own data key, bound to its (patient, type)
 row. The database holds no clinical date, code or status in clear, and erasing the patient's key
 shreds their index with their records. A search opens one blob, filters it in memory, and then
@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 import orjson
 
 from host.errors import StoreUnavailable
+from host.search.columns import Columns
+from host.search.params import INDEX_VERSION, SEARCH_PARAMETERS, Index
+from host.search.query import SearchQuery
 from host.store.database import Connection
 from host.store.encryption import FieldCipher, KeyUnreadable
 from host.store.sealing import open_body
-from host.store.search_columns import Columns
-from host.store.search_params import INDEX_VERSION, SEARCH_PARAMETERS, Index
-from host.store.search_query import SearchQuery
 
 # Ids asked for in one statement: under SQLite's oldest limit on bound parameters (999).
 FETCH_CHUNK = 500

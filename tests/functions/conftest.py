@@ -16,6 +16,8 @@ import pytest
 from host.catalogue.build import generate_bindings
 from host.catalogue.manifest import SHARED_DIR
 from host.config import PROJECT_ROOT
+from host.errors import InvalidRequest
+from tests.functions.fake_query import evaluate
 
 FUNCTIONS = PROJECT_ROOT / "functions"
 # What the bindings and the guests put in sys.modules; removed again after each test module.
@@ -37,6 +39,7 @@ class Records:
     denied: set[str] = field(default_factory=set)
     unavailable: bool = False
     pseudonym_denied: bool = False
+    query_invalid: bool = False  # every records.query refused as `invalid`, as for a parameter the host lacks
 
 
 @dataclass
@@ -82,6 +85,19 @@ class Guest:
                 raise self.Err(access.AccessError_Denied(f"{resource_type} not granted"))
             return list(store.resources.get(resource_type, []))
 
+        def query(patient_id: str, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+            # Evaluated as the host does (tests/functions/fake_query.py), over the same fake records.
+            if store.unavailable:
+                raise self.Err(access.QueryError_Unavailable("store down"))
+            if resource_type in store.denied:
+                raise self.Err(access.QueryError_Denied(f"{resource_type} not granted"))
+            if store.query_invalid:
+                raise self.Err(access.QueryError_Invalid("not supported"))
+            try:
+                return evaluate(resource_type, params, store.resources.get(resource_type, []))
+            except InvalidRequest as exc:
+                raise self.Err(access.QueryError_Invalid(str(exc))) from None
+
         def pseudonym(patient_id: str) -> str:
             if store.unavailable:
                 raise self.Err(access.AccessError_Unavailable("store down"))
@@ -90,6 +106,7 @@ class Guest:
             return "pseudo-" + patient_id[:4]
 
         monkeypatch.setattr(access, "search", search)
+        monkeypatch.setattr(access, "query", query)
         monkeypatch.setattr(access, "pseudonym", pseudonym)
 
     def call(self, function: str, patient_id: str | None = None, args: str = "{}") -> Outcome:

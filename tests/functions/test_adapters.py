@@ -47,6 +47,7 @@ CASES = [
     ("patient_lookup", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("patient_lookup", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     ("patient_lookup", "p1", {}, CORRUPT_PATIENT, error("Internal", "JSONDecodeError")),
+    ("patient_lookup", "p1", {}, store(query_invalid=True), error("Internal", "records query refused")),
     # deidentify
     ("deidentify", None, {}, store(), error("InvalidInput", "deidentify needs a patient")),
     ("deidentify", "p1", {}, store(), body(lambda b: b["pseudonym"] == "pseudo-p1" and len(b["resources"]) == 3)),
@@ -72,6 +73,7 @@ CASES = [
     ("med_safety", "p1", {}, Records(resources={}), error("NotFound", "patient not found")),
     ("med_safety", "p1", {}, store(unavailable=True), error("Internal", "records unavailable")),
     ("med_safety", "p1", {}, CORRUPT_PATIENT, error("Internal", "JSONDecodeError")),
+    ("med_safety", "p1", {}, store(query_invalid=True), error("Internal", "records query refused")),
     # clinical_calc
     ("clinical_calc", "p1", {}, store(), error("InvalidInput", "clinical_calc works on no patient")),
     ("clinical_calc", None, "[]", store(), error("InvalidInput", "args must be a JSON object")),

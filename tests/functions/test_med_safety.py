@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.functions.fake_query import querier
 from tests.functions.loader import load
 
 safety = load("med_safety", "safety")
@@ -31,7 +32,7 @@ def medication(code: str, display: str, status: str = "active") -> dict[str, Any
 
 
 def run(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return safety.check(lambda kind: [r for r in resources if r["resourceType"] == kind])
+    return safety.check(querier(resources))
 
 
 @pytest.mark.parametrize(

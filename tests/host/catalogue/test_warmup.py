@@ -23,3 +23,15 @@ def test_a_warm_up_reads_only_the_synthetic_patient() -> None:
     assert warmup.read(patient_id, "Observation") == list(by_type["Observation"])
     assert warmup.read("someone-else", "Observation") == []
     assert warmup.scope.resource_types == frozenset(lookup.manifest.reads)
+
+
+def test_a_warm_up_query_is_evaluated_over_the_synthetic_patient_only() -> None:
+    patient_id, by_type = synthetic_patient()
+    lookup = next(s for s in discover_functions([PROJECT_ROOT / "functions"]) if s.name == "patient_lookup")
+    warmup = warmup_for(lookup.manifest)
+    assert warmup.query is not None
+    latest = warmup.query(patient_id, "Observation", [("category", "vital-signs"), ("_sort", "-date"), ("_count", "1")])
+    assert len(latest) == 1
+    dates = [json.loads(o).get("effectiveDateTime", "") for o in by_type["Observation"]]
+    assert json.loads(latest[0]).get("effectiveDateTime") == max(dates)
+    assert warmup.query("someone-else", "Observation", [("_count", "1")]) == []

@@ -28,6 +28,7 @@ from host.runtime.calls import FunctionRequest, SandboxLimits
 from host.runtime.engine import EpochTicker, create_engine
 from host.runtime.pool import InstancePool
 from host.runtime.sandbox import Sandbox
+from host.search.memory import evaluate
 from host.types import Scope
 from tests.conftest import settings_for
 
@@ -39,6 +40,10 @@ OTHER = "patient-b"
 
 def _records(patient_id: str, resource_type: str) -> list[str]:
     return [json.dumps({"resourceType": resource_type, "id": patient_id, "name": [{"family": "Secret"}]})]
+
+
+def _query(patient_id: str, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+    return evaluate(resource_type, params, _records(patient_id, resource_type))
 
 
 class Harness:
@@ -61,7 +66,7 @@ def harness(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     ticker.start()
-    sandbox = Sandbox(engine, _records, settings.epoch_tick_ms)
+    sandbox = Sandbox(engine, _records, settings.epoch_tick_ms, query=_query)
     components, limits = {}, {}
     for source in discover_functions(settings.functions_dirs):
         artifact = cache.lookup(source.name, cache_key(source, settings.wit_dir))
@@ -208,7 +213,11 @@ def test_warm_up_reads_synthetic_records_never_the_store(harness: Harness) -> No
         store_reads.append((patient_id, resource_type))
         return _records(patient_id, resource_type)
 
-    sandbox = Sandbox(harness.sandbox.engine, store, 5)
+    def store_query(patient_id: str, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        store_reads.append((patient_id, resource_type))
+        return _query(patient_id, resource_type, params)
+
+    sandbox = Sandbox(harness.sandbox.engine, store, 5, query=store_query)
     source = next(
         s for s in discover_functions(settings_for(Path("unused.db")).functions_dirs) if s.name == "patient_lookup"
     )

@@ -1,6 +1,6 @@
 """A FHIR search, read from (name, value) pairs and evaluated on index entries.
 
-Supported, with FHIR R4's semantics: the type's parameters from host.store.search_params (a token
+Supported, with FHIR R4's semantics: the type's parameters from host.search.params (a token
 as `code`, `system|code`, `|code` or `system|`; a date with the prefixes eq, ne, gt, lt, ge, le,
 sa, eb); commas in a value mean any of them, a name given twice means both; `_sort` on one date
 parameter (`date` or `-date`; without it, by id); `_count`; `_elements` (top-level elements; the
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import orjson
 
 from host.errors import InvalidRequest
-from host.store.search_columns import NO_DATE, OPEN_LOW, Columns
-from host.store.search_params import DATE, SEARCH_PARAMETERS, date_params, parse_date
+from host.search.columns import NO_DATE, OPEN_LOW, Columns
+from host.search.params import DATE, SEARCH_PARAMETERS, date_params, parse_date
 
 MAX_ALTERNATIVES = 64
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from host.store.search_columns import Columns, encode
+from host.search.columns import Columns, encode
 
 TOKEN = "token"
 DATE = "date"
@@ -170,7 +170,7 @@ class Index:
         self.entries[resource_id] = Entry(resource_id, tuple(dates), frozenset(tokens))
 
     def to_bytes(self) -> bytes:
-        """The index as stored (host.store.search_columns), entries in id order."""
+        """The index as stored (host.search.columns), entries in id order."""
         entries = [(e.id, e.dates, sorted(e.tokens)) for _, e in sorted(self.entries.items())]
         return encode(INDEX_VERSION, self.tokens, entries)
 
