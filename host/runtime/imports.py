@@ -70,7 +70,8 @@ def bound_to(context: CallContext) -> Iterator[None]:
         _current.context = None
 
 
-def _records_search(_store: object, patient_id: str, resource_type: str) -> list[str] | Variant:
+def _reader(patient_id: str, resource_type: str) -> CallContext | Variant:
+    """The running invocation's context if its scope may read this patient's `resource_type`, else `denied`."""
     context: CallContext | None = getattr(_current, "context", None)
     if context is None:
         return Variant("denied", "no invocation is running")
@@ -79,6 +80,13 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
         return Variant("denied", "this invocation is not authorised for that patient")
     if resource_type not in scope.resource_types:
         return Variant("denied", f"this invocation may not read {resource_type}")
+    return context
+
+
+def _records_search(_store: object, patient_id: str, resource_type: str) -> list[str] | Variant:
+    context = _reader(patient_id, resource_type)
+    if isinstance(context, Variant):
+        return context
     context.check_time()
     try:
         bodies = context.read(patient_id, resource_type)
@@ -90,14 +98,10 @@ def _records_search(_store: object, patient_id: str, resource_type: str) -> list
 def _records_query(
     _store: object, patient_id: str, resource_type: str, params: list[tuple[str, str]]
 ) -> list[str] | Variant:
-    context: CallContext | None = getattr(_current, "context", None)
-    if context is None:
-        return Variant("denied", "no invocation is running")
+    context = _reader(patient_id, resource_type)
+    if isinstance(context, Variant):
+        return context
     scope = context.scope
-    if scope.patient_id is None or patient_id != scope.patient_id:
-        return Variant("denied", "this invocation is not authorised for that patient")
-    if resource_type not in scope.resource_types:
-        return Variant("denied", f"this invocation may not read {resource_type}")
     if context.query is None:
         return Variant("unavailable", "search parameters are not served here")
     if scope.generalise and any(name.split(":")[0] not in UNDATED_PARAMETERS for name, _ in params):
