@@ -109,7 +109,7 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             pseudonyms.pseudonym,
             store.directory_search,
             runner,
-            query=store.query,
+            query_session=store.query_session,
         )
         pool = InstancePool(
             sandbox,

@@ -11,6 +11,7 @@ ignored: a function must not mistake a filter the host skipped for an answer.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -64,16 +65,23 @@ class SearchQuery:
         if self.sort is None:
             return [ids[p] for p in sorted(found)][: self.count]  # position order is id order
         lower, upper = columns.lower[self.sort], columns.upper[self.sort]
-        dated, undated = [], []
-        for p in found:
-            if lower[p] == NO_DATE:
-                undated.append(p)
-            else:
-                # A period with no start sorts by its end.
-                dated.append((lower[p] if lower[p] != OPEN_LOW else upper[p], p))
-        # Descending by date, ties by id ascending; entries with no date come last either way.
-        dated.sort(key=lambda pair: (-pair[0] if self.descending else pair[0], pair[1]))
-        ordered = [ids[p] for _, p in dated[: self.count]]
+        positions = list(found)
+        starts = list(map(lower.__getitem__, positions))  # gathered in C: a chart holds tens of thousands
+        if NO_DATE in starts or OPEN_LOW in starts:
+            dated, undated = [], []
+            for p, start in zip(positions, starts, strict=True):
+                if start == NO_DATE:
+                    undated.append(p)
+                else:
+                    dated.append((start if start != OPEN_LOW else upper[p], p))  # no start: sorts by its end
+        else:
+            dated, undated = list(zip(starts, positions, strict=True)), []
+        if self.descending:
+            dated = [(-start, p) for start, p in dated]
+        # Descending or ascending by date, ties by id (position) ascending, entries with no date last
+        # either way; the latest few of many need no full sort.
+        first = sorted(dated) if self.count is None or self.count >= len(dated) else heapq.nsmallest(self.count, dated)
+        ordered = [ids[p] for _, p in first]
         return ordered + [ids[p] for p in sorted(undated)][: _room(self.count, len(ordered))]
 
     def project(self, body: str) -> str:
@@ -159,11 +167,16 @@ def _token_test(name: str, alternatives: list[str]) -> Test:
 
     def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
         # Each distinct token is compared once; only the matching ones' postings are read.
-        wanted: set[int] = set()
-        for token, (param, system, code) in enumerate(columns.tokens):
-            if param == name and any(_token_matches(system, code, ask) for ask in asks):
-                wanted.update(columns.postings(token))
-        return wanted.intersection(found)
+        tokens = tuple(
+            token
+            for token, (param, system, code) in enumerate(columns.tokens)
+            if param == name and any(_token_matches(system, code, ask) for ask in asks)
+        )
+        wanted = columns.carrying(tokens)
+        if isinstance(found, range) and len(found) == columns.count:
+            return wanted  # the first test: nothing narrowed yet
+        narrowed = found if isinstance(found, (set, frozenset)) else set(found)
+        return narrowed & wanted if len(narrowed) <= len(wanted) else wanted & narrowed
 
     return test
 
@@ -230,4 +243,3 @@ def _date_matches(lower: int, upper: int, prefix: str, ask: tuple[int, int]) -> 
     if prefix == "sa":
         return lower >= ask[1]
     return upper <= ask[0]  # eb
-
