@@ -163,7 +163,8 @@ def query(
                 "SELECT id FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
                 (patient_id, resource_type),
             )
-        ][: wanted.count]
+        ]
+        ids = wanted.page(ids)
     elif sealed is None:
         return []  # the index is written with the resources: none means none of this type
     else:

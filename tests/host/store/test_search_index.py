@@ -214,6 +214,15 @@ def test_a_session_opens_each_index_once_and_only_for_itself(store: ResourceStor
         query("p1", "Condition", [])  # not opened by this session: read, and found altered
 
 
+def test_pages_walk_every_result_once(store: ResourceStore) -> None:
+    for sort in ([], [("_sort", "-date")]):
+        whole = ids(store, "Observation", sort)
+        pages = [
+            ids(store, "Observation", [*sort, ("_offset", str(start)), ("_count", "2")]) for start in range(0, 8, 2)
+        ]
+        assert [rid for page in pages for rid in page] == whole
+
+
 def test_only_the_patients_own_resources_are_found(store: ResourceStore) -> None:
     assert ids(store, "Observation", [("date", "2023")]) == []
     assert ids(store, "Observation", [("date", "2023")], patient="p2") == ["other-patient"]
@@ -247,6 +256,7 @@ def test_elements_keep_only_what_was_asked_tagged_subsetted(store: ResourceStore
         [("_sort", "-status")],
         [("_count", "-1")],
         [("_count", "ten")],
+        [("_offset", "-1")],
         [("_elements", "value.unit")],
     ],
 )
