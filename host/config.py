@@ -148,9 +148,11 @@ class Settings(BaseSettings):
         "(the test suite sets it on busy machines).",
     )
     max_memory_bytes: int = Field(
-        default=1024 * MIB,
+        default=256 * MIB,
         gt=0,
-        description="The most memory a manifest may ask for (a manifest's default is 128 MiB).",
+        description="The most linear memory one invocation may have, whatever its manifest asks (a manifest's "
+        "default is 128 MiB; more is cut to this). The guest's memory is the host's: with the output, log and "
+        "stdio caps it bounds what one invocation can add to the host (384 MiB in the Deployment's 1 GiB).",
     )
     max_output_bytes: int = Field(
         default=32 * MIB,
