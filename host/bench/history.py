@@ -205,7 +205,7 @@ def _walk_exports(settings: Settings, client: httpx.Client, patient: BenchPatien
     for function, (role, purpose) in WALKS.items():
         subject = patient.physician if role == "physician" else "bench-research"
         headers = {"Authorization": f"Bearer {issue_dev_token(settings, subject, role, 7200)}"}
-        expected = sum(n for kind, n in patient.counts.items() if kind in reads[function])
+        expected = {kind: n for kind, n in patient.counts.items() if kind in reads[function]}
         invoke = {"patient_id": patient.patient_id, "purpose": purpose}
         found[function] = walk(client, function, headers, invoke, PAGE_COUNT, expected)
     return found

@@ -19,10 +19,19 @@ MAX_PAGES = 1000
 
 
 def walk(
-    client: httpx.Client, function: str, headers: dict[str, str], invoke: dict[str, Any], count: int, expected: int
+    client: httpx.Client,
+    function: str,
+    headers: dict[str, str],
+    invoke: dict[str, Any],
+    count: int,
+    expected: dict[str, int],
 ) -> dict[str, Any]:
-    """Every page of `function`'s answer for one patient: pages, resources, time, and whether they add up."""
+    """Every page of `function`'s answer for one patient: pages, resources, time, and whether they add up.
+
+    `expected` maps each type the function reads to the patient's count of it; a type the decision
+    withheld (named on every page) is not expected."""
     page: str | None = None
+    withheld: set[str] = set()
     timings: list[float] = []
     received = 0
     statuses: dict[str, int] = {}
@@ -35,19 +44,22 @@ def walk(
         statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
         if not response.is_success:
             break
-        body = response.json()
+        body = response.json()["result"]  # the invoke API wraps the function's answer
         received += _resources(function, body)
+        withheld |= _withheld(function, body)
         page = _next(function, body)
         if page is None:
             break
+    wanted = sum(n for kind, n in expected.items() if kind not in withheld)
     return {
         "function": function,
         "page_count": count,
         "pages": len(timings),
         "status": statuses,
         "resources": received,
-        "expected_resources": expected,
-        "complete": page is None and received == expected and set(statuses) == {"200"},
+        "expected_resources": wanted,
+        "withheld": sorted(withheld),
+        "complete": page is None and received == wanted and set(statuses) == {"200"},
         "total_ms": round((time.perf_counter() - started) * 1000, 1),
         "page_ms": summarise(timings),
     }
@@ -57,6 +69,19 @@ def _resources(function: str, body: dict[str, Any]) -> int:
     if function == "fhir_export":
         return sum(1 for e in body.get("entry", []) if e.get("resource", {}).get("resourceType") != "OperationOutcome")
     return len(body.get("resources", []))
+
+
+def _withheld(function: str, body: dict[str, Any]) -> set[str]:
+    if function == "fhir_export":
+        return {
+            kind
+            for entry in body.get("entry", [])
+            if entry.get("resource", {}).get("resourceType") == "OperationOutcome"
+            for issue in entry["resource"].get("issue", [])
+            if issue.get("code") == "suppressed"
+            for kind in issue.get("expression", [])
+        }
+    return set(body.get("withheld") or {})
 
 
 def _next(function: str, body: dict[str, Any]) -> str | None:
