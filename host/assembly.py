@@ -18,6 +18,7 @@ from host.config import Settings
 from host.metrics import Metrics
 from host.policy.cache import CachingPolicyEngine
 from host.policy.engine import PolicyEngine, RegoPolicyEngine
+from host.privacy.office import PrivacyOffice
 from host.ratelimit import Budget
 from host.runtime.engine import EpochTicker, create_engine
 from host.runtime.pool import InstancePool
@@ -47,6 +48,7 @@ class Host:
     checkpointer: Checkpointer
     relay: AuditRelay | None
     checkpoint_sink: AmqpCheckpointSink | None
+    privacy: PrivacyOffice
     exit_stack: ExitStack = field(repr=False)
 
     def reload_functions(self) -> ReloadReport:
@@ -141,6 +143,8 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
             search_budget=Budget(settings.search_budget, settings.search_window_s),
         )
+        privacy = PrivacyOffice(service, audit, store, show_subjects=settings.access_report_names_subjects)
+        metrics.watch_reviews(privacy.queue, settings.review_max_age_h * 3600)
         if relay is not None:
             relay.start()  # in the background: invocations never wait on the broker
             parts.callback(relay.stop)  # the first to stop: it drains what the broker takes in a short deadline
@@ -160,5 +164,6 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             checkpointer,
             relay,
             checkpoint_sink,
+            privacy,
             parts.pop_all(),
         )

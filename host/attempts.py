@@ -55,6 +55,25 @@ class AuditRead:
 
 
 @dataclass(frozen=True)
+class Oversight:
+    """An act on the audit trail rather than on a record (reading it, a patient's access report, a
+    break-the-glass review): decided by the policy and audited before anything is read.
+
+    `query` is plain text for the record's sealed query (what was reviewed, a disposition's note);
+    `outcome` is what the record says when the act is allowed (`ok`, or a disposition's code).
+    """
+
+    request_id: str
+    subject: Subject
+    action: str
+    function: str
+    purpose: str
+    patient_id: str | None = None
+    query: str | None = None
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
 class AuditReadResult:
     """The records read, and `audit_seq`: the record of this read itself, written before any was read."""
 

@@ -314,6 +314,19 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often, in seconds, the host signs the chain's head when it moved."
     )
 
+    # The privacy office (issue 19): access reports and the break-the-glass review queue.
+    access_report_names_subjects: bool = Field(
+        default=False,
+        description="Whether a patient's access report names the subject (the token's `sub`) of each access "
+        "besides their role; compliance officers always see it.",
+    )
+    review_max_age_h: float = Field(
+        default=72.0,
+        gt=0,
+        description="How long, in hours, a break-the-glass access may wait for review before the "
+        "`WardfnReviewOverdue` alert fires (exported as `wardfn_review_max_age_seconds`).",
+    )
+
     # The audit relay publishes every audit record at least once. A secret: the URL may carry a password.
     amqp_url: SecretStr | None = Field(
         default=None,
