@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from wasmtime import Engine
 
 from host.audit.broker import AmqpCheckpointSink
-from host.audit.checkpoints import Checkpointer
+from host.audit.checkpoints import Checkpointer, load_verification_key, verify_checkpoints
 from host.audit.relay import AuditRelay, open_checkpoint_sink, open_relay
 from host.audit.trail import AuditLog, open_audit
 from host.auth import TokenVerifier
 from host.catalogue.artifacts import ArtifactCache
 from host.catalogue.registry import Registry, ReloadReport
 from host.config import Settings
+from host.keys import load_or_create_key
 from host.metrics import Metrics
 from host.policy.cache import CachingPolicyEngine
 from host.policy.engine import PolicyEngine, RegoPolicyEngine
@@ -27,6 +28,9 @@ from host.runtime.sandbox import Sandbox
 from host.service import InvocationService
 from host.store.pseudonyms import Pseudonymizer
 from host.store.resources import ResourceStore, open_store
+
+# The key of the pseudonyms a review shows until an officer reveals the patient (not the research key).
+REVIEW_PSEUDONYM_KEY = "review-pseudonym-hmac.key"
 
 
 @dataclass
@@ -143,7 +147,16 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
             search_budget=Budget(settings.search_budget, settings.search_window_s),
         )
-        privacy = PrivacyOffice(service, audit, store, show_subjects=settings.access_report_names_subjects)
+        privacy = PrivacyOffice(
+            service,
+            audit,
+            store,
+            show_subjects=settings.access_report_names_subjects,
+            pseudonym=Pseudonymizer(load_or_create_key(settings.key_dir / REVIEW_PSEUDONYM_KEY)).pseudonym,
+            checkpoints=lambda: verify_checkpoints(
+                audit, settings.audit_checkpoint_path, load_verification_key(settings), settings.production
+            ),
+        )
         metrics.watch_reviews(privacy.queue, settings.review_max_age_h * 3600)
         if relay is not None:
             relay.start()  # in the background: invocations never wait on the broker

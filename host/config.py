@@ -320,6 +320,13 @@ class Settings(BaseSettings):
         description="Whether a patient's access report names the subject (the token's `sub`) of each access "
         "besides their role; compliance officers always see it.",
     )
+    console_idle_timeout_s: int = Field(
+        default=900,
+        ge=30,
+        le=8 * 3600,
+        description="The console signs its user out after this many seconds without a request "
+        "(HIPAA 164.312(a)(2)(iii), automatic logoff).",
+    )
     review_max_age_h: float = Field(
         default=72.0,
         gt=0,

@@ -21,14 +21,15 @@ from host.privacy.reviews import (
     fold,
     read_disposition,
 )
-from host.service import AUDIT_QUERY_PURPOSE, AUDIT_REASON_PURPOSE, InvocationService
+from host.service import AUDIT_QUERY_PURPOSE, AUDIT_READ_ACTION, AUDIT_REASON_PURPOSE, InvocationService
 from host.store.resources import ResourceStore
-from host.types import AuditRecord, Subject
+from host.types import AuditRecord, CheckpointReport, Subject, VerifyReport
 
 REPORT_ACTION = "read-access-report"
 REVEAL_ACTION = "reveal-patient"
 REVIEW_ACTION = "review-break-glass"
 LIST_FUNCTION = "review:list"
+VERIFY_FUNCTION = "audit:verify"
 PAGE = 1000
 OWN_ACCESS = "no one disposes of a review of their own access"
 
@@ -46,6 +47,16 @@ class AccessReport:
 
 
 @dataclass(frozen=True)
+class ChainStatus:
+    """The chain verified now, its signed checkpoints (None where the host has no key to check them)."""
+
+    chain: VerifyReport
+    checkpoints: CheckpointReport | None
+    head_seq: int
+    audit_seq: int
+
+
+@dataclass(frozen=True)
 class OpenedReview:
     """A review as an officer opened it: the flagged record, its dispositions, and its unsealed reason."""
 
@@ -58,12 +69,28 @@ class PrivacyOffice:
     """Access reports and the review queue, over the trail; every act goes through `service.oversee`."""
 
     def __init__(
-        self, service: InvocationService, audit: AuditLog, store: ResourceStore, *, show_subjects: bool = False
+        self,
+        service: InvocationService,
+        audit: AuditLog,
+        store: ResourceStore,
+        *,
+        show_subjects: bool = False,
+        pseudonym: Callable[[str], str] | None = None,
+        checkpoints: Callable[[], CheckpointReport] | None = None,
     ) -> None:
         self._service = service
         self._audit = audit
         self._store = store
         self._show_subjects = show_subjects
+        self._checkpoints = checkpoints
+        # The review's own pseudonym key, never the research exports': the two cannot be joined.
+        self.pseudonym = pseudonym or (lambda _patient_id: "pz-unavailable")
+
+    def chain_status(self, request_id: str, subject: Subject, purpose: str) -> ChainStatus:
+        """The audit chain verified now and its checkpoints checked: for compliance officers, audited first."""
+        own = self._service.oversee(Oversight(request_id, subject, AUDIT_READ_ACTION, VERIFY_FUNCTION, purpose))
+        checkpoints = self._checkpoints() if self._checkpoints is not None else None
+        return ChainStatus(self._audit.verify(), checkpoints, self._audit.head()[0], own.seq)
 
     def access_report(
         self, request_id: str, subject: Subject, patient_id: str, purpose: str, since: str, until: str,
@@ -76,9 +103,7 @@ class PrivacyOffice:
         show = self._show_subjects or purpose == "HCOMPL"
         while True:
             page = self._audit.concerning(patient_id, since, until, PAGE, after)
-            found += entries(
-                page, patient_id, self._open, exclude_seq=own.seq, show_subjects=show
-            )
+            found += entries(page, patient_id, self._open, exclude_seq=own.seq, show_subjects=show)
             if len(page) < PAGE:
                 break
             after = page[-1].seq
