@@ -10,6 +10,7 @@ import base64
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,19 @@ class Browser:
 
     def until_title(self, text: str, timeout_s: float = 20) -> None:
         """Wait until the page's title holds `text` (a form's answer has loaded)."""
+        self.until(lambda: text in self.title, f"a page titled {text!r}", timeout_s)
+
+    def until(self, done: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        """Wait until `done()` holds: the page a click led to has loaded."""
         deadline = time.monotonic() + timeout_s
-        while text not in self.title:
+        while True:
+            try:
+                if done():
+                    return
+            except RuntimeError:  # the element is not there yet: the old page, or the new one loading
+                pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"no page titled {text!r}; now at {self.title!r}")
+                raise AssertionError(f"waited {timeout_s} s for {what}; now at {self.title!r}")
             time.sleep(0.05)
 
     def source(self) -> str:

@@ -75,21 +75,20 @@ def test_an_officer_disposes_of_a_break_the_glass_access_in_the_browser(
     assert browser.text("#patient").startswith("pz-") and REASON in browser.source()
     browser.screenshot(shots / "review.png")
     browser.click(f"form[action='/console/reviews/{seq}/reveal'] button")
-    assert browser.text("#patient") == pid
+    browser.until(lambda: browser.text("#patient") == pid, "the revealed patient")
     assert pid not in browser.url  # revealed in the page, never in a URL
 
     browser.click("#d-justified")
     browser.type("#note", "cardiac arrest in the car park; the nurse was first on scene")
     browser.click(f"form[action='/console/reviews/{seq}/dispositions'] button")
-    browser.until_title(f"Review {seq}")
-    assert "Disposition recorded." in browser.source()
+    browser.until(lambda: "Disposition recorded." in browser.source(), "the disposition recorded")
     assert "justified</strong> by co-ramos (in force)" in browser.source()
     browser.screenshot(shots / "disposed.png")
 
     browser.get(f"{server.url}/console/report")
     browser.type("#patient_id", pid)
     browser.click("form[action='/console/report'] button")
-    browser.until_title("Access report")
+    browser.until(lambda: "nurse" in browser.text("table"), "the access report's table")
     report = browser.text("table")
     assert "nurse" in report and "reveal" in report
     browser.screenshot(shots / "report.png")
