@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from host.errors import InvalidRequest
 from host.http.deps import HostDep, SubjectDep
 from host.http.errors import request_id_of
 from host.http.openapi import error_responses
@@ -24,6 +24,7 @@ from host.http.schemas import (
     DispositionIn,
     DispositionOut,
     DispositionRecordOut,
+    NotJustifiedIn,
     Purpose,
     RevealOut,
     ReviewOut,
@@ -60,8 +61,8 @@ async def access_report(
     subject: SubjectDep,
     patient_id: Annotated[str, Path(pattern=PATIENT_ID_PATTERN)],
     purpose: Annotated[Purpose, Query()] = Purpose.HCOMPL,
-    since: Annotated[str | None, Query(alias="from", max_length=40, description="inclusive, ISO 8601")] = None,
-    until: Annotated[str | None, Query(alias="to", max_length=40, description="exclusive, ISO 8601")] = None,
+    since: Annotated[datetime | None, Query(alias="from", description="inclusive; UTC unless a zone is given")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="exclusive; UTC unless a zone is given")] = None,
     format: Annotated[Literal["json", "fhir"] | None, Query()] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
@@ -70,10 +71,7 @@ async def access_report(
     PATRQT) and compliance officers (HCOMPL, the default). `format=fhir` (or `Accept:
     application/fhir+json`) answers a FHIR R4 Bundle of AuditEvent resources."""
     request.state.function = "privacy:access-report"
-    try:
-        start, end = timestamp(since, ""), timestamp(until, END_OF_TIME)
-    except ValueError as exc:
-        raise InvalidRequest(f"from and to must be ISO 8601 dates or date-times: {exc}") from None
+    start, end = timestamp(since, ""), timestamp(until, END_OF_TIME)
     report: AccessReport = await _off_loop(
         request, host.privacy.access_report, request_id_of(request), subject, patient_id, purpose.value, start, end
     )
@@ -137,14 +135,14 @@ async def open_review(
     response_model=DispositionOut,
     status_code=201,
     tags=["privacy"],
-    responses=error_responses(401, 403, 404, 413, 422, 500, 503),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 500, 503),
 )
 async def dispose(
     request: Request,
     host: HostDep,
     subject: SubjectDep,
     seq: Annotated[int, Path(ge=1, le=2**62)],
-    body: Annotated[DispositionIn, Body()],
+    body: Annotated[DispositionIn | NotJustifiedIn, Body(discriminator="disposition")],
 ) -> DispositionOut:
     """Dispose of a review: justified, not_justified (with a note) or referred. The disposition is an
     audit record; a later one supersedes it, none erases it; no one disposes of their own access."""

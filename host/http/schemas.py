@@ -198,10 +198,22 @@ class ReviewPage(BaseModel):
 
 
 class DispositionIn(BaseModel):
+    """Justified or referred, with a note if the officer likes."""
+
     model_config = ConfigDict(extra="forbid")
 
-    disposition: Literal["justified", "not_justified", "referred"]
+    disposition: Literal["justified", "referred"]
     note: str | None = Field(default=None, max_length=4000)
+    purpose: Purpose = Purpose.HCOMPL
+
+
+class NotJustifiedIn(BaseModel):
+    """Not justified: the note saying why is required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disposition: Literal["not_justified"]
+    note: str = Field(min_length=1, max_length=4000)
     purpose: Purpose = Purpose.HCOMPL
 
 

@@ -131,7 +131,7 @@ class PrivacyOffice:
         """Record a disposition of review `seq`: an audit record, refused (and audited) for one's own access."""
         if code not in DISPOSITIONS:
             raise InvalidRequest(f"a disposition is one of {', '.join(DISPOSITIONS)}")
-        if code == "not_justified" and not (note and note.strip()):
+        if code == "not_justified" and not note:
             raise InvalidRequest("a disposition of not_justified needs a note")
 
         def check() -> None:

@@ -42,17 +42,26 @@ class AccessEntry:
     break_glass: bool
 
 
-def timestamp(text: str | None, default: str) -> str:
+def timestamp(text: str | datetime | None, default: str) -> str:
     """An ISO date or date-time (UTC if it names no zone) in the trail's own timestamp form."""
     if text is None or text == "":
         return default
-    try:
-        moment = datetime.fromisoformat(text) if "T" in text or " " in text else _midnight(date.fromisoformat(text))
-    except ValueError as exc:
-        raise ValueError("not an ISO 8601 date or date-time") from exc
+    if isinstance(text, datetime):
+        moment = text
+    else:
+        try:
+            is_day = "T" not in text and " " not in text
+            moment = _midnight(date.fromisoformat(text)) if is_day else datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError("not an ISO 8601 date or date-time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # a zone that moves year 1 or 9999 off the calendar: the trail's very ends
+        return "" if moment.year < 2 else END_OF_TIME
+    # isoformat pads the year to four digits (strftime's %Y does not for years before 1000).
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _midnight(day: date) -> datetime:

@@ -44,22 +44,37 @@ def _csrf(token: str) -> str:
     return f'<input type="hidden" name="csrf" value="{e(token)}">'
 
 
-def sign_in(csrf: str, *, development: bool, message: str | None = None) -> str:
+def sign_in(csrf: str, *, development: bool, oidc: bool, message: str | None = None) -> str:
     note = f'<p role="alert" class="error">{e(message)}</p>' if message else ""
+    provider = (
+        '<p><a class="button" href="/console/oidc/start">Sign in with your identity provider</a></p>' if oidc else ""
+    )
     if not development:
-        body = (
-            "<p>The console is development-only for now: signing in through the deployment's OpenID Connect "
-            "provider is not built yet, and a pasted token is accepted only when WARDFN_ENV=development.</p>"
+        body = provider or (
+            "<p>No identity provider is configured (WARDFN_CONSOLE_OIDC_ISSUER), and a pasted token is accepted "
+            "only in development: nobody can sign in.</p>"
         )
         return layout("Sign in", note + body)
     body = (
-        f"{note}<p>Development only: paste a bearer token (<code>wardfn token --role compliance_officer</code>).</p>"
+        f"{note}{provider}<p>Development only: paste a bearer token "
+        "(<code>wardfn token --role compliance_officer</code>).</p>"
         f'<form method="post" action="/console/sign-in">{_csrf(csrf)}'
         '<label for="token">Bearer token</label>'
         '<textarea id="token" name="token" rows="4" cols="60" required autocomplete="off" spellcheck="false">'
         '</textarea><button type="submit">Sign in</button></form>'
     )
     return layout("Sign in", body)
+
+
+def signed_in() -> str:
+    """The page the provider's redirect lands on: it moves on by itself, as a same-site navigation, so
+    that the SameSite=Strict session cookie goes with it."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="0;url=/console/reviews"><title>Signed in</title></head>'
+        '<body><main><p>Signed in. <a href="/console/reviews">Continue to the review queue</a>.</p></main>'
+        "</body></html>"
+    )
 
 
 def signed_out(idle: bool) -> str:

@@ -27,13 +27,14 @@ from host.errors import (
     Unavailable,
     WardfnError,
 )
-from host.http.console import pages
-from host.http.console.session import COOKIE, PRE_COOKIE, Session, new_csrf, same, seal, unseal
+from host.http.console import oidc, pages
+from host.http.console.session import COOKIE, PRE_COOKIE, Session, new_csrf, opened, same, seal, sign, unseal
 from host.http.errors import request_id_of
 from host.keys import load_or_create_key
 from host.privacy.report import END_OF_TIME, timestamp
 
 SESSION_KEY = "console-session-hmac.key"
+FLOW_COOKIE = "wardfn_console_oidc"
 PURPOSE = "HCOMPL"
 MAX_FORM_BYTES = 64 * 1024
 PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -150,7 +151,7 @@ async def sign_in_page(request: Request) -> Response:
     if unseal(_key(host), request.cookies.get(COOKIE), _idle(host)) is not None:
         return RedirectResponse("/console/reviews", 303)
     csrf = new_csrf()
-    response = HTMLResponse(pages.sign_in(csrf, development=not host.settings.production))
+    response = HTMLResponse(pages.sign_in(csrf, development=not host.settings.production, oidc=_oidc(host)))
     _cookie(response, PRE_COOKIE, csrf, host)
     return response
 
@@ -169,13 +170,93 @@ async def sign_in(request: Request) -> Response:
     except (AuthenticationError, InvalidRequest) as exc:
         request.state.outcome = "unauthenticated"
         refused = HTMLResponse(
-            pages.sign_in(csrf, development=not host.settings.production, message=f"Not signed in: {exc}"), 401
+            pages.sign_in(
+                csrf, development=not host.settings.production, oidc=_oidc(host), message=f"Not signed in: {exc}"
+            ),
+            401,
         )
         _cookie(refused, PRE_COOKIE, csrf, host)
         return refused
     response = RedirectResponse("/console/reviews", 303)
     response.delete_cookie(PRE_COOKIE, path="/console")
     _cookie(response, COOKIE, seal(_key(host), Session(form["token"].strip(), new_csrf(), time.time())), host)
+    return response
+
+
+def _oidc(host: Host) -> bool:
+    return bool(host.settings.console_oidc_issuer)
+
+
+def _redirect_uri(request: Request) -> str:
+    return str(request.url_for("oidc_callback"))
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request) -> Response:
+    """Send the browser to the identity provider, with a fresh state, nonce and PKCE challenge."""
+    host = _host(request)
+    issuer = host.settings.console_oidc_issuer
+    if not issuer:
+        return HTMLResponse(pages.error(404, "No identity provider is configured.", None, None), 404)
+    flow = oidc.new_flow()
+    try:
+        url = await oidc.authorization_url(issuer, host.settings.console_oidc_client_id, _redirect_uri(request), flow)
+    except AuthenticationError as exc:
+        return _refused_sign_in(host, str(exc))
+    response = RedirectResponse(url, 303)
+    # Lax, not Strict: the provider's redirect back is a cross-site navigation, and must carry it.
+    fields = {"s": flow.state, "n": flow.nonce, "v": flow.verifier, "t": time.time()}
+    response.set_cookie(
+        FLOW_COOKIE, sign(_key(host), fields), max_age=oidc.FLOW_TTL_S, path="/console/oidc",
+        httponly=True, samesite="lax", secure=host.settings.production,
+    )  # fmt: skip
+    return response
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+async def oidc_callback(
+    request: Request,
+    code: Annotated[str, Query(max_length=4096)] = "",
+    state: Annotated[str, Query(max_length=512)] = "",
+    error: Annotated[str, Query(max_length=256)] = "",
+) -> Response:
+    """The provider's answer: the state checked against the flow's cookie, the code exchanged with the
+    PKCE verifier, the access token verified as any bearer token is, and a session begun."""
+    host = _host(request)
+    issuer = host.settings.console_oidc_issuer
+    raw = opened(_key(host), request.cookies.get(FLOW_COOKIE))
+    try:
+        if not issuer:
+            raise AuthenticationError("no identity provider is configured")
+        if error:
+            raise AuthenticationError("the identity provider refused the sign-in")
+        if raw is None or time.time() - float(raw.get("t", 0)) > oidc.FLOW_TTL_S:
+            raise AuthenticationError("the sign-in took too long or was not started here: try again")
+        if not code or not same(str(raw.get("s", "")), state):
+            raise AuthenticationError("the sign-in's state does not match: try again")
+        flow = oidc.Flow(str(raw["s"]), str(raw.get("n", "")), str(raw.get("v", "")))
+        token = await oidc.exchange(issuer, host.settings.console_oidc_client_id, _redirect_uri(request), flow, code)
+        host.verifier.verify(f"Bearer {token}")
+    except AuthenticationError as exc:
+        request.state.outcome = "unauthenticated"
+        response = _refused_sign_in(host, str(exc))
+        response.delete_cookie(FLOW_COOKIE, path="/console/oidc")
+        return response
+    response = HTMLResponse(pages.signed_in())
+    response.delete_cookie(FLOW_COOKIE, path="/console/oidc")
+    _cookie(response, COOKIE, seal(_key(host), Session(token, new_csrf(), time.time())), host)
+    return response
+
+
+def _refused_sign_in(host: Host, message: str) -> HTMLResponse:
+    csrf = new_csrf()
+    response = HTMLResponse(
+        pages.sign_in(
+            csrf, development=not host.settings.production, oidc=_oidc(host), message=f"Not signed in: {message}"
+        ),
+        401,
+    )
+    _cookie(response, PRE_COOKIE, csrf, host)
     return response
 
 

@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 COOKIE = "wardfn_console"
 # Before sign-in: the sign-in form's own CSRF token (double submit).
@@ -34,14 +35,29 @@ def new_csrf() -> str:
 
 def seal(key: bytes, session: Session) -> str:
     """The cookie value: the session as JSON, base64url, and its HMAC."""
-    body = base64.urlsafe_b64encode(
-        json.dumps({"t": session.token, "c": session.csrf, "a": session.last_seen}).encode()
-    ).decode()
-    return f"{body}.{_mac(key, body)}"
+    return sign(key, {"t": session.token, "c": session.csrf, "a": session.last_seen})
 
 
 def unseal(key: bytes, value: str | None, idle_timeout_s: float, now: float | None = None) -> Session | None:
     """The session in a cookie this host signed and that has not idled out; None otherwise."""
+    raw = opened(key, value)
+    try:
+        session = Session(str(raw["t"]), str(raw["c"]), float(raw["a"])) if raw is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if session is None or (now if now is not None else time.time()) - session.last_seen > idle_timeout_s:
+        return None
+    return session
+
+
+def sign(key: bytes, fields: dict[str, Any]) -> str:
+    """`fields` as a cookie value: JSON, base64url, and its HMAC under the host's console key."""
+    body = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+    return f"{body}.{_mac(key, body)}"
+
+
+def opened(key: bytes, value: str | None) -> dict[str, Any] | None:
+    """The fields of a cookie value `sign` made with `key`; None if it is not one."""
     if not value or len(value) > MAX_COOKIE_CHARS or "." not in value:
         return None
     body, _, mac = value.rpartition(".")
@@ -49,12 +65,9 @@ def unseal(key: bytes, value: str | None, idle_timeout_s: float, now: float | No
         return None
     try:
         raw = json.loads(base64.urlsafe_b64decode(body.encode()))
-        session = Session(str(raw["t"]), str(raw["c"]), float(raw["a"]))
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
-    if (now if now is not None else time.time()) - session.last_seen > idle_timeout_s:
-        return None
-    return session
+    return raw if isinstance(raw, dict) else None
 
 
 def same(expected: str, given: str | None) -> bool:
