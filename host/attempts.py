@@ -138,6 +138,8 @@ def audit_event(
 ) -> AuditEvent:
     """The one audit record of an attempt: who asked for what, and how far it got (None where it did not)."""
     break_glass = decision is not None and decision.break_glass
+    # A reason given is an attempt to break the glass, whatever the decision: refused, it is reviewed too.
+    attempted = break_glass or (sealed is not None and sealed.break_glass_reason is not None)
     return AuditEvent(
         request_id=request_id,
         subject_id=subject.id if subject else None,
@@ -153,9 +155,9 @@ def audit_event(
         policy_revision=decision.revision if decision else None,
         input_hash=decision.input_hash if decision else question.hash if question else None,
         break_glass=break_glass,
-        # Every break-the-glass attempt, allowed or refused, is for a person to review.
-        review=break_glass,
-        break_glass_reason=sealed.break_glass_reason if sealed and break_glass else None,
+        # Every break-the-glass attempt, allowed or refused, is for a person to review, with its reason.
+        review=attempted,
+        break_glass_reason=sealed.break_glass_reason if sealed and attempted else None,
         function_version=function_version,
         query=sealed.query if sealed else None,
     )

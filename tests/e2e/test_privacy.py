@@ -268,6 +268,18 @@ def test_a_break_the_glass_access_is_reviewed_and_disposed_of_on_the_chain(
     assert all("car park" not in json.dumps(e) for e in report.json()["entries"])
 
 
+def test_a_refused_break_the_glass_attempt_waits_for_review_too(server: ServerProcess, patients: Patients) -> None:
+    refused = _summary(
+        server, patients.consenting[7], ("clerk-2", "billing"), "ETREAT", **{"X-Break-Glass-Reason": "needed it"}
+    )
+    assert refused.status_code == 403, refused.text
+    seq = _seq(server, refused.headers["x-request-id"])
+    queue = _get(server, "/v1/reviews", OFFICER, _rid("refused-queue")).json()["reviews"]
+    [waiting] = [r for r in queue if r["seq"] == seq]
+    assert waiting["allowed"] is False and waiting["subject_id"] == "clerk-2" and waiting["state"] == "open"
+    assert _get(server, f"/v1/reviews/{seq}", OFFICER, _rid("refused-open")).json()["reason"] == "needed it"
+
+
 def test_a_record_not_flagged_is_no_review(server: ServerProcess, patients: Patients) -> None:
     plain = _summary(server, patients.consenting[6], ("dr-grey", "authorized_medical_staff"), "TREAT")
     seq = _seq(server, plain.headers["x-request-id"])
