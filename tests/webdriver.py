@@ -121,8 +121,8 @@ class Browser:
     def text(self, css: str) -> str:
         return str(self._call("GET", self._s(f"/element/{self.find(css)}/text")))
 
-    def active_label(self) -> str:
-        """What the focused element is: its id, for keyboard-use checks."""
+    def active_id(self) -> str:
+        """The focused element's id, for keyboard-use checks."""
         element = self._call("GET", self._s("/element/active"))[ELEMENT]
         return str(self._call("GET", self._s(f"/element/{element}/attribute/id")) or "")
 

@@ -4,6 +4,7 @@ trail holds for them, and the break-the-glass review queue goes from open to dis
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -190,7 +191,10 @@ def test_a_break_the_glass_access_is_reviewed_and_disposed_of_on_the_chain(
     assert waiting["state"] == "open" and waiting["reason"] is None and waiting["subject_id"] == "rn-flag"
     assert "car park" not in queue.text and pid not in queue.text  # sealed, pseudonymous until opened/revealed
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert "wardfn_review_open " in metrics and "wardfn_review_max_age_seconds 259200.0" in metrics
+    assert "wardfn_review_max_age_seconds 259200.0" in metrics
+    [size] = re.findall(r"^wardfn_review_open (\S+)$", metrics, re.M)
+    [age] = re.findall(r"^wardfn_review_oldest_open_seconds (\S+)$", metrics, re.M)
+    assert float(size) == len(queue.json()["reviews"]) >= 1 and float(age) > 0
 
     opened = _get(server, f"/v1/reviews/{seq}", OFFICER, _rid("open"))
     assert opened.status_code == 200 and opened.json()["reason"] == REASON
