@@ -23,3 +23,4 @@ def execute(target: Path | str, sql: str, *params: Any) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
+

@@ -195,7 +195,9 @@ class Sandbox:
     def _warm(self, prepared: PreparedInstance, warmup: Warmup, limits: SandboxLimits) -> None:
         """One synthetic call; the function's own error answer is fine, a trap discards the instance."""
         assert prepared._store is not None
-        context = CallContext(scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes), query=warmup.query)
+        context = CallContext(
+            scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes), query=warmup.query
+        )
         try:
             self._run(prepared._store, prepared, warmup.request, context, limits)
         except FunctionFailed:

@@ -230,3 +230,4 @@ def _date_matches(lower: int, upper: int, prefix: str, ask: tuple[int, int]) -> 
     if prefix == "sa":
         return lower >= ask[1]
     return upper <= ask[0]  # eb
+

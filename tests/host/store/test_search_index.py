@@ -136,11 +136,8 @@ HR = f"{LOINC}|8867-4"
         ("Observation", [("code", "4548-4")], ["a1c-2018", "a1c-open"]),
         ("Observation", [("code", "|8867-4")], []),
         ("Observation", [("code", "http://snomed.info/sct|8867-4")], []),
-        (
-            "Observation",
-            [("code", f"{LOINC}|")],
-            ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020", "hr-2021", "undated"],
-        ),
+        ("Observation", [("code", f"{LOINC}|")], ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020",
+                                                  "hr-2021", "undated"]),
         ("Observation", [("code", f"{HR},{LOINC}|8480-6"), ("date", "ge2020")], ["bp-2020", "hr-2020", "hr-2021"]),
         ("Observation", [("category", f"{OBS_CATEGORY}|laboratory")], ["a1c-2018", "a1c-open"]),
         ("Observation", [("status", "amended,preliminary")], ["bp-2020", "undated"]),
@@ -197,9 +194,8 @@ def test_only_the_patients_own_resources_are_found(store: ResourceStore) -> None
 
 
 def test_elements_keep_only_what_was_asked_tagged_subsetted(store: ResourceStore) -> None:
-    [body] = store.query(
-        "p1", "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1"), ("_elements", "code,value")]
-    )
+    [body] = store.query("p1", "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1"),
+                                               ("_elements", "code,value")])
     found = json.loads(body)
     assert set(found) == {"resourceType", "id", "meta", "code", "valueQuantity"}
     assert found["meta"]["tag"][-1]["code"] == "SUBSETTED"
@@ -243,7 +239,8 @@ def test_the_index_is_sealed_one_row_per_patient_and_type(store: ResourceStore, 
 
 def test_the_index_follows_replacements_and_additions(store: ResourceStore) -> None:
     store.add_resources([obs("hr-2024", "8867-4", "2024-01-01T00:00:00Z"), obs("hr-2019", "8480-6", "2019-03-01")])
-    assert ids(store, "Observation", [("code", HR), ("_sort", "-date")]) == ["hr-2024", "hr-2021", "hr-2020", "undated"]
+    assert ids(store, "Observation", [("code", HR), ("_sort", "-date")]) == ["hr-2024", "hr-2021", "hr-2020",
+                                                                             "undated"]
     assert ids(store, "Observation", [("code", "8480-6")]) == ["bp-2020", "hr-2019"]
 
 
@@ -306,10 +303,7 @@ def test_an_index_of_another_version_is_read_from_the_resources(store: ResourceS
     assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1")]) == ["hr-2021"]
     # And the next write of that type brings it up to date.
     store.add_resources([obs("hr-2025", "8867-4", "2025-01-01")])
-    assert (
-        backend.query("SELECT version FROM search_index WHERE resource_type = 'Observation' AND patient_id = 'p1'")[0][
-            0
-        ]
-        == 1
-    )
+    assert backend.query("SELECT version FROM search_index WHERE resource_type = 'Observation' AND patient_id = 'p1'")[
+        0
+    ][0] == 1
     assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "2")]) == ["hr-2025", "hr-2021"]
