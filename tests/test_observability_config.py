@@ -26,7 +26,18 @@ def test_promtool_checks_the_alert_rules() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
+
+
+def test_promtool_runs_the_review_overdue_alert_tests() -> None:
+    done = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(OBSERVABILITY / "wardfn-alerts.test.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: pytest.TempPathFactory) -> None:
