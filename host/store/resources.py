@@ -39,7 +39,7 @@ from host.store.database import (
     SqliteDatabase,
     open_database,
 )
-from host.store.directory import minimal_match
+from host.store.directory import display_name, minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
@@ -73,6 +73,7 @@ class ResourceStore:
         # Unwrapped data keys, keyed by the wrapped bytes read with the row: a key erased or
         # re-wrapped in the database is simply never looked up again.
         self._cipher = functools.lru_cache(maxsize=CIPHER_CACHE)(self._unwrap_cipher)
+        self._indexes = search_index.IndexCache()
         self._display = str(database)
         self._path = database if isinstance(database, Path) else getattr(database, "path", None)
         self._db: Database | None = None
@@ -141,13 +142,20 @@ class ResourceStore:
     def query(self, patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
         """One patient's resources of one type that match FHIR search parameters (host.search.query),
         decrypting only those; InvalidRequest for a parameter or value it does not support."""
-        return self._query(patient_id, resource_type, params, None)
+        return self.query_session()(patient_id, resource_type, params)
 
     def query_session(self) -> Callable[[str, str, Sequence[tuple[str, str]]], list[str]]:
         """`query` for one invocation: an index it opens stays open for the invocation's next searches
         (decrypted and parsed once, not once a search). Drop it when the invocation ends."""
         opened: search_index.Opened = {}
-        return lambda patient_id, resource_type, params: self._query(patient_id, resource_type, params, opened)
+
+        def query(patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+            wanted = parse_query(resource_type, params)
+            with self._use("read") as conn:
+                open_key = functools.partial(self._patient_cipher, conn, patient_id)
+                return search_index.query(conn, self.kek_id, open_key, patient_id, wanted, opened, self._indexes)
+
+        return query
 
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored (and not erased)."""
@@ -194,7 +202,7 @@ class ResourceStore:
                 )
             ]
             patients = [(pid, body) for pid in ids for body in self._search(conn, pid, "Patient")]
-        return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in patients]
+        return [{"id": patient_id, "name": display_name(json.loads(body))} for patient_id, body in patients]
 
     def count_patients(self) -> int:
         """How many Patient resources are stored (erased patients not counted)."""
@@ -298,24 +306,6 @@ class ResourceStore:
         if database is not None:
             database.close()
 
-    def _query(
-        self,
-        patient_id: str,
-        resource_type: str,
-        params: Sequence[tuple[str, str]],
-        opened: search_index.Opened | None,
-    ) -> list[str]:
-        wanted = parse_query(resource_type, params)
-        with self._use("read") as conn:
-            return search_index.query(
-                conn,
-                self.kek_id,
-                lambda wrapped: self._patient_cipher(conn, patient_id, wrapped),
-                patient_id,
-                wanted,
-                opened,
-            )
-
     def _search(self, conn: Connection, patient_id: str, resource_type: str) -> list[str]:
         rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
         if not rows:
@@ -402,11 +392,3 @@ def open_store(settings: Settings) -> ResourceStore:
     On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
     """
     return ResourceStore(open_database(settings), kek_from_settings(settings))
-
-
-def _display_name(patient: dict[str, Any]) -> str:
-    names = patient.get("name") or [{}]
-    official = next((n for n in names if n.get("use") == "official"), names[0])
-    if official.get("text"):
-        return str(official["text"])
-    return " ".join([*official.get("given", []), official.get("family", "")]).strip()
