@@ -179,7 +179,7 @@ mmdebstrap:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap \
 			|| { echo "make images: could not install mmdebstrap with apt-get (run as root)" >&2; exit 1; }; }
 
-images: install mmdebstrap $(OPA_STATIC) functions
+images: install mmdebstrap $(OPA_STATIC)
 	rm -rf $(IMAGES)/packages
 	for f in functions/*/function.toml; do n=$$(basename $$(dirname $$f)); \
 		$(BIN)/wardfn package $$n --out $(IMAGES)/packages/$$n $(if $(PACKAGES_KEY),--key $(PACKAGES_KEY)) >/dev/null || exit 1; done

@@ -3,8 +3,9 @@
 Rendering runs the real kustomize (v5, from the Go module proxy). Validation is two passes, as a
 cluster would judge: every object against the Kubernetes 1.31 OpenAPI schemas (kubernetes-validate,
 strict: unknown fields are errors), then every Gatekeeper ConstraintTemplate and Constraint against
-every object with Gatekeeper's own `gator test` (built from the Gatekeeper v3.15 module), which
-evaluates the templates' Rego on the same review input the admission webhook builds.
+every object with Gatekeeper's own `gator test` (Gatekeeper v3.23), which evaluates the templates'
+Rego or CEL on the same review input the admission webhook builds. Images are named by digest
+(runtimeclass/images.lock, which `make images` builds to).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ LOCKED_IMAGES = ("host", "opa")
 PINNED = re.compile(r"^[a-z0-9][^@\s]*@sha256:[0-9a-f]{64}$")
 # The function-packages image is the host image plus a layer of signed layouts: its Python copies
 # them into the pod (no shell in either image).
-PYTHON = "/usr/bin/python3"
+PYTHON = "/usr/bin/python3.11"  # the host image's interpreter (runtimeclass/images/build.py)
 COPY = "import shutil, sys; [shutil.copytree(s, sys.argv[-1] + '/' + s.rsplit('/', 1)[1]) for s in sys.argv[1:-1]]"
 
 

@@ -87,11 +87,24 @@ def test_an_independent_client_reads_the_layout(tmp_path: Path) -> None:
     assert config["config"]["User"] == "10001:10001" and config["rootfs"]["diff_ids"] == [layers[0][1]]
 
 
+def test_the_packages_copy_runs_the_interpreter_the_host_image_has() -> None:
+    from host.deploy import PYTHON
+
+    assert PYTHON == build.PYTHON and f"usr/bin/{PYTHON.rsplit('/', 1)[1]}" in build.KEEP_BINARIES
+
+
 def test_the_lock_names_the_images_renders_use() -> None:
     digests = locked_images()
     assert set(digests) == {"host", "opa"}
     lock = yaml.safe_load((PROJECT_ROOT / "runtimeclass" / "images.lock").read_text())
     assert lock["host"]["debian"] and all(d.endswith(".deb") for d in lock["host"]["debian"])
+
+
+def test_the_lock_is_for_these_sources() -> None:
+    # The host image holds host/: any change to it (or to the pins, the Debian package list or the
+    # build) changes the image, so the lock must be rebuilt with it.
+    lock = yaml.safe_load((PROJECT_ROOT / "runtimeclass" / "images.lock").read_text())
+    assert lock["host"]["inputs"] == build.inputs_digest(), "stale runtimeclass/images.lock: run `make images-lock`"
 
 
 def test_a_lock_without_a_digest_is_refused(tmp_path: Path) -> None:

@@ -210,6 +210,10 @@ def python_tree(work: Path, wheels: Path) -> list[Entry]:
             entries.append(Entry(target, tarfile.SYMTYPE, 0o777, target=os.readlink(path)))
         elif path.is_dir():
             entries.append(directory(target))
+        elif rel.endswith(".dist-info/RECORD"):
+            # Without the line for direct_url.json (dropped above): it names this build's wheel path.
+            lines = path.read_bytes().splitlines(keepends=True)
+            entries.append(file(target, b"".join(line for line in lines if b"/direct_url.json," not in line)))
         else:
             entries.append(file(target, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644))
     return entries
@@ -225,6 +229,19 @@ def _pinned(wheel: str) -> bool:
         for line in REQUIREMENTS.read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
+
+
+def inputs_digest() -> str:
+    """What the host image is built from, hashed: the host package, the project metadata, the pins, the
+    Debian package names and this script. The lock records it, so the tests see a stale lock without
+    the minutes a build takes; Debian's package versions are checked by the build itself."""
+    paths = sorted(p for p in (ROOT / "host").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    paths += [ROOT / "pyproject.toml", ROOT / "README.md", REQUIREMENTS, Path(__file__)]
+    paths.append(Path(__file__).with_name("build-constraints.txt"))
+    digest = hashlib.sha256(",".join(DEBIAN_PACKAGES).encode())
+    for path in paths:
+        digest.update(f"\0{path.relative_to(ROOT).as_posix()}\0".encode() + path.read_bytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def user_tree() -> list[Entry]:
@@ -330,12 +347,15 @@ def main() -> None:
     work_root.mkdir(parents=True, exist_ok=True)
     lock = yaml.safe_load(LOCK.read_text()) if LOCK.is_file() else {}
     built: dict[str, dict[str, Any]] = {}
+    inputs = inputs_digest()
     with tempfile.TemporaryDirectory(dir=work_root) as tmp:
         work = Path(tmp)
         debian, debs = debian_tree(work)
         host_layers = [layer(debian), layer(python_tree(work, args.out / "wheels")), layer(user_tree())]
     digest = write_layout(args.out / "host", host_layers, HOST_CONFIG, "host")
-    built["host"] = {"digest": digest, "debian": debs}
+    if inputs_digest() != inputs:
+        sys.exit("the sources changed while the image was built: build again")
+    built["host"] = {"digest": digest, "debian": debs, "inputs": inputs}
     print(f"host: {digest} ({args.out / 'host'})")
     if args.opa:
         opa_layers = [layer([file("opa", args.opa.read_bytes(), 0o755), *user_tree()[:2]])]
