@@ -100,6 +100,12 @@ def test_the_lock_names_the_images_renders_use() -> None:
     assert lock["host"]["debian"] and all(d.endswith(".deb") for d in lock["host"]["debian"])
 
 
+def test_the_prod_overlay_names_the_locked_digests() -> None:
+    overlay = yaml.safe_load((PROJECT_ROOT / "runtimeclass" / "overlays" / "prod" / "kustomization.yaml").read_text())
+    named = {i["name"].removeprefix("wardfn/"): i.get("digest") for i in overlay["images"]}
+    assert named == locked_images()
+
+
 def test_the_lock_is_for_these_sources() -> None:
     # The host image holds host/: any change to it (or to the pins, the Debian package list or the
     # build) changes the image, so the lock must be rebuilt with it.

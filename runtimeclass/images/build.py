@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "runtimeclass" / "images.lock"
+# The prod overlay names the locked images by digest too, so a render by hand (kustomize build) pins them.
+PROD_OVERLAY = ROOT / "runtimeclass" / "overlays" / "prod" / "kustomization.yaml"
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 EPOCH = int(os.environ.get("SOURCE_DATE_EPOCH", "1764633600"))  # 2025-12-02T00:00:00Z
 CREATED = "2025-12-02T00:00:00Z" if EPOCH == 1764633600 else None
@@ -382,6 +385,15 @@ def main() -> None:
               "# these digests. `wardfn deploy render` names the images by them.\n")  # fmt: skip
     LOCK.write_text(header + yaml.safe_dump({**lock, **built}, sort_keys=True))
     print(f"wrote {LOCK.relative_to(ROOT)}")
+    overlay = PROD_OVERLAY.read_text()
+    for name, entry in built.items():
+        overlay = re.sub(
+            rf"(  - name: wardfn/{name}\n    newName: [^\n]+\n    digest: )sha256:[0-9a-f]{{64}}",
+            rf"\g<1>{entry['digest']}",
+            overlay,
+        )
+    PROD_OVERLAY.write_text(overlay)
+    print(f"wrote the digests into {PROD_OVERLAY.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
