@@ -29,7 +29,7 @@ SERVE_FLAGS = $(if $(filter command line,$(origin HOST)),--host '$(HOST)') $(if 
 # `make functions JOBS=1`: how many functions build at once (default: one per core, at most 4).
 JOBS ?=
 
-.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq fuzz images images-lock
+.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq chromium console-screenshots fuzz images images-lock
 
 install: $(STAMP)
 
@@ -70,7 +70,7 @@ functions: install
 
 # WARDFN_TEST_FUNCTIONS_PREBUILT: a function missing from the cache then fails the session fixture
 # instead of being built under a test's timeout.
-test: lint tools policy-check postgres rabbitmq functions
+test: lint tools policy-check postgres rabbitmq chromium functions
 	WARDFN_TEST_FUNCTIONS_PREBUILT=1 WARDFN_OPA_BIN=$(OPA) WARDFN_PG_BIN=$(PG_BIN_DIR) WARDFN_RABBITMQ_BIN=$(RABBITMQ_BIN) $(BIN)/python -m pytest
 
 # The OpenAPI fuzzer alone, with more examples than `make test` gives it (25 an operation):
@@ -98,6 +98,23 @@ postgres:
 		apt-get install -y --no-install-recommends postgresql \
 			|| { echo "make postgres: apt-get could not install postgresql: check that Debian's registry is reachable" >&2; exit 1; }; \
 	fi
+
+# The console's browser test (tests/e2e/test_console_browser.py) drives Debian's chromium headless
+# through chromium-driver's WebDriver endpoint: both from Debian's packages, installed only when missing.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		command -v apt-get >/dev/null || { echo "make chromium: the console's browser test needs Debian's chromium and chromium-driver; apt-get is missing: install them by hand" >&2; exit 1; }; \
+		[ "$$(id -u)" = 0 ] || { echo "make chromium: installing chromium needs root: run \`sudo apt-get install -y chromium chromium-driver\`" >&2; exit 1; }; \
+		echo "installing Debian's chromium and chromium-driver for the console's browser test (once)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends chromium chromium-driver \
+			|| { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; } \
+			|| { echo "make chromium: apt-get could not install chromium: check that Debian's registry is reachable" >&2; exit 1; }; \
+	fi
+
+# The console's screenshots in docs/console/ (docs/privacy.md shows them), taken by its browser test.
+console-screenshots: install chromium functions
+	WARDFN_TEST_FUNCTIONS_PREBUILT=1 WARDFN_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/python -m pytest tests/e2e/test_console_browser.py
 
 # Installed only when missing. A policy-rc.d answering 101 keeps the package from starting a system
 # broker (the tests run their own node on loopback); one already there is left as it was.

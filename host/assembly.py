@@ -8,16 +8,18 @@ from dataclasses import dataclass, field
 from wasmtime import Engine
 
 from host.audit.broker import AmqpCheckpointSink
-from host.audit.checkpoints import Checkpointer
+from host.audit.checkpoints import Checkpointer, load_verification_key, verify_checkpoints
 from host.audit.relay import AuditRelay, open_checkpoint_sink, open_relay
 from host.audit.trail import AuditLog, open_audit
 from host.auth import TokenVerifier
 from host.catalogue.artifacts import ArtifactCache
 from host.catalogue.registry import Registry, ReloadReport
 from host.config import Settings
+from host.keys import load_or_create_key
 from host.metrics import Metrics
 from host.policy.cache import CachingPolicyEngine
 from host.policy.engine import PolicyEngine, RegoPolicyEngine
+from host.privacy.office import PrivacyOffice
 from host.ratelimit import Budget
 from host.runtime.engine import EpochTicker, create_engine
 from host.runtime.pool import InstancePool
@@ -26,6 +28,9 @@ from host.runtime.sandbox import Sandbox
 from host.service import InvocationService
 from host.store.pseudonyms import Pseudonymizer
 from host.store.resources import ResourceStore, open_store
+
+# The key of the pseudonyms a review shows until an officer reveals the patient (not the research key).
+REVIEW_PSEUDONYM_KEY = "review-pseudonym-hmac.key"
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Host:
     checkpointer: Checkpointer
     relay: AuditRelay | None
     checkpoint_sink: AmqpCheckpointSink | None
+    privacy: PrivacyOffice
     exit_stack: ExitStack = field(repr=False)
 
     def reload_functions(self) -> ReloadReport:
@@ -109,7 +115,7 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             pseudonyms.pseudonym,
             store.directory_search,
             runner,
-            query=store.query,
+            query_session=store.query_session,
         )
         pool = InstancePool(
             sandbox,
@@ -141,6 +147,17 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             break_glass_budget=Budget(settings.break_glass_budget, settings.break_glass_window_s),
             search_budget=Budget(settings.search_budget, settings.search_window_s),
         )
+        privacy = PrivacyOffice(
+            service,
+            audit,
+            store,
+            show_subjects=settings.access_report_names_subjects,
+            pseudonym=Pseudonymizer(load_or_create_key(settings.key_dir / REVIEW_PSEUDONYM_KEY)).pseudonym,
+            checkpoints=lambda: verify_checkpoints(
+                audit, settings.audit_checkpoint_path, load_verification_key(settings), settings.production
+            ),
+        )
+        metrics.watch_reviews(privacy.queue, settings.review_max_age_h * 3600)
         if relay is not None:
             relay.start()  # in the background: invocations never wait on the broker
             parts.callback(relay.stop)  # the first to stop: it drains what the broker takes in a short deadline
@@ -160,5 +177,6 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             checkpointer,
             relay,
             checkpoint_sink,
+            privacy,
             parts.pop_all(),
         )

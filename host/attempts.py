@@ -55,6 +55,25 @@ class AuditRead:
 
 
 @dataclass(frozen=True)
+class Oversight:
+    """An act on the audit trail rather than on a record (reading it, a patient's access report, a
+    break-the-glass review): decided by the policy and audited before anything is read.
+
+    `query` is plain text for the record's sealed query (what was reviewed, a disposition's note);
+    `outcome` is what the record says when the act is allowed (`ok`, or a disposition's code).
+    """
+
+    request_id: str
+    subject: Subject
+    action: str
+    function: str
+    purpose: str
+    patient_id: str | None = None
+    query: str | None = None
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
 class AuditReadResult:
     """The records read, and `audit_seq`: the record of this read itself, written before any was read."""
 
@@ -119,6 +138,8 @@ def audit_event(
 ) -> AuditEvent:
     """The one audit record of an attempt: who asked for what, and how far it got (None where it did not)."""
     break_glass = decision is not None and decision.break_glass
+    # A reason given is an attempt to break the glass, whatever the decision: refused, it is reviewed too.
+    attempted = break_glass or (sealed is not None and sealed.break_glass_reason is not None)
     return AuditEvent(
         request_id=request_id,
         subject_id=subject.id if subject else None,
@@ -134,9 +155,9 @@ def audit_event(
         policy_revision=decision.revision if decision else None,
         input_hash=decision.input_hash if decision else question.hash if question else None,
         break_glass=break_glass,
-        # Every break-the-glass attempt, allowed or refused, is for a person to review.
-        review=break_glass,
-        break_glass_reason=sealed.break_glass_reason if sealed and break_glass else None,
+        # Every break-the-glass attempt, allowed or refused, is for a person to review, with its reason.
+        review=attempted,
+        break_glass_reason=sealed.break_glass_reason if sealed and attempted else None,
         function_version=function_version,
         query=sealed.query if sealed else None,
     )

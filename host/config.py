@@ -148,9 +148,11 @@ class Settings(BaseSettings):
         "(the test suite sets it on busy machines).",
     )
     max_memory_bytes: int = Field(
-        default=1024 * MIB,
+        default=256 * MIB,
         gt=0,
-        description="The most memory a manifest may ask for (a manifest's default is 128 MiB).",
+        description="The most linear memory one invocation may have, whatever its manifest asks (a manifest's "
+        "default is 128 MiB; more is cut to this). The guest's memory is the host's: with the output, log and "
+        "stdio caps it bounds what one invocation can add to the host (384 MiB in the Deployment's 1 GiB).",
     )
     max_output_bytes: int = Field(
         default=32 * MIB,
@@ -314,6 +316,38 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often, in seconds, the host signs the chain's head when it moved."
     )
 
+    # The privacy office (issue 19): access reports and the break-the-glass review queue.
+    access_report_names_subjects: bool = Field(
+        default=False,
+        description="Whether a patient's access report names the subject (the token's `sub`) of each access "
+        "besides their role; compliance officers always see it.",
+    )
+    console_idle_timeout_s: int = Field(
+        default=900,
+        ge=30,
+        le=8 * 3600,
+        description="The console signs its user out after this many seconds without a request "
+        "(HIPAA 164.312(a)(2)(iii), automatic logoff).",
+    )
+    console_oidc_issuer: str | None = Field(
+        default=None,
+        description="The OpenID Connect provider the console signs in through (authorization code with PKCE; "
+        "its discovery document at `<issuer>/.well-known/openid-configuration`). The access token it issues must "
+        "verify as API tokens do (`WARDFN_JWKS_URL`, `WARDFN_JWT_ISSUER`, `WARDFN_JWT_AUDIENCE`). Unset: the "
+        "console signs in only with a pasted token, in development.",
+    )
+    console_oidc_client_id: str = Field(
+        default="wardfn-console",
+        min_length=1,
+        description="The console's client id at the OpenID Connect provider (a public client: PKCE, no secret).",
+    )
+    review_max_age_h: float = Field(
+        default=72.0,
+        gt=0,
+        description="How long, in hours, a break-the-glass access may wait for review before the "
+        "`WardfnReviewOverdue` alert fires (exported as `wardfn_review_max_age_seconds`).",
+    )
+
     # The audit relay publishes every audit record at least once. A secret: the URL may carry a password.
     amqp_url: SecretStr | None = Field(
         default=None,
@@ -441,6 +475,13 @@ class Settings(BaseSettings):
     def amqp(self) -> str | None:
         """The broker URL, or None when no relay is configured (an empty variable counts as unset)."""
         return (self.amqp_url.get_secret_value() if self.amqp_url else "") or None
+
+    @model_validator(mode="after")
+    def _oidc_issuer_is_https(self) -> Settings:
+        issuer = self.console_oidc_issuer
+        if issuer and not issuer.startswith("https://") and (self.production or not issuer.startswith("http://")):
+            raise ValueError("WARDFN_CONSOLE_OIDC_ISSUER must be an https:// URL (http:// only in development)")
+        return self
 
     @model_validator(mode="after")
     def _amqp_url_is_amqp(self) -> Settings:

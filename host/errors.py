@@ -61,6 +61,12 @@ class PatientNotFound(WardfnError):
     code = "patient_not_found"
 
 
+class ReviewNotFound(WardfnError):
+    """No record with that seq waits for break-the-glass review."""
+
+    code = "review_not_found"
+
+
 class PolicyDenied(WardfnError):
     code = "policy_denied"
 

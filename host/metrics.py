@@ -122,6 +122,20 @@ class Metrics:
             "wardfn_audit_write_failures", "Audit records that could not be written (the caller got 503).", registry=r
         )
 
+        self.review_open = Gauge(
+            "wardfn_review_open", "Break-the-glass accesses waiting for review (no disposition yet).", registry=r
+        )
+        self.review_oldest_seconds = Gauge(
+            "wardfn_review_oldest_open_seconds",
+            "How long the oldest break-the-glass access without a disposition has waited, in seconds (0 when none).",
+            registry=r,
+        )
+        self.review_max_age_seconds = Gauge(
+            "wardfn_review_max_age_seconds",
+            "How long an access may wait for review before it is overdue (WARDFN_REVIEW_MAX_AGE_H).",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
@@ -133,6 +147,22 @@ class Metrics:
     def watch_stranded(self, count: Callable[[], int]) -> None:
         """Report the calls stranded past their deadline at every scrape."""
         self.stranded_calls.set_function(lambda: float(count()))
+
+    def watch_reviews(self, queue: Callable[[], tuple[int, float]], max_age_s: float) -> None:
+        """Report the review queue (its size and its oldest's age) at every scrape, read once a scrape."""
+        self.review_max_age_seconds.set(max_age_s)
+        latest: list[tuple[int, float]] = []
+
+        def size() -> float:
+            try:
+                latest[:] = [queue()]
+            except Exception:  # a trail that cannot be read reports nothing rather than a wrong queue
+                latest[:] = [(-1, float("nan"))]
+            return float(latest[0][0])
+
+        # Gauges are collected in the order they were made: the size reads the queue, the age reuses it.
+        self.review_open.set_function(size)
+        self.review_oldest_seconds.set_function(lambda: latest[0][1] if latest else 0.0)
 
     def relay_progress(self, leading: bool, backlog: int) -> None:
         """The audit relay's report: whether this process leads, and the backlog it last saw."""

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from host.attempts import (
@@ -20,6 +21,7 @@ from host.attempts import (
     AuditReadResult,
     Invocation,
     InvocationResult,
+    Oversight,
     Question,
     Sealed,
     Searches,
@@ -165,34 +167,49 @@ class InvocationService:
     def read_audit(self, read: AuditRead) -> AuditReadResult:
         """Audit records for a subject the policy lets read the trail. The read is on the trail before
         any record is read: reading the trail is itself audited, allowed or refused."""
+        own = self.oversee(
+            Oversight(read.request_id, read.subject, AUDIT_READ_ACTION, AUDIT_READ_FUNCTION, read.purpose)
+        )
+        return AuditReadResult(own.seq, tuple(self._audit.records(read.limit, read.after_seq)))
+
+    def oversee(self, act: Oversight, check: Callable[[], None] | None = None) -> AuditRecord:
+        """Decide an act on the audit trail and audit it, allowed or refused, before anything is read:
+        its record is durable when this returns (or raises). `check`, run only once the policy has
+        allowed, may still refuse with a host error of its own, and that is the record's outcome."""
         started = time.perf_counter()
         question: Question | None = None
         decision: Decision | None = None
         outcome = INTERNAL_ERROR
+        query: str | None = None
         try:
-            question = Question.of(build_input(read.subject, AUDIT_READ_ACTION, read.purpose, None))
+            question = Question.of(build_input(act.subject, act.action, act.purpose, _oversight_patient(act)))
             decision = self._decide(question.input)
             if not decision.allow:
                 raise PolicyDenied(list(decision.reasons), decision.id)
-            outcome = OK
+            if check is not None:
+                check()
+            if act.query is not None:
+                query = self._store.seal_text(act.query, AUDIT_QUERY_PURPOSE)
+            outcome = act.outcome
         except WardfnError as exc:
             outcome = exc.code
             raise
         finally:
             own = self._append(
                 audit_event(
-                    read.request_id,
-                    read.subject,
-                    AUDIT_READ_FUNCTION,
-                    None,
-                    read.purpose,
+                    act.request_id,
+                    act.subject,
+                    act.function,
+                    act.patient_id,
+                    act.purpose,
                     outcome=outcome,
                     started=started,
+                    sealed=Sealed(query=query),
                     question=question,
                     decision=decision,
                 )
             )
-        return AuditReadResult(own.seq, tuple(self._audit.records(read.limit, read.after_seq)))
+        return own
 
     def record_rejected(self, request_id: str, outcome: str, function: str | None, patient_id: str | None) -> None:
         """Audit an attempt refused before it had a subject (a missing or bad token). Never sees the token."""
@@ -325,6 +342,11 @@ class InvocationService:
                 raise
             except Exception as exc:  # any failure to make the record durable means no answer
                 raise AuditUnavailable("the audit record could not be written") from exc
+
+
+def _oversight_patient(act: Oversight) -> dict[str, Any] | None:
+    """The patient an oversight act is about, as the policy sees it: its id alone (no record is read)."""
+    return {"id": act.patient_id, "care_team": [], "consent_directives": []} if act.patient_id else None
 
 
 def _check_patient_id(manifest: Manifest, patient_id: str | None) -> None:

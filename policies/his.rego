@@ -10,7 +10,8 @@
 # Two input shapes are answered:
 #
 # - the host's (it has `subject`): subject {id, roles}, action (read-summary, search,
-#   export-deidentified, export-record, calculate, read-audit), purpose (an HL7 PurposeOfUse code), patient
+#   export-deidentified, export-record, calculate, read-audit, read-access-report, reveal-patient,
+#   review-break-glass), purpose (an HL7 PurposeOfUse code), patient
 #   {id, care_team: [practitioner ids], consent_directives: [{decision, purposes}]} or null,
 #   break_glass {reason} (optional), audit {enabled};
 # - the seed case's (no `subject`): action "access_patient_data", user {id, role},
@@ -198,7 +199,12 @@ purposes_of_use := {"TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT", 
 
 patient_actions := {"read-summary", "export-deidentified", "export-record"}
 
-no_patient_actions := {"search", "calculate", "read-audit"}
+no_patient_actions := {"search", "calculate", "read-audit", "review-break-glass"}
+
+# Oversight of one patient's record: who looked at it (the access report) and a compliance officer
+# revealing whom a pseudonymised review is about. They read the audit trail, never the record, and
+# no consent directive refuses them (a patient's right of access, a regulator's oversight).
+oversight_actions := {"read-access-report", "reveal-patient"}
 
 clinicians := {"physician", "nurse"}
 
@@ -243,8 +249,10 @@ grant_types("calculate") := set()
 
 grant_types("audit-review") := set()
 
+grant_types("access-report") := set()
+
 # Only registration sees the national identifier unmasked (and a calculator reads no record).
-unmasked_grants := {"registration", "registration-search", "calculate", "audit-review"}
+unmasked_grants := {"registration", "registration-search", "calculate", "audit-review", "access-report"}
 
 grant_masks(g) := {national_identifier} if not g in unmasked_grants
 
@@ -326,6 +334,7 @@ overridable := {"TREAT", "ETREAT"}
 
 consent_denied if {
 	has_patient
+	not input.action in oversight_actions
 	some purpose in checked_purposes
 	consent_denies(purpose)
 	not overridden(purpose)
@@ -348,10 +357,11 @@ denials contains "the purpose of use is not an HL7 PurposeOfUse code this policy
 denials contains "the requested action is not permitted by the patient data policy" if {
 	not input.action in patient_actions
 	not input.action in no_patient_actions
+	not input.action in oversight_actions
 }
 
 denials contains "this action needs a patient" if {
-	input.action in patient_actions
+	input.action in patient_actions | oversight_actions
 	not has_patient
 }
 
@@ -470,13 +480,29 @@ grants contains "calculate" if {
 	not has_patient
 }
 
-# Reading the audit trail (who accessed which patient, and why): compliance officers, for
-# compliance (HCOMPL), on no single patient. It reads no patient record.
+# Reading the audit trail (who accessed which patient, and why) and reviewing break-the-glass
+# accesses: compliance officers, for compliance (HCOMPL), on no single patient. It reads no patient record.
 grants contains "audit-review" if {
 	has_role({"compliance_officer"})
 	input.purpose == "HCOMPL"
-	input.action == "read-audit"
+	input.action in {"read-audit", "review-break-glass"}
 	not has_patient
+}
+
+# Who looked at a patient's record: the patient themselves, at their own request (the denial above
+# holds them to their own id), and compliance officers, who may also reveal whom a review is about.
+grants contains "access-report" if {
+	has_role({"patient"})
+	input.purpose == "PATRQT"
+	input.action == "read-access-report"
+	input.subject.id == patient_id
+}
+
+grants contains "access-report" if {
+	has_role({"compliance_officer"})
+	input.purpose == "HCOMPL"
+	input.action in oversight_actions
+	has_patient
 }
 
 # ---------------------------------------------------------------------------------------------

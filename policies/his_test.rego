@@ -268,3 +268,29 @@ test_a_calculator_reads_nothing if {
 	his.allow with input as calc
 	his.obligations.resource_types == set() with input as calc
 }
+
+test_a_patient_reads_who_looked_at_their_own_record_only if {
+	his.allow with input as request("p-1", ["patient"], "read-access-report", "PATRQT")
+	theirs := request("p-2", ["patient"], "read-access-report", "PATRQT")
+	"a patient may read only their own record" in his.reasons with input as theirs
+	his.obligations.resource_types == set() with input as request("p-1", ["patient"], "read-access-report", "PATRQT")
+}
+
+test_no_consent_directive_refuses_oversight if {
+	refusing := object.union(
+		request("p-1", ["patient"], "read-access-report", "PATRQT"),
+		{"patient": {"id": "p-1", "care_team": [], "consent_directives": [{"decision": "deny"}]}},
+	)
+	his.allow with input as refusing
+	officer := object.union(refusing, {"subject": {"id": "co-1", "roles": ["compliance_officer"]}, "purpose": "HCOMPL"})
+	his.allow with input as officer
+}
+
+test_only_compliance_officers_review_and_reveal if {
+	review := object.union(request("co-1", ["compliance_officer"], "review-break-glass", "HCOMPL"), {"patient": null})
+	his.allow with input as review
+	not his.allow with input as object.union(review, {"subject": {"id": "dr-a", "roles": ["physician"]}})
+	his.allow with input as request("co-1", ["compliance_officer"], "reveal-patient", "HCOMPL")
+	not his.allow with input as request("dr-a", ["physician"], "reveal-patient", "HCOMPL")
+	not his.allow with input as request("co-1", ["compliance_officer"], "reveal-patient", "TREAT")
+}

@@ -23,4 +23,3 @@ def execute(target: Path | str, sql: str, *params: Any) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
-

@@ -47,6 +47,10 @@ NEVER: dict[str, tuple[set[str], str]] = {
         {"runtime", "catalogue", "policy", "store", "data", "audit", "service"} | TOP,
         "FHIR search is computation on resources: the store and the warm-up both evaluate it",
     ),
+    "privacy": (
+        {"runtime", "catalogue"} | TOP,
+        "the privacy office reads the trail and acts through the service; it runs no function",
+    ),
     "service": (TOP, "services never reach HTTP, the command line or the composition root"),
     "attempts": (
         {"service", "runtime", "store", "audit", "catalogue"} | TOP,

@@ -13,8 +13,10 @@ Plain Python, testable under CPython. The 18 identifier kinds and what happens t
  14-15 URLs, IP addresses ............... attachments, narrative and meta dropped; free strings
                                           that look like a URL, an email or an IP dropped
  16-17 biometrics, photos ............... Patient.photo and every attachment dropped
- 18 any other unique code ............... resource ids replaced by sequence numbers; the
-                                          patient's id replaced by the host's pseudonym
+ 18 any other unique code ............... resource ids replaced by digests (SHA-256 of the
+                                          pseudonym and the id: the same on every page of
+                                          an export, never the id); the patient's id
+                                          replaced by the host's pseudonym
 Free text (narrative, notes, comments, valueString) is dropped whole: it can hold any of the above.
 
 The host may have done some of this before the record reached the function (research's decision
@@ -26,11 +28,14 @@ resource type the decision withheld is named under `withheld`, never silently ab
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
-from wardfn_withheld import field_absent, marker
+from wardfn_pages import DEFAULT_COUNT, Query, read_page
+from wardfn_withheld import Withheld, field_absent, marker
 
 Resource = dict[str, Any]
 
@@ -65,6 +70,34 @@ OLDEST = "90+"
 URI_KEYS = {"system", "url", "profile"}
 
 Pseudonymize = Callable[[str], str]
+# Under half the manifest's output cap (16 MiB): a cleaned resource is no larger than the stored one.
+PAGE_BUDGET = 6 * 1024 * 1024
+
+
+def deidentify_page(
+    patient_id: str,
+    query: Query,
+    pseudonym: str,
+    today: datetime.date,
+    count: int = DEFAULT_COUNT,
+    token: str | None = None,
+    budget: int = PAGE_BUDGET,
+) -> dict[str, Any]:
+    """One page of the de-identified record (wardfn_pages), with `next` (the next page's token) unless
+    it is the last. Resource ids are the same on every page, so references across pages hold."""
+    page = read_page(query, RESOURCE_TYPES, count, token, budget)
+    resources: dict[str, list[Resource]] = {}
+    for resource_type, raw in page.items:
+        resources.setdefault(resource_type, []).append(json.loads(raw))
+    try:
+        # Every page's age comes from the Patient, which only the first page holds.
+        patient = next(iter(json.loads(r) for r in query("Patient", [("_count", "1")])), None)
+    except Withheld:
+        patient = None
+    answer = deidentify(patient_id, resources, pseudonym, today, tuple(page.withheld), patient)
+    if page.next_token is not None:
+        answer["next"] = page.next_token
+    return answer
 
 
 def deidentify(
@@ -73,26 +106,22 @@ def deidentify(
     pseudonym: str,
     today: datetime.date,
     withheld: tuple[str, ...] = (),
+    patient: Resource | None = None,
 ) -> dict[str, Any]:
-    """The record with Safe Harbor applied: resources, the patient's pseudonym and age, and each
-    resource type the decision withheld (`withheld`) marked as such."""
-    patients = resources.get("Patient") or []
+    """The record (or one page of it) with Safe Harbor applied: resources, the patient's pseudonym and
+    age, and each resource type the decision withheld (`withheld`) marked as such. `patient`, for a
+    page without the Patient resource, is where the age comes from."""
+    patients = resources.get("Patient") or ([patient] if patient is not None else [])
     if not patients and "Patient" not in withheld:
         raise LookupError("no Patient resource")
     age = marker() if not patients else _age_of(patients[0], today)
     over_89 = age == OLDEST
-    local_ids: dict[str, str] = {f"Patient/{patient_id}": f"Patient/{pseudonym}"}
-    counter = 0
-    for resource_type in RESOURCE_TYPES:
-        for resource in resources.get(resource_type, []):
-            if resource_type != "Patient":
-                counter += 1
-                local_ids[f"{resource_type}/{resource.get('id')}"] = f"{resource_type}/{counter}"
+    local = _local_ids(patient_id, pseudonym, withheld)
     out: list[Resource] = []
     for resource_type in RESOURCE_TYPES:
         for resource in resources.get(resource_type, []):
-            clean = _clean(resource, local_ids)
-            clean["id"] = local_ids[f"{resource_type}/{resource.get('id')}"].split("/", 1)[1]
+            clean = _clean(resource, local)
+            clean["id"] = str(local(f"{resource_type}/{resource.get('id')}")).split("/", 1)[1]
             if resource_type == "Patient":
                 clean.pop("name", None)
                 if over_89:
@@ -109,6 +138,26 @@ def deidentify(
         "resources": out,
         "withheld": {resource_type: marker() for resource_type in RESOURCE_TYPES if resource_type in withheld},
     }
+
+
+def _local_ids(patient_id: str, pseudonym: str, withheld: tuple[str, ...]) -> Callable[[str], str | None]:
+    """A reference's replacement inside the de-identified record, None for one that points outside it.
+
+    The patient is their pseudonym; another resource of the record is a digest of the pseudonym and
+    its reference, the same on every page (a reference may point to a resource on another page)."""
+
+    def local(reference: str) -> str | None:
+        if reference == f"Patient/{patient_id}":
+            return f"Patient/{pseudonym}"
+        resource_type, _, resource_id = reference.partition("/")
+        if resource_type == "Patient" or resource_type not in RESOURCE_TYPES or resource_type in withheld:
+            return None  # another patient, a practitioner or organisation, or what the export does not hold
+        if not resource_id or "/" in resource_id:
+            return None
+        digest = hashlib.sha256(f"{pseudonym}\0{reference}".encode()).hexdigest()[:24]
+        return f"{resource_type}/{digest}"
+
+    return local
 
 
 def _age_of(patient: Resource, today: datetime.date) -> Any:
@@ -144,7 +193,7 @@ def _address(address: Resource) -> Resource:
     return kept
 
 
-def _clean(node: Any, local_ids: dict[str, str], key: str = "") -> Any:
+def _clean(node: Any, local_ids: Callable[[str], str | None], key: str = "") -> Any:
     if isinstance(node, dict):
         if "div" in node and key == "text":
             return None  # narrative
@@ -174,8 +223,8 @@ def _clean(node: Any, local_ids: dict[str, str], key: str = "") -> Any:
     return node
 
 
-def _reference(node: Resource, local_ids: dict[str, str]) -> Resource | None:
-    target = local_ids.get(str(node.get("reference")))
+def _reference(node: Resource, local_ids: Callable[[str], str | None]) -> Resource | None:
+    target = local_ids(str(node.get("reference")))
     if target is None:
         return None  # points outside the de-identified record (a practitioner, an organisation)
     kept: Resource = {"reference": target}

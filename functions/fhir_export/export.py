@@ -1,4 +1,9 @@
-"""A patient's record as a FHIR R4 Bundle, like `Patient/$everything`: plain Python, testable under CPython.
+"""A patient's record as FHIR R4 Bundles, like `Patient/$everything`: plain Python, testable under CPython.
+
+The record comes a page at a time (wardfn_pages): each Bundle holds up to `_count` resources and at
+most PAGE_BUDGET bytes of them, and links to the next with `link` relation `next`, whose url is
+the token to send back as the `page` argument. A record that fits in one page has `total`; a paged
+one does not (counting it would mean reading it all on every page).
 
 Resource types the decision withheld are named, as FHIR says it: an OperationOutcome entry with an
 issue of code `suppressed` per type (in a searchset, with search mode `outcome`), so that a record
@@ -9,9 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 
-from wardfn_withheld import REASON, Withheld
+from wardfn_pages import DEFAULT_COUNT, Query, read_page
+from wardfn_withheld import REASON
 
 # The clinical record, in the order a reader expects: the patient first.
 RESOURCE_TYPES = (
@@ -22,33 +27,36 @@ RESOURCE_TYPES = (
 BUNDLE_TYPES = ("searchset", "collection")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
-Reader = Callable[[str], list[str]]
+# Half the manifest's output cap (32 MiB): an entry adds its wrapping to the resource's own bytes.
+PAGE_BUDGET = 16 * 1024 * 1024
 
 
 class PatientNotFound(Exception):
     """The authorised patient has no Patient resource."""
 
 
-def export(read: Reader, bundle_type: str = "searchset") -> str:
-    """The Bundle as JSON text. Resources are passed through as stored, never re-serialised field by field."""
+def export(
+    query: Query,
+    bundle_type: str = "searchset",
+    count: int = DEFAULT_COUNT,
+    page: str | None = None,
+    budget: int = PAGE_BUDGET,
+) -> str:
+    """One page of the record as a Bundle's JSON text (the first without `page`). Resources are passed
+    through as stored, never re-serialised field by field."""
     if bundle_type not in BUNDLE_TYPES:
         raise ValueError(f"bundle type must be one of {', '.join(BUNDLE_TYPES)}")
-    entries: list[str] = []
-    withheld: list[str] = []
-    for resource_type in RESOURCE_TYPES:
-        try:
-            for raw in read(resource_type):
-                entries.append(_entry(raw, resource_type, bundle_type))
-        except Withheld:
-            withheld.append(resource_type)
-            continue
-        if resource_type == "Patient" and not entries:
-            raise PatientNotFound("no Patient resource")
+    found = read_page(query, RESOURCE_TYPES, count, page, budget)
+    if found.first and "Patient" not in found.withheld and not any(t == "Patient" for t, _ in found.items):
+        raise PatientNotFound("no Patient resource")
+    entries = [_entry(raw, resource_type, bundle_type) for resource_type, raw in found.items]
     head: dict[str, object] = {"resourceType": "Bundle", "type": bundle_type}
-    if bundle_type == "searchset":
+    if bundle_type == "searchset" and found.first and found.next_token is None:
         head["total"] = len(entries)  # matches and includes only: an outcome is not counted
-    if withheld:
-        entries.append(_outcome(withheld, bundle_type))
+    if found.next_token is not None:
+        head["link"] = [{"relation": "next", "url": found.next_token}]
+    if found.withheld:
+        entries.append(_outcome(found.withheld, bundle_type))
     opening = json.dumps(head, separators=(",", ":"))[:-1]
     return f'{opening},"entry":[{",".join(entries)}]}}'
 

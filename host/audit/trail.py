@@ -209,6 +209,21 @@ class AuditLog:
         """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
         return self._read(f"{SELECT} WHERE review = 1 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
 
+    def concerning(
+        self, patient_id: str, since: str, until: str, limit: int = 1000, after_seq: int = 0
+    ) -> list[AuditRecord]:
+        """Up to `limit` records stamped in [since, until) (the records' own ISO timestamps) that name
+        `patient_id`, or name no patient but hold a sealed query (a search may have matched them)."""
+        return self._read(
+            f"{SELECT} WHERE (patient_id = ? OR (patient_id IS NULL AND query IS NOT NULL))"
+            " AND ts >= ? AND ts < ? AND seq > ? ORDER BY seq LIMIT ?",
+            (patient_id, since, until, after_seq, limit),
+        )
+
+    def of_function(self, function: str, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
+        """Up to `limit` records of `function` (e.g. every review disposition), with seq greater than `after_seq`."""
+        return self._read(f"{SELECT} WHERE function = ? AND seq > ? ORDER BY seq LIMIT ?", (function, after_seq, limit))
+
     def head(self) -> tuple[int, str]:
         """The newest record's (seq, hash), or (0, GENESIS_HASH) for an empty trail: what a checkpoint signs."""
         row = self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())

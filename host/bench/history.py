@@ -8,9 +8,11 @@ then, one call at a time, for each size:
 
 - summary: `GET /v1/patients/{id}/summary` (patient_lookup), as medical staff, for treatment;
 - med_safety: `POST /v1/functions/med_safety/invoke`, the same caller;
-- export: `POST /v1/functions/fhir_export/invoke` as a physician on the patient's care team. One
-  page of the export is what a client waits for; fhir_export has no pages yet (issue 13, item 4)
-  and answers the whole record in one response, so that whole response is what is measured.
+- export: `POST /v1/functions/fhir_export/invoke` as a physician on the patient's care team: its
+  first page (`EXPORT_ARGS`), which is what a client waits for;
+- then, once per size, the whole export walked page by page (host.bench.pages), both
+  `fhir_export` (the physician, for treatment) and `deidentify` (a researcher, for research):
+  pages, time, and whether the resources received are every resource of the types it reads.
 
 Every call is timed, whatever it answered: a call past its function's deadline (504) or over its
 output cap is counted by status, never a crash. The headline, `summary_p99_50k_over_100`, is the
@@ -36,6 +38,7 @@ from rich.table import Table
 from host.auth import issue_dev_token
 from host.bench import report
 from host.bench.machine import commit, describe
+from host.bench.pages import walk
 from host.bench.server import build_all, start_host, stop, until_ok
 from host.bench.stats import summarise
 from host.catalogue.manifest import discover_functions
@@ -50,8 +53,11 @@ RATIO = "summary_p99_50k_over_100"
 TARGETS = {RATIO: ("<=", 1.5)}
 DATABASE = "bench-history.db"
 FUNCTIONS = {"summary": "patient_lookup", "med_safety": "med_safety", "export": "fhir_export"}
-# fhir_export takes no page size yet: when it pages (issue 13, item 4), ask here for the first page.
-EXPORT_ARGS: dict[str, Any] = {}
+# One page of the export, its default size.
+PAGE_COUNT = 1000
+EXPORT_ARGS: dict[str, Any] = {"_count": PAGE_COUNT}
+# Who walks each export, and for what.
+WALKS = {"fhir_export": ("physician", "TREAT"), "deidentify": ("researcher", "HRESCH")}
 CALL_TIMEOUT_S = 120
 STAFF_ROLE = "authorized_medical_staff"
 
@@ -102,11 +108,13 @@ def run_history(settings: Settings, options: HistoryOptions, out: Path, console:
         with Progress(
             TextColumn("{task.description:<52}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
         ) as progress:
-            patients, url, runs = _seed_and_measure(settings, options, workdir / DATABASE, out, progress)
+            patients, url, runs, walks = _seed_and_measure(settings, options, workdir / DATABASE, out, progress)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     document = _document(settings, options, url, patients, runs)
+    document["walks"] = walks
     _print(console, document)
+    _print_walks(console, walks)
     report.write_json(out / "history.json", document)
     _chart(out / "history.png", document)
     console.print(f"wrote {out / 'history.json'} and {out / 'history.png'}")
@@ -115,7 +123,7 @@ def run_history(settings: Settings, options: HistoryOptions, out: Path, console:
 
 def _seed_and_measure(
     settings: Settings, options: HistoryOptions, database: Path, out: Path, progress: Progress
-) -> tuple[list[BenchPatient], str, list[dict[str, Any]]]:
+) -> tuple[list[BenchPatient], str, list[dict[str, Any]], list[dict[str, Any]]]:
     sizes = sorted(set(options.sizes))
     task = progress.add_task("history", total=len(sizes) * (1 + len(FUNCTIONS)) + 1)
     patients = []
@@ -127,6 +135,7 @@ def _seed_and_measure(
     build_all(settings)
     staff = {"Authorization": f"Bearer {issue_dev_token(settings, 'bench-history', STAFF_ROLE, 7200)}"}
     runs: list[dict[str, Any]] = []
+    walks: list[dict[str, Any]] = []
     with (out / "history-server.log").open("wb") as log:
         server, url = start_host(settings, database, log)
         try:
@@ -139,9 +148,11 @@ def _seed_and_measure(
                         calls = options.export_calls if function == "export" else options.calls
                         runs.append(_measure(client, function, patient, request, calls, options.warmup))
                         progress.advance(task)
+                    progress.update(task, description=f"exports page by page, {patient.target:,} resources")
+                    walks.append(_walk_exports(settings, client, patient))
         finally:
             stop(server)
-    return patients, url, runs
+    return patients, url, runs, walks
 
 
 def _seed(settings: Settings, database: Path, seed: int, position: int, stride: int, size: int) -> BenchPatient:
@@ -185,6 +196,19 @@ def _requests(settings: Settings, patient: BenchPatient, staff: dict[str, str]) 
             "json": {**invoke, "args": EXPORT_ARGS},
         },
     }
+
+
+def _walk_exports(settings: Settings, client: httpx.Client, patient: BenchPatient) -> dict[str, Any]:
+    """Both exports of one chart, every page, as the callers that may make them."""
+    reads = {source.name: source.manifest.reads for source in discover_functions(settings.functions_dirs)}
+    found: dict[str, Any] = {"target_resources": patient.target, "resources": sum(patient.counts.values())}
+    for function, (role, purpose) in WALKS.items():
+        subject = patient.physician if role == "physician" else "bench-research"
+        headers = {"Authorization": f"Bearer {issue_dev_token(settings, subject, role, 7200)}"}
+        expected = {kind: n for kind, n in patient.counts.items() if kind in reads[function]}
+        invoke = {"patient_id": patient.patient_id, "purpose": purpose}
+        found[function] = walk(client, function, headers, invoke, PAGE_COUNT, expected)
+    return found
 
 
 def _measure(
@@ -260,8 +284,8 @@ def _document(
         "patients": [p.describe() for p in patients],
         "runs": runs,
         "notes": {
-            "export": "fhir_export answers the whole record in one response (paging is issue 13, item 4): "
-            "the export figures are that whole answer, not one page",
+            "export": f"the export figures are its first page of {PAGE_COUNT} resources; `walks` follow "
+            "every page of both exports once per chart",
             "seeding": "generate_ms and store_ms: one chart generated, then stored in one transaction "
             "(every resource sealed, the search index written)",
         },
@@ -292,6 +316,25 @@ def _print(console: Console, document: dict[str, Any]) -> None:
     console.print(report.ratio_table(document["ratios"], TARGETS))
     if document["ratio_basis"]["lower_bound"]:
         console.print("the largest chart's summaries failed at their deadline: the ratio is a lower bound")
+
+
+def _print_walks(console: Console, walks: list[dict[str, Any]]) -> None:
+    table = Table(title="exports walked page by page", title_justify="left")
+    for column in ("function", "resources", "pages", "page p50 ms", "page max ms", "total ms", "complete"):
+        table.add_column(column, justify="left" if column == "function" else "right")
+    for chart in walks:
+        for function in WALKS:
+            found = chart[function]
+            table.add_row(
+                function,
+                f"{found['resources']:,} of {found['expected_resources']:,}",
+                str(found["pages"]),
+                report.ms(found["page_ms"]["p50"]),
+                report.ms(found["page_ms"]["max"]),
+                f"{found['total_ms']:,.0f}",
+                "yes" if found["complete"] else f"no ({found['status']})",
+            )
+    console.print(table)
 
 
 def _chart(path: Path, document: dict[str, Any]) -> None:

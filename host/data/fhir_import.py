@@ -150,3 +150,16 @@ def import_bundles(store: ResourceStore, files: list[Path], max_bytes: int) -> I
     the first rejected bundle."""
     for path in files:
         yield ImportedBundle(path=path, written=store.upsert_resources(read_bundle(path, max_bytes)))
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """Check a resource the host made (an access report's Bundle) against the same R4B models the import
+    uses; ValueError naming the first field that does not hold (never its value)."""
+    try:
+        get_fhir_model_class(str(resource.get("resourceType"))).model_validate(resource)
+    except (ValueError, KeyError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "resource"
+            raise ValueError(f"{resource.get('resourceType')}: {field}: {first['msg']}") from None
+        raise ValueError(f"not a FHIR R4 resourceType: {str(resource.get('resourceType'))[:40]!r}") from None

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from host.assembly import Host, open_host
 from host.config import Settings, load_settings
-from host.http import routes_audit, routes_functions, routes_operations
+from host.http import console, routes_audit, routes_functions, routes_operations, routes_privacy
 from host.http.errors import install_error_handlers
 from host.http.logs import configure_logging
 from host.http.middleware import RequestContext
@@ -61,10 +61,12 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
         summary="Patient-data functions in WebAssembly sandboxes, behind a policy decision, with an audit trail.",
         lifespan=lifespan,
     )
+    app.add_middleware(console.ConsoleHeaders)
     app.add_middleware(RequestContext, max_body=settings.max_request_bytes)
     install_error_handlers(app)
-    for routes in (routes_functions, routes_audit, routes_operations):
+    for routes in (routes_functions, routes_audit, routes_privacy, routes_operations):
         app.include_router(routes.router)
+    app.include_router(console.router)
     # Each function's own invoke operation, its arguments schema in the request body.
     install_openapi(app, lambda: app.state.host.registry.all() if hasattr(app.state, "host") else [])
     return app

@@ -22,6 +22,7 @@ from host.errors import (
     InvalidRequest,
     PatientNotFound,
     PolicyDenied,
+    ReviewNotFound,
     Unavailable,
     WardfnError,
 )
@@ -43,6 +44,7 @@ _STATUS: list[tuple[type[WardfnError], int]] = [
     (InvalidRequest, 422),
     (FunctionNotFound, 404),
     (PatientNotFound, 404),
+    (ReviewNotFound, 404),
     (PolicyDenied, 403),
     (Unavailable, 503),
     (FunctionTimedOut, 504),

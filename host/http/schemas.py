@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,3 +138,92 @@ class AuditPage(BaseModel):
     audit_seq: int  # the record of this read, written before the page was read
     records: list[AuditRecordOut]
     next_after_seq: int  # pass as after_seq for the next page
+
+
+class AccessEntryOut(BaseModel):
+    """One access to the patient's data (kind: access, search, report or reveal). Never a break-the-glass
+    reason, never a search's query or its other results."""
+
+    seq: int
+    ts: str
+    kind: Literal["access", "search", "report", "reveal"]
+    function: str | None
+    purpose: str | None
+    role: str | None
+    subject_id: str | None  # compliance officers; patients only where the settings say so
+    allowed: bool | None
+    outcome: str
+    break_glass: bool
+
+
+class AccessReportOut(BaseModel):
+    patient_id: str
+    since: str | None  # inclusive; none: from the start of the trail
+    until: str | None  # exclusive; none: up to this read
+    audit_seq: int  # the record of this read, written before the trail was read; not listed
+    generated: str
+    kind_of_report: str
+    entries: list[AccessEntryOut]
+
+
+class DispositionRecordOut(BaseModel):
+    seq: int  # the disposition's own audit record
+    ts: str
+    disposition: Literal["justified", "not_justified", "referred"]
+    by: str | None
+    note: str | None
+
+
+class ReviewOut(BaseModel):
+    """A break-the-glass access or refused attempt waiting for (or past) review. The patient is not
+    named: reveal it with `POST /v1/reviews/{seq}/reveal`."""
+
+    seq: int
+    ts: str
+    state: Literal["open", "referred", "closed"]
+    subject_id: str | None
+    role: str | None
+    function: str | None
+    purpose: str | None
+    allowed: bool | None
+    outcome: str
+    reason: str | None = None  # only when the review is opened (GET /v1/reviews/{seq})
+    audit_seq: int | None = None  # the record of opening it
+    dispositions: list[DispositionRecordOut]  # oldest first; the last is in force
+
+
+class ReviewPage(BaseModel):
+    audit_seq: int
+    reviews: list[ReviewOut]
+
+
+class DispositionIn(BaseModel):
+    """Justified or referred, with a note if the officer likes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disposition: Literal["justified", "referred"]
+    note: str | None = Field(default=None, max_length=4000)
+    purpose: Purpose = Purpose.HCOMPL
+
+
+class NotJustifiedIn(BaseModel):
+    """Not justified: the note saying why is required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disposition: Literal["not_justified"]
+    note: str = Field(min_length=1, max_length=4000)
+    purpose: Purpose = Purpose.HCOMPL
+
+
+class DispositionOut(BaseModel):
+    audit_seq: int
+    review_of: int
+    disposition: str
+    ts: str
+
+
+class RevealOut(BaseModel):
+    review_of: int
+    patient_id: str | None

@@ -30,7 +30,9 @@ PseudonymSource = Callable[[str], str]
 DirectorySearch = Callable[[DirectoryQuery, int], list[dict[str, str | None]]]
 DIRECTORY_LIMIT = 20
 # The search parameters that neither filter nor sort on a date.
-UNDATED_PARAMETERS = frozenset({"_count", "_elements", "code", "category", "status", "clinical-status", "class"})
+UNDATED_PARAMETERS = frozenset(
+    {"_count", "_offset", "_elements", "code", "category", "status", "clinical-status", "class"}
+)
 # Patient ids, resource types, names, birth dates and identifiers are all far shorter: anything
 # longer is refused before the host reads it (a resource type is at most 64, a UUID 36).
 MAX_ARGUMENT_CHARS = 256

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -112,10 +113,13 @@ class Sandbox:
         directory: DirectorySearch | None = None,
         runner: CallRunner | None = None,
         query: RecordQuery | None = None,
+        query_session: Callable[[], RecordQuery] | None = None,
     ) -> None:
         self.engine = engine
         self._read = read
         self._query = query
+        # A fresh query per invocation (the store keeps what one search opened for the next): preferred to `query`.
+        self._query_session = query_session
         self._tick_ms = tick_ms
         self._pseudonym = pseudonym
         self._directory = directory
@@ -195,9 +199,7 @@ class Sandbox:
     def _warm(self, prepared: PreparedInstance, warmup: Warmup, limits: SandboxLimits) -> None:
         """One synthetic call; the function's own error answer is fine, a trap discards the instance."""
         assert prepared._store is not None
-        context = CallContext(
-            scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes), query=warmup.query
-        )
+        context = CallContext(scope=warmup.scope, read=warmup.read, log=Bounded(limits.log_bytes), query=warmup.query)
         try:
             self._run(prepared._store, prepared, warmup.request, context, limits)
         except FunctionFailed:
@@ -229,7 +231,7 @@ class Sandbox:
             log=Bounded(limits.log_bytes),
             pseudonym=self._pseudonym,
             directory=directory if directory is not None else self._directory,
-            query=self._query,
+            query=self._query_session() if self._query_session is not None else self._query,
         )
         store = prepared.claim()
         stdio_before = prepared.stdio.used

@@ -95,6 +95,7 @@ class Columns:
         self.tokens: list[Token] = [(p, s, c) for p, s, c, _, _ in header["tokens"]]
         self._spans = [(first, n) for _, _, _, first, n in header["tokens"]]
         self._postings = memoryview(data)[at:]
+        self._carrying: dict[tuple[int, ...], frozenset[int]] = {}
 
     def postings(self, token: int) -> array:  # type: ignore[type-arg]
         """The positions of the entries that carry token number `token`."""
@@ -102,6 +103,17 @@ class Columns:
         found = array("I")
         found.frombytes(self._postings[4 * first : 4 * (first + n)])
         return _native(found)
+
+    def carrying(self, tokens: tuple[int, ...]) -> frozenset[int]:
+        """The positions of the entries that carry any of these tokens; kept, since the searches of one
+        invocation ask the same few tokens (a category, a set of statuses) again and again."""
+        found = self._carrying.get(tokens)
+        if found is None:
+            merged: set[int] = set()
+            for token in tokens:
+                merged.update(self.postings(token))
+            found = self._carrying[tokens] = frozenset(merged)
+        return found
 
     def dates(self, position: int) -> tuple[Range | None, ...]:
         """The entry's range per date parameter, as it was given (None: no date)."""

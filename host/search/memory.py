@@ -22,7 +22,7 @@ def evaluate(resource_type: str, params: Sequence[tuple[str, str]], bodies: Sequ
     if not by_id:
         return []  # as the store: no index is kept for a type the patient has none of
     if not wanted.indexed:
-        ids = sorted(by_id)[: wanted.count]
+        ids = wanted.page(sorted(by_id))
     else:
         index = Index(resource_type)
         for rid, body in by_id.items():

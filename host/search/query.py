@@ -3,7 +3,8 @@
 Supported, with FHIR R4's semantics: the type's parameters from host.search.params (a token
 as `code`, `system|code`, `|code` or `system|`; a date with the prefixes eq, ne, gt, lt, ge, le,
 sa, eb); commas in a value mean any of them, a name given twice means both; `_sort` on one date
-parameter (`date` or `-date`; without it, by id); `_count`; `_elements` (top-level elements; the
+parameter (`date` or `-date`; without it, by id); `_count`; `_offset` (results skipped before
+the `_count` kept, for paging: not in FHIR R4's core, a common server extension); `_elements` (top-level elements; the
 answer keeps resourceType, id and meta, and is tagged SUBSETTED). Anything else (modifiers such
 as `:text`, `_include`, chained parameters, escapes) is refused with a message naming it, never
 ignored: a function must not mistake a filter the host skipped for an answer.
@@ -11,6 +12,7 @@ ignored: a function must not mistake a filter the host skipped for an answer.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ class SearchQuery:
     descending: bool = False
     count: int | None = None
     elements: frozenset[str] | None = None
+    offset: int = 0  # results skipped (after sorting) before the `count` kept: a page's start
 
     @property
     def indexed(self) -> bool:
@@ -62,19 +65,32 @@ class SearchQuery:
             found = test(columns, found)
         ids = columns.ids
         if self.sort is None:
-            return [ids[p] for p in sorted(found)][: self.count]  # position order is id order
+            return self.page([ids[p] for p in sorted(found)])  # position order is id order
         lower, upper = columns.lower[self.sort], columns.upper[self.sort]
-        dated, undated = [], []
-        for p in found:
-            if lower[p] == NO_DATE:
-                undated.append(p)
-            else:
-                # A period with no start sorts by its end.
-                dated.append((lower[p] if lower[p] != OPEN_LOW else upper[p], p))
-        # Descending by date, ties by id ascending; entries with no date come last either way.
-        dated.sort(key=lambda pair: (-pair[0] if self.descending else pair[0], pair[1]))
-        ordered = [ids[p] for _, p in dated[: self.count]]
-        return ordered + [ids[p] for p in sorted(undated)][: _room(self.count, len(ordered))]
+        positions = list(found)
+        starts = list(map(lower.__getitem__, positions))  # gathered in C: a chart holds tens of thousands
+        if NO_DATE in starts or OPEN_LOW in starts:
+            dated, undated = [], []
+            for p, start in zip(positions, starts, strict=True):
+                if start == NO_DATE:
+                    undated.append(p)
+                else:
+                    dated.append((start if start != OPEN_LOW else upper[p], p))  # no start: sorts by its end
+        else:
+            dated, undated = list(zip(starts, positions, strict=True)), []
+        if self.descending:
+            dated = [(-start, p) for start, p in dated]
+        # Descending or ascending by date, ties by id (position) ascending, entries with no date last
+        # either way; the latest few of many need no full sort.
+        wanted = None if self.count is None else self.offset + self.count
+        first = sorted(dated) if wanted is None or wanted >= len(dated) else heapq.nsmallest(wanted, dated)
+        ordered = [ids[p] for _, p in first]
+        return self.page(ordered + [ids[p] for p in sorted(undated)][: _room(wanted, len(ordered))])
+
+    def page(self, ordered: list[str]) -> list[str]:
+        """The `count` results from `offset` on, of all the results in order."""
+        end = None if self.count is None else self.offset + self.count
+        return ordered[self.offset : end]
 
     def project(self, body: str) -> str:
         """The body with only the asked-for elements (and resourceType, id, meta), tagged SUBSETTED."""
@@ -108,6 +124,7 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
     descending = False
     count: int | None = None
     elements: frozenset[str] | None = None
+    offset = 0
     for name, value in params:
         if not value:
             raise InvalidRequest(f"search parameter {name!r} has no value")
@@ -117,6 +134,10 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             if not value.isdigit():
                 raise InvalidRequest("_count must be a whole number")
             count = int(value) if count is None else min(count, int(value))
+        elif name == "_offset":
+            if not value.isdigit():
+                raise InvalidRequest("_offset must be a whole number")
+            offset = int(value)
         elif name == "_sort":
             descending = value.startswith("-")
             key = value.removeprefix("-")
@@ -139,9 +160,9 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
         else:
             base = name.split(":")[0].split(".")[0]
             what = "modifiers and chains are" if base != name else f"{name!r} is"
-            supported = ", ".join([*known, "_count", "_sort", "_elements"])
+            supported = ", ".join([*known, "_count", "_offset", "_sort", "_elements"])
             raise InvalidRequest(f"{what} not supported on {resource_type}: use {supported}")
-    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements)
+    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements, offset)
 
 
 def _elements(resource_type: str, value: str) -> frozenset[str]:
@@ -159,11 +180,16 @@ def _token_test(name: str, alternatives: list[str]) -> Test:
 
     def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
         # Each distinct token is compared once; only the matching ones' postings are read.
-        wanted: set[int] = set()
-        for token, (param, system, code) in enumerate(columns.tokens):
-            if param == name and any(_token_matches(system, code, ask) for ask in asks):
-                wanted.update(columns.postings(token))
-        return wanted.intersection(found)
+        tokens = tuple(
+            token
+            for token, (param, system, code) in enumerate(columns.tokens)
+            if param == name and any(_token_matches(system, code, ask) for ask in asks)
+        )
+        wanted = columns.carrying(tokens)
+        if isinstance(found, range) and len(found) == columns.count:
+            return wanted  # the first test: nothing narrowed yet
+        narrowed = found if isinstance(found, (set, frozenset)) else set(found)
+        return narrowed & wanted if len(narrowed) <= len(wanted) else wanted & narrowed
 
     return test
 
@@ -230,4 +256,3 @@ def _date_matches(lower: int, upper: int, prefix: str, ask: tuple[int, int]) -> 
     if prefix == "sa":
         return lower >= ask[1]
     return upper <= ask[0]  # eb
-

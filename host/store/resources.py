@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,11 +141,13 @@ class ResourceStore:
     def query(self, patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
         """One patient's resources of one type that match FHIR search parameters (host.search.query),
         decrypting only those; InvalidRequest for a parameter or value it does not support."""
-        wanted = parse_query(resource_type, params)
-        with self._use("read") as conn:
-            return search_index.query(
-                conn, self.kek_id, lambda wrapped: self._patient_cipher(conn, patient_id, wrapped), patient_id, wanted
-            )
+        return self._query(patient_id, resource_type, params, None)
+
+    def query_session(self) -> Callable[[str, str, Sequence[tuple[str, str]]], list[str]]:
+        """`query` for one invocation: an index it opens stays open for the invocation's next searches
+        (decrypted and parsed once, not once a search). Drop it when the invocation ends."""
+        opened: search_index.Opened = {}
+        return lambda patient_id, resource_type, params: self._query(patient_id, resource_type, params, opened)
 
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored (and not erased)."""
@@ -295,6 +297,24 @@ class ResourceStore:
         database, self._db = self._db, None
         if database is not None:
             database.close()
+
+    def _query(
+        self,
+        patient_id: str,
+        resource_type: str,
+        params: Sequence[tuple[str, str]],
+        opened: search_index.Opened | None,
+    ) -> list[str]:
+        wanted = parse_query(resource_type, params)
+        with self._use("read") as conn:
+            return search_index.query(
+                conn,
+                self.kek_id,
+                lambda wrapped: self._patient_cipher(conn, patient_id, wrapped),
+                patient_id,
+                wanted,
+                opened,
+            )
 
     def _search(self, conn: Connection, patient_id: str, resource_type: str) -> list[str]:
         rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()

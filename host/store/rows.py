@@ -33,7 +33,6 @@ class ResourceRows:
             yield resource_type, resource_id, patient_of(resource), body
 
 
-
 def patient_of(resource: dict[str, Any]) -> str | None:
     """The id of the patient a resource belongs to, or None if it names none."""
     if resource.get("resourceType") == "Patient":
@@ -46,7 +45,6 @@ def patient_of(resource: dict[str, Any]) -> str | None:
         if isinstance(reference, str):
             return _patient_id(reference)
     return None
-
 
 
 def _patient_id(reference: str) -> str | None:

@@ -49,11 +49,9 @@ class Sealer:
         return cipher
 
 
-
 def _associated(resource_type: str, resource_id: str, patient_id: str | None) -> bytes:
     """What a sealed body is bound to: its row. A body moved to another row does not open."""
     return json.dumps(["wardfn-resource-v1", resource_type, resource_id, patient_id]).encode()
-
 
 
 def open_body(cipher: FieldCipher, resource_type: str, resource_id: str, patient_id: str | None, body: Any) -> str:
@@ -67,7 +65,6 @@ def open_body(cipher: FieldCipher, resource_type: str, resource_id: str, patient
             "a stored record failed its integrity check (altered, or moved from another row): "
             "restore the database from a backup"
         ) from None
-
 
 
 def encrypt_plaintext(conn: Connection, sealer: Sealer, blind: BlindIndex) -> bool:
@@ -85,7 +82,6 @@ def encrypt_plaintext(conn: Connection, sealer: Sealer, blind: BlindIndex) -> bo
     patients = [json.loads(body) for t, _, _, body in rows if t == "Patient"]
     index_patients(conn, patients, blind)
     return True
-
 
 
 def index_patients(conn: Connection, patients: list[dict[str, Any]], blind: BlindIndex) -> None:

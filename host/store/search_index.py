@@ -125,19 +125,30 @@ KEY_AND_INDEX_SQL = (
 ANY_RESOURCE_SQL = "SELECT 1 FROM resources WHERE patient_id = ? LIMIT 1"
 
 
+# Indexes a search opened, kept for the searches that follow in the same invocation (a summary asks
+# one Observation index twenty-odd questions): (patient, type) -> (their cipher, the opened columns).
+Opened = dict[tuple[str, str], tuple[FieldCipher, Columns]]
+
+
 def query(
     conn: Connection,
     kek_id: str,
     open_key: Callable[[bytes | None], FieldCipher | None],
     patient_id: str,
     wanted: SearchQuery,
+    opened: Opened | None = None,
 ) -> list[str]:
     """The bodies `wanted` selects among the patient's resources of its type, in its order, projected.
 
     `open_key` turns the patient's wrapped data key (None: none under this host's KEK) into their
-    cipher, None for an erased patient, or raises.
+    cipher, None for an erased patient, or raises. `opened`, if given, keeps what this search opens for
+    the next ones and answers from what an earlier one opened: it must not outlive one invocation.
     """
     resource_type = wanted.resource_type
+    if opened is not None and wanted.indexed and (patient_id, resource_type) in opened:
+        kept, columns = opened[(patient_id, resource_type)]
+        ids = wanted.select(columns)
+        return [wanted.project(body) for body in _fetch(conn, kept, patient_id, resource_type, ids)]
     row = conn.execute(KEY_AND_INDEX_SQL, (resource_type, patient_id, kek_id)).fetchone()
     if row is None and conn.execute(ANY_RESOURCE_SQL, (patient_id,)).fetchone() is None:
         return []  # no such patient: nothing to find, as for a whole-type search
@@ -152,7 +163,8 @@ def query(
                 "SELECT id FROM resources WHERE patient_id = ? AND resource_type = ? ORDER BY id",
                 (patient_id, resource_type),
             )
-        ][: wanted.count]
+        ]
+        ids = wanted.page(ids)
     elif sealed is None:
         return []  # the index is written with the resources: none means none of this type
     else:
@@ -161,6 +173,8 @@ def query(
         else:
             # Written by a host of another version: evaluated from the resources themselves.
             columns = Columns(_from_rows(conn, cipher, patient_id, resource_type, skip=set()).to_bytes())
+        if opened is not None:
+            opened[(patient_id, resource_type)] = (cipher, columns)
         ids = wanted.select(columns)
     return [wanted.project(body) for body in _fetch(conn, cipher, patient_id, resource_type, ids)]
 

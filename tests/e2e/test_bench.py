@@ -97,3 +97,8 @@ def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path)
         assert isinstance(run["error_codes"], dict)
     assert document["errors"]["total"] == sum(r["errors"] for r in runs)  # type: ignore[index,union-attr]
     assert document["ratio_basis"]["sizes"] == [25, 50]  # type: ignore[index]
+    for chart in document["walks"]:  # type: ignore[union-attr]
+        for function in ("fhir_export", "deidentify"):
+            walked = chart[function]
+            assert walked["complete"], walked
+            assert walked["resources"] == walked["expected_resources"] > 0

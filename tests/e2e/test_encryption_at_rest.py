@@ -172,8 +172,16 @@ def test_the_database_bytes_hold_no_plaintext_phi_after_seeding_and_importing(da
 
 
 # Where the Synthea bundles date care: the elements the search index reads, and a few more.
-CLINICAL_DATES = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "performedDateTime",
-                  "occurrenceDateTime", "abatementDateTime")
+CLINICAL_DATES = (
+    "effectiveDateTime",
+    "onsetDateTime",
+    "recordedDate",
+    "authoredOn",
+    "issued",
+    "performedDateTime",
+    "occurrenceDateTime",
+    "abatementDateTime",
+)
 
 
 def clinical_dates() -> set[str]:

@@ -11,14 +11,24 @@ import pytest
 
 from tests.functions.conftest import Guest, Outcome, Records
 
-PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Doe", "given": ["Jo"]}], "birthDate": "1970-05-01"}
+PATIENT = {
+    "resourceType": "Patient",
+    "id": "p1",
+    "name": [{"family": "Doe", "given": ["Jo"]}],
+    "birthDate": "1970-05-01",
+}
 ALLERGY = {
     "resourceType": "AllergyIntolerance",
     "id": "a1",
     "clinicalStatus": {"coding": [{"code": "active"}]},
     "code": {"text": "Penicillin"},
 }
-MEDICATION = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "subject": {"reference": "Patient/p1"}}
+MEDICATION = {
+    "resourceType": "MedicationRequest",
+    "id": "m1",
+    "status": "active",
+    "subject": {"reference": "Patient/p1"},
+}
 
 
 def store(denied: set[str] | None = None, **changes: Any) -> Records:

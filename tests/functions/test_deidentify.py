@@ -15,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from host.data.fhir_import import bundle_files, read_bundle
 from host.data.synthetic import generate
+from tests.functions.fake_query import evaluate
 from tests.functions.loader import load
 from tests.host.data.test_fhir_import import synthea_dir
 
@@ -113,3 +114,34 @@ def test_the_output_is_still_valid_fhir(label: str, resources: list[dict[str, An
 def test_zip_codes_keep_three_digits_except_restricted_prefixes(postal: str, kept: str | None) -> None:
     address = safe_harbor._address({"line": ["1 Main St"], "city": "X", "state": "MA", "postalCode": postal})
     assert address.get("postalCode") == kept and address["state"] == "MA" and "line" not in address
+
+
+def _querier(resources: list[dict[str, Any]]) -> Any:
+    def query(kind: str, params: Any) -> list[str]:
+        return evaluate(kind, params, [json.dumps(r) for r in resources if r["resourceType"] == kind])
+
+    return query
+
+
+@pytest.mark.parametrize("count", [1, 3, 50])
+def test_pages_together_are_the_whole_record_and_their_references_hold(count: int) -> None:
+    label, resources = next(r for r in RECORDS if r[0].startswith("synthea"))
+    patient, whole = _deidentify(resources)
+    query = _querier(resources)
+    pages, token = [], None
+    while True:
+        page = safe_harbor.deidentify_page(patient["id"], query, "pz-test", TODAY, count, token)
+        pages.append(page)
+        assert page["pseudonym"] == "pz-test" and page["age"] == whole["age"]
+        assert 0 < len(page["resources"]) <= count
+        token = page.get("next")
+        if token is None:
+            break
+    walked = [r for page in pages for r in page["resources"]]
+    assert len(pages) > 1
+    assert sorted(json.dumps(r, sort_keys=True) for r in walked) == sorted(
+        json.dumps(r, sort_keys=True) for r in whole["resources"]
+    )
+    held = {f"{r['resourceType']}/{r['id']}" for r in walked}
+    targets = set(re.findall(r'"reference": "([^"]+)"', json.dumps(walked)))
+    assert targets and targets <= held  # a reference into another page points at what that page holds

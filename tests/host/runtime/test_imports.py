@@ -60,7 +60,14 @@ def rig(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) ->
     engine = create_engine()
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     ticker.start()
-    sandbox = Sandbox(engine, store.search, settings.epoch_tick_ms, pseudonyms.pseudonym, store.directory_search)
+    sandbox = Sandbox(
+        engine,
+        store.search,
+        settings.epoch_tick_ms,
+        pseudonyms.pseudonym,
+        store.directory_search,
+        query_session=store.query_session,
+    )
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
     components, limits, reads = {}, {}, {}
     for source in discover_functions(settings.functions_dirs):

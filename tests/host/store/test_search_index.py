@@ -126,65 +126,101 @@ def ids(store: ResourceStore, resource_type: str, params: list[tuple[str, str]],
 HR = f"{LOINC}|8867-4"
 
 
-@pytest.mark.parametrize(
-    ("resource_type", "params", "expected"),
-    [
-        # No parameters: every resource of the type, by id, as `search` reads them.
-        ("Observation", [], ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020", "hr-2021", "undated"]),
-        # Tokens: system|code, a bare code, |code (no system: none here), system| (any code of it), OR by comma.
-        ("Observation", [("code", HR)], ["hr-2019", "hr-2020", "hr-2021", "undated"]),
-        ("Observation", [("code", "4548-4")], ["a1c-2018", "a1c-open"]),
-        ("Observation", [("code", "|8867-4")], []),
-        ("Observation", [("code", "http://snomed.info/sct|8867-4")], []),
-        ("Observation", [("code", f"{LOINC}|")], ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020",
-                                                  "hr-2021", "undated"]),
-        ("Observation", [("code", f"{HR},{LOINC}|8480-6"), ("date", "ge2020")], ["bp-2020", "hr-2020", "hr-2021"]),
-        ("Observation", [("category", f"{OBS_CATEGORY}|laboratory")], ["a1c-2018", "a1c-open"]),
-        ("Observation", [("status", "amended,preliminary")], ["bp-2020", "undated"]),
-        # A name given twice: both must hold.
-        ("Observation", [("code", HR), ("status", "final"), ("status", "preliminary")], []),
-        # Sort on the date, both ways; ties by id; undated last; _count after sorting.
-        ("Observation", [("code", HR), ("_sort", "-date")], ["hr-2021", "hr-2020", "hr-2019", "undated"]),
-        ("Observation", [("code", HR), ("_sort", "date")], ["hr-2019", "hr-2020", "hr-2021", "undated"]),
-        ("Observation", [("code", HR), ("_sort", "-date"), ("_count", "1")], ["hr-2021"]),
-        ("Observation", [("_sort", "-date"), ("_count", "2")], ["a1c-open", "hr-2021"]),
-        ("Observation", [("code", HR), ("_count", "0")], []),
-        # Dates, with FHIR's range semantics: a day holds its times; a period matches as a range.
-        ("Observation", [("date", "2020-01-01")], ["hr-2020"]),
-        ("Observation", [("date", "2020")], ["bp-2020", "hr-2020"]),
-        ("Observation", [("date", "ge2021-06-15T06:30:00Z"), ("code", HR)], ["hr-2021"]),
-        ("Observation", [("date", "gt2021-06-15T06:30:00Z"), ("code", HR)], []),
-        ("Observation", [("date", "lt2019-03-01T10:00:01Z"), ("code", HR)], ["hr-2019"]),
-        ("Observation", [("date", "le2019-03-01T09:59:59Z"), ("code", HR)], []),
-        ("Observation", [("date", "ge2019-06"), ("date", "lt2021")], ["bp-2020", "hr-2020"]),
-        ("Observation", [("date", "2018-02-02")], []),  # the period is wider than that day
-        ("Observation", [("date", "2018-02")], ["a1c-2018"]),
-        ("Observation", [("date", "ge2030")], ["a1c-open"]),  # an open period goes on
-        ("Observation", [("date", "ne2020")], ["a1c-2018", "a1c-open", "hr-2019", "hr-2021"]),
-        ("Observation", [("date", "sa2021-12-31"), ("date", "eb2023")], []),
-        ("Observation", [("date", "sa2021-12-31")], ["a1c-open"]),
-        # The other types' parameters, from the one table.
-        ("Condition", [("clinical-status", "active")], ["c-active"]),
-        ("Condition", [("clinical-status", f"{CLINICAL}|resolved")], ["c-resolved"]),
-        ("Condition", [("_sort", "-date")], ["c-resolved", "c-active"]),  # onset, else recordedDate
-        ("Condition", [("onset-date", "ge2000")], ["c-active"]),
-        ("Condition", [("code", f"{SNOMED}|44054006")], ["c-active"]),
-        ("MedicationRequest", [("status", "active")], ["m-active"]),
-        ("MedicationRequest", [("code", "197361")], ["m-stopped"]),
-        ("MedicationRequest", [("_sort", "-authoredon")], ["m-active", "m-stopped"]),
-        ("MedicationRequest", [("date", "lt2015")], ["m-stopped"]),
-        ("AllergyIntolerance", [("clinical-status", "active"), ("category", "food")], ["al-food"]),
-        ("AllergyIntolerance", [("category", "medication")], []),
-        ("Encounter", [("class", "AMB"), ("date", "2020-03-03")], ["e1"]),
-        ("Encounter", [("status", "planned")], []),
-        # A type outside the table: counted, by id.
-        ("Patient", [("_count", "5")], ["p1"]),
-    ],
-)
+SEARCHES: list[tuple[str, list[tuple[str, str]], list[str]]] = [
+    # No parameters: every resource of the type, by id, as `search` reads them.
+    ("Observation", [], ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020", "hr-2021", "undated"]),
+    # Tokens: system|code, a bare code, |code (no system: none here), system| (any code of it), OR by comma.
+    ("Observation", [("code", HR)], ["hr-2019", "hr-2020", "hr-2021", "undated"]),
+    ("Observation", [("code", "4548-4")], ["a1c-2018", "a1c-open"]),
+    ("Observation", [("code", "|8867-4")], []),
+    ("Observation", [("code", "http://snomed.info/sct|8867-4")], []),
+    (
+        "Observation",
+        [("code", f"{LOINC}|")],
+        ["a1c-2018", "a1c-open", "bp-2020", "hr-2019", "hr-2020", "hr-2021", "undated"],
+    ),
+    ("Observation", [("code", f"{HR},{LOINC}|8480-6"), ("date", "ge2020")], ["bp-2020", "hr-2020", "hr-2021"]),
+    ("Observation", [("category", f"{OBS_CATEGORY}|laboratory")], ["a1c-2018", "a1c-open"]),
+    ("Observation", [("status", "amended,preliminary")], ["bp-2020", "undated"]),
+    # A name given twice: both must hold.
+    ("Observation", [("code", HR), ("status", "final"), ("status", "preliminary")], []),
+    # Sort on the date, both ways; ties by id; undated last; _count after sorting.
+    ("Observation", [("code", HR), ("_sort", "-date")], ["hr-2021", "hr-2020", "hr-2019", "undated"]),
+    ("Observation", [("code", HR), ("_sort", "date")], ["hr-2019", "hr-2020", "hr-2021", "undated"]),
+    ("Observation", [("code", HR), ("_sort", "-date"), ("_count", "1")], ["hr-2021"]),
+    ("Observation", [("_sort", "-date"), ("_count", "2")], ["a1c-open", "hr-2021"]),
+    ("Observation", [("code", HR), ("_count", "0")], []),
+    # Dates, with FHIR's range semantics: a day holds its times; a period matches as a range.
+    ("Observation", [("date", "2020-01-01")], ["hr-2020"]),
+    ("Observation", [("date", "2020")], ["bp-2020", "hr-2020"]),
+    ("Observation", [("date", "ge2021-06-15T06:30:00Z"), ("code", HR)], ["hr-2021"]),
+    ("Observation", [("date", "gt2021-06-15T06:30:00Z"), ("code", HR)], []),
+    ("Observation", [("date", "lt2019-03-01T10:00:01Z"), ("code", HR)], ["hr-2019"]),
+    ("Observation", [("date", "le2019-03-01T09:59:59Z"), ("code", HR)], []),
+    ("Observation", [("date", "ge2019-06"), ("date", "lt2021")], ["bp-2020", "hr-2020"]),
+    ("Observation", [("date", "2018-02-02")], []),  # the period is wider than that day
+    ("Observation", [("date", "2018-02")], ["a1c-2018"]),
+    ("Observation", [("date", "ge2030")], ["a1c-open"]),  # an open period goes on
+    ("Observation", [("date", "ne2020")], ["a1c-2018", "a1c-open", "hr-2019", "hr-2021"]),
+    ("Observation", [("date", "sa2021-12-31"), ("date", "eb2023")], []),
+    ("Observation", [("date", "sa2021-12-31")], ["a1c-open"]),
+    # The other types' parameters, from the one table.
+    ("Condition", [("clinical-status", "active")], ["c-active"]),
+    ("Condition", [("clinical-status", f"{CLINICAL}|resolved")], ["c-resolved"]),
+    ("Condition", [("_sort", "-date")], ["c-resolved", "c-active"]),  # onset, else recordedDate
+    ("Condition", [("onset-date", "ge2000")], ["c-active"]),
+    ("Condition", [("code", f"{SNOMED}|44054006")], ["c-active"]),
+    ("MedicationRequest", [("status", "active")], ["m-active"]),
+    ("MedicationRequest", [("code", "197361")], ["m-stopped"]),
+    ("MedicationRequest", [("_sort", "-authoredon")], ["m-active", "m-stopped"]),
+    ("MedicationRequest", [("date", "lt2015")], ["m-stopped"]),
+    ("AllergyIntolerance", [("clinical-status", "active"), ("category", "food")], ["al-food"]),
+    ("AllergyIntolerance", [("category", "medication")], []),
+    ("Encounter", [("class", "AMB"), ("date", "2020-03-03")], ["e1"]),
+    ("Encounter", [("status", "planned")], []),
+    # A type outside the table: counted, by id.
+    ("Patient", [("_count", "5")], ["p1"]),
+]
+
+
+@pytest.mark.parametrize(("resource_type", "params", "expected"), SEARCHES)
 def test_parameters_select_and_order_as_fhir_says(
     store: ResourceStore, resource_type: str, params: list[tuple[str, str]], expected: list[str]
 ) -> None:
     assert ids(store, resource_type, params) == expected
+
+
+def test_one_invocations_searches_answer_as_separate_ones_do(store: ResourceStore) -> None:
+    # A session keeps each index it opened (and each token's postings) for the searches after it.
+    query = store.query_session()
+    for resource_type, params, expected in SEARCHES * 2:
+        assert [json.loads(body)["id"] for body in query("p1", resource_type, params)] == expected, params
+
+
+def test_a_session_opens_each_index_once_and_only_for_itself(store: ResourceStore, backend: Backend) -> None:
+    query = store.query_session()
+    assert [json.loads(b)["id"] for b in query("p1", "Observation", [("code", HR), ("_count", "1")])] == ["hr-2019"]
+    backend.execute("UPDATE search_index SET sealed = ? WHERE patient_id = 'p1'", b"\0" * 40)
+    # The session answers from the index it opened; a new session (the next invocation) reads it again.
+    assert [json.loads(b)["id"] for b in query("p1", "Observation", [("code", HR), ("_sort", "-date")])] == [
+        "hr-2021",
+        "hr-2020",
+        "hr-2019",
+        "undated",
+    ]
+    with pytest.raises(StoreUnavailable):
+        store.query_session()("p1", "Observation", [("code", HR)])
+    with pytest.raises(StoreUnavailable):
+        query("p1", "Condition", [])  # not opened by this session: read, and found altered
+
+
+def test_pages_walk_every_result_once(store: ResourceStore) -> None:
+    for sort in ([], [("_sort", "-date")]):
+        whole = ids(store, "Observation", sort)
+        pages = [
+            ids(store, "Observation", [*sort, ("_offset", str(start)), ("_count", "2")]) for start in range(0, 8, 2)
+        ]
+        assert [rid for page in pages for rid in page] == whole
 
 
 def test_only_the_patients_own_resources_are_found(store: ResourceStore) -> None:
@@ -194,8 +230,9 @@ def test_only_the_patients_own_resources_are_found(store: ResourceStore) -> None
 
 
 def test_elements_keep_only_what_was_asked_tagged_subsetted(store: ResourceStore) -> None:
-    [body] = store.query("p1", "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1"),
-                                               ("_elements", "code,value")])
+    [body] = store.query(
+        "p1", "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1"), ("_elements", "code,value")]
+    )
     found = json.loads(body)
     assert set(found) == {"resourceType", "id", "meta", "code", "valueQuantity"}
     assert found["meta"]["tag"][-1]["code"] == "SUBSETTED"
@@ -219,6 +256,7 @@ def test_elements_keep_only_what_was_asked_tagged_subsetted(store: ResourceStore
         [("_sort", "-status")],
         [("_count", "-1")],
         [("_count", "ten")],
+        [("_offset", "-1")],
         [("_elements", "value.unit")],
     ],
 )
@@ -239,8 +277,7 @@ def test_the_index_is_sealed_one_row_per_patient_and_type(store: ResourceStore, 
 
 def test_the_index_follows_replacements_and_additions(store: ResourceStore) -> None:
     store.add_resources([obs("hr-2024", "8867-4", "2024-01-01T00:00:00Z"), obs("hr-2019", "8480-6", "2019-03-01")])
-    assert ids(store, "Observation", [("code", HR), ("_sort", "-date")]) == ["hr-2024", "hr-2021", "hr-2020",
-                                                                             "undated"]
+    assert ids(store, "Observation", [("code", HR), ("_sort", "-date")]) == ["hr-2024", "hr-2021", "hr-2020", "undated"]
     assert ids(store, "Observation", [("code", "8480-6")]) == ["bp-2020", "hr-2019"]
 
 
@@ -303,7 +340,10 @@ def test_an_index_of_another_version_is_read_from_the_resources(store: ResourceS
     assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1")]) == ["hr-2021"]
     # And the next write of that type brings it up to date.
     store.add_resources([obs("hr-2025", "8867-4", "2025-01-01")])
-    assert backend.query("SELECT version FROM search_index WHERE resource_type = 'Observation' AND patient_id = 'p1'")[
-        0
-    ][0] == 1
+    assert (
+        backend.query("SELECT version FROM search_index WHERE resource_type = 'Observation' AND patient_id = 'p1'")[0][
+            0
+        ]
+        == 1
+    )
     assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "2")]) == ["hr-2025", "hr-2021"]
