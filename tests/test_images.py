@@ -93,6 +93,26 @@ def test_the_packages_copy_runs_the_interpreter_the_host_image_has() -> None:
     assert PYTHON == build.PYTHON and f"usr/bin/{PYTHON.rsplit('/', 1)[1]}" in build.KEEP_BINARIES
 
 
+def test_the_pins_cover_every_dependency_of_the_project() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {
+        key(line.split("==")[0]): line.split("==")[1].split()[0]
+        for line in build.REQUIREMENTS.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert all(" --hash=sha256:" in line for line in build.REQUIREMENTS.read_text().splitlines() if "==" in line)
+    dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dependency in map(Requirement, dependencies):
+        assert key(dependency.name) in pins, f"{dependency.name} is not pinned in runtimeclass/images/requirements.txt"
+        assert dependency.specifier.contains(pins[key(dependency.name)]), dependency
+
+
 def test_the_lock_names_the_images_renders_use() -> None:
     digests = locked_images()
     assert set(digests) == {"host", "opa"}
