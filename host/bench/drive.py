@@ -81,7 +81,9 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         name: None if not latencies else round(percentile(latencies, q), 3)
         for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
     }
-    answered = result["completed"] + result["errors"]
+    # The server's CPU over the window, over the answers it gave in that window (requests the
+    # generator could not send, `generator_saturated`, cost the server nothing).
+    answered = result["answered_in_window"]
     cpu = result.get("server_cpu_s")
     result["cpu_ms_per_request"] = round(cpu * 1000 / answered, 3) if cpu is not None and answered else None
     result["server_cpu_share"] = round(cpu / result["duration_s"], 3) if cpu is not None else None

@@ -78,8 +78,13 @@ class Recorder:
         self.statuses: dict[str, int] = {}
         self.errors = 0
         self.failures: dict[str, int] = {}
+        # Answers the server gave within the window, whenever they were due: what its CPU over the
+        # window paid for (an overloaded server is still answering requests due before it).
+        self.answered_in_window = 0
 
     def record(self, due: float, done: float, status: int | None, failure: str | None = None) -> None:
+        if status is not None and self.measure_from <= done < self.measure_until:
+            self.answered_in_window += 1
         if not self.measure_from <= due < self.measure_until:
             return  # warm-up, or sent after the window: not counted
         if status is not None:
@@ -195,6 +200,7 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], host: str, port
 def _result(recorder: Recorder, duration_s: float, server_cpu_s: float | None = None) -> dict[str, Any]:
     return {
         "server_cpu_s": server_cpu_s,
+        "answered_in_window": recorder.answered_in_window,
         "completed": len(recorder.latencies),
         "errors": recorder.errors,
         "statuses": recorder.statuses,

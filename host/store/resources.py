@@ -41,6 +41,7 @@ from host.store.database import (
 )
 from host.store.directory import minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.store.facts import FACTS_SQL, care_team_of, facts_from_rows
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
 from host.store.upsert import Written, upsert
@@ -55,14 +56,6 @@ SEARCH_SQL = (
     "SELECT r.id, r.body, k.wrapped FROM resources r "
     "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
     "WHERE r.patient_id = ? AND r.resource_type = ? ORDER BY r.id"
-)
-# What the access decision needs of one patient, in one round trip: their Patient row (that they
-# exist), their CareTeams and their Consents, with their data key.
-FACTS_SQL = (
-    "SELECT r.resource_type, r.id, r.body, k.wrapped FROM resources r "
-    "LEFT JOIN data_keys k ON k.owner = r.patient_id AND k.kek_id = ? "
-    "WHERE r.patient_id = ? AND r.resource_type IN ('Patient', 'CareTeam', 'Consent') "
-    "ORDER BY r.resource_type, r.id"
 )
 CIPHER_CACHE = 4096
 
@@ -176,7 +169,7 @@ class ResourceStore:
 
     def care_team(self, patient_id: str) -> list[str]:
         """The practitioner ids on the patient's active CareTeams, sorted, without repeats."""
-        return _care_team(self.search(patient_id, "CareTeam"))
+        return care_team_of(self.search(patient_id, "CareTeam"))
 
     def patient_facts(self, patient_id: str) -> PatientFacts:
         """Whether the patient exists, their care team and consent directives: `patient_exists`,
@@ -184,20 +177,7 @@ class ResourceStore:
         with self._use("read") as conn:
             rows = conn.execute(FACTS_SQL, (self.kek_id, patient_id)).fetchall()
             cipher = self._patient_cipher(conn, patient_id, rows[0][3]) if rows else None
-        if cipher is None:
-            return PatientFacts(exists=False)
-        bodies: dict[str, list[str]] = {"Patient": [], "CareTeam": [], "Consent": []}
-        for resource_type, rid, body, _ in rows:
-            # The Patient row's body is not needed: that it is there says the patient exists.
-            if resource_type != "Patient":
-                bodies[resource_type].append(open_body(cipher, resource_type, rid, patient_id, body))
-            elif rid == patient_id:
-                bodies["Patient"].append(rid)
-        return PatientFacts(
-            exists=bool(bodies["Patient"]),
-            care_team=tuple(_care_team(bodies["CareTeam"])),
-            consent_directives=tuple(directives([json.loads(body) for body in bodies["Consent"]])),
-        )
+        return facts_from_rows(patient_id, rows, cipher)
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
@@ -401,21 +381,6 @@ def open_store(settings: Settings) -> ResourceStore:
     On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
     """
     return ResourceStore(open_database(settings), kek_from_settings(settings))
-
-
-def _care_team(bodies: list[str]) -> list[str]:
-    """The practitioner ids on the active CareTeams among `bodies`, sorted, without repeats."""
-    members: set[str] = set()
-    for body in bodies:
-        team = json.loads(body)
-        if team.get("status") != "active":
-            continue
-        for participant in team.get("participant") or []:
-            member = participant.get("member") if isinstance(participant, dict) else None
-            reference = member.get("reference") if isinstance(member, dict) else None
-            if isinstance(reference, str) and reference.startswith("Practitioner/"):
-                members.add(reference.removeprefix("Practitioner/"))
-    return sorted(members)
 
 
 def _display_name(patient: dict[str, Any]) -> str:
