@@ -41,10 +41,11 @@ from host.store.database import (
 )
 from host.store.directory import display_name, minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.store.facts import FACTS_SQL, care_team_of, facts_from_rows
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
 from host.store.upsert import Written, upsert
-from host.types import DirectoryQuery
+from host.types import DirectoryQuery, PatientFacts
 
 if TYPE_CHECKING:
     from host.config import Settings
@@ -178,17 +179,15 @@ class ResourceStore:
 
     def care_team(self, patient_id: str) -> list[str]:
         """The practitioner ids on the patient's active CareTeams, sorted, without repeats."""
-        members: set[str] = set()
-        for body in self.search(patient_id, "CareTeam"):
-            team = json.loads(body)
-            if team.get("status") != "active":
-                continue
-            for participant in team.get("participant") or []:
-                member = participant.get("member") if isinstance(participant, dict) else None
-                reference = member.get("reference") if isinstance(member, dict) else None
-                if isinstance(reference, str) and reference.startswith("Practitioner/"):
-                    members.add(reference.removeprefix("Practitioner/"))
-        return sorted(members)
+        return care_team_of(self.search(patient_id, "CareTeam"))
+
+    def patient_facts(self, patient_id: str) -> PatientFacts:
+        """Whether the patient exists, their care team and consent directives: `patient_exists`,
+        `care_team` and `consent_directives` in one query (an erased patient: does not exist)."""
+        with self._use("read") as conn:
+            rows = conn.execute(FACTS_SQL, (self.kek_id, patient_id)).fetchall()
+            cipher = self._patient_cipher(conn, patient_id, rows[0][3]) if rows else None
+        return facts_from_rows(patient_id, rows, cipher)
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
