@@ -150,6 +150,7 @@ class AuditLog:
         self._lease_s = lease_s
         self._writer = f"{socket.gethostname()}:{os.getpid()}"
         self._chain: _Chain | None = None
+        self._renewed_at = 0.0  # monotonic time the lease was last renewed (by a commit or `renew`)
         self.chains: list[str] = []  # every chain this log opened, oldest first (its checkpointer signs them)
         self._lock = threading.Lock()  # one commit at a time in this process
         self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
@@ -256,6 +257,7 @@ class AuditLog:
             self.chains.append(chain.chain)
         chain.opened, chain.n, chain.hash = True, n, prev_hash
         self._chain = chain
+        self._renewed_at = time.monotonic()
         for item, record in zip(batch, records, strict=True):
             item.record = record
 
@@ -268,17 +270,22 @@ class AuditLog:
         return sorted(int(row[0]) for row in taken)
 
     def renew(self) -> None:
-        """Renew this writer's lease on its chain (the checkpointer's tick, so an idle writer keeps it)."""
+        """Renew this writer's lease on its chain if no commit renewed it lately (the checkpointer's tick,
+        so that an idle writer keeps its chain). Under load the appends renew it and this does nothing."""
         chain = self._chain
-        if chain is None or not chain.opened:
+        if chain is None or not chain.opened or time.monotonic() - self._renewed_at < self._lease_s / 4:
             return
-        try:
-            with self._db.connection() as conn, self._db.transaction(conn, None):
-                now = time.time()
-                if conn.execute(RENEW, (now + self._lease_s, chain.chain, now)).rowcount != 1:
-                    self._chain = None if self._chain is chain else self._chain
-        except self._db.errors as exc:
-            raise self._unavailable("renew a chain's lease in", exc) from exc
+        with self._lock:  # never beside this process's own append: both write the chain's row
+            if self._chain is not chain:
+                return
+            try:
+                with self._db.connection() as conn, self._db.transaction(conn, None):
+                    now = time.time()
+                    if conn.execute(RENEW, (now + self._lease_s, chain.chain, now)).rowcount != 1:
+                        self._chain = None  # lapsed and closed: the next append opens a successor
+                self._renewed_at = time.monotonic()
+            except self._db.errors as exc:
+                raise self._unavailable("renew a chain's lease in", exc) from exc
 
     def seal(self) -> None:
         """Close this writer's chain at its head (as it stops); a later append opens a new chain."""
@@ -505,7 +512,8 @@ class AuditLog:
 
 def open_audit(settings: Settings) -> AuditLog:
     """The audit trail in the database the settings name (PostgreSQL must be migrated already)."""
-    return AuditLog(open_database(settings))
+    # The checkpointer renews an idle writer's lease each interval: the lease outlasts several.
+    return AuditLog(open_database(settings), lease_s=max(LEASE_S, 4 * settings.audit_checkpoint_interval_s))
 
 
 def _horizon(conn: Connection) -> int:
