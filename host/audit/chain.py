@@ -64,6 +64,23 @@ def record_fields(
     }
 
 
+def stored_row(fields: dict[str, Any], event: AuditEvent, digest: str) -> list[Any]:
+    """A record's column values, in COLUMNS order, from its hashed fields, its event and its hash."""
+    row = {
+        **fields,
+        "allowed": flag_column(event.allowed),
+        "reasons": canonical_json(list(event.reasons)),
+        "policy_revision": event.policy_revision,
+        "input_hash": event.input_hash,
+        "break_glass": int(event.break_glass),
+        "review": int(event.review),
+        "break_glass_reason": event.break_glass_reason,
+        "function_version": event.function_version,
+        "query": event.query,
+    }
+    return [*(row[c] for c in COLUMNS[:-1]), digest]
+
+
 def _decision_fields(event: AuditEvent) -> dict[str, Any]:
     """The decision log's fields, hashed only when set: records from before them hash as they did."""
     fields: dict[str, Any] = {}

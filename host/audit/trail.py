@@ -1,48 +1,36 @@
 """The audit trail: many append-only, hash-chained chains, one per writer process, read as one.
 
 Each record's hash is sha256 over the previous record's hash in its chain followed by the
-canonical JSON of the record's other fields (host/audit/chain.py). Changing, deleting or
-reordering a stored record therefore breaks its chain, and `verify()` says where. Deleting a
-chain's newest records leaves a shorter chain that still verifies: the signed checkpoints
-(host/audit/checkpoints.py) catch that.
+canonical JSON of the record's other fields (host/audit/chain.py): changing, deleting or
+reordering a stored record breaks its chain, and `verify()` says where. A deleted tail or a
+recomputed chain needs the signed checkpoints (host/audit/checkpoints.py).
 
-Many chains, one trail (issue 17). A writer (an AuditLog, one per host process) opens a chain of
-its own at its first append: a row in `audit_chains` with a lease. Every commit renews the lease
-on that row, which no other writer touches, and fails if the lease lapsed or the chain was
-closed: the writer then opens a new chain and writes there. A chain is closed by its writer as it
-stops (`seal`), or by any host's checkpointer once its lease lapsed (`close_lapsed`), and the
-close is signed in the next checkpoint. On PostgreSQL the append path therefore takes no
-advisory lock and no row lock another writer holds; concurrent commits meet only in
-PostgreSQL's own group commit. SQLite has one writer at a time whatever we do (BEGIN IMMEDIATE),
-so there the chains only keep the layout the same.
+Many chains, one trail (issue 17; docs/audit.md#many-chains-one-trail). A writer (an AuditLog,
+one per host process) opens a chain of its own at its first append, leased in `audit_chains`
+(host/audit/leases.py); every commit checks and renews the lease on that row, which no other
+writer touches. On PostgreSQL the append path takes no advisory lock and waits on no lock
+another writer holds: concurrent commits meet only in PostgreSQL's own group commit. SQLite has
+one writer at a time whatever we do, so there the chains only keep the layout the same.
 
 `seq` orders the whole trail in commit order: SQLite's single writer takes MAX(seq)+1;
-PostgreSQL takes it from the sequence `audit_seq` (CACHE 1: values rise in time across sessions),
-which is not a lock: concurrent nextval calls never wait on one another's transactions. Two
-PostgreSQL commits may end in the other order than they took their seqs, so a reader must not
-read past a seq a running transaction may still fill. Each append assigns its transaction id
-first, then takes its seqs, then stores in each row `settled_xid`, the next transaction id as
-its own snapshot saw it. Every seq below a row's was taken by a transaction whose id is below
-that row's `settled_xid`; so once the reader's snapshot shows every transaction below it ended,
-nothing below that row can still appear. Readers read up to the highest such row (`_horizon`),
-a few milliseconds behind the newest commit; a long transaction holding a transaction id on the
-same database holds readers (never writers) back until it ends.
+PostgreSQL the sequence `audit_seq`, and readers read only up to `leases.horizon`, past which a
+running transaction may still commit a lower seq. Order matters in `_commit_to_chain`: the write
+on the chain's row gives the transaction its id before it takes its seqs, and each row's
+`settled_xid` is read after.
 
 `append` is durable when it returns (SQLite synchronous=FULL; PostgreSQL synchronous_commit
 on), and any failure raises AuditUnavailable, so that a caller who cannot record an access
 releases no data. After a failed commit the writer drops its chain (the commit's outcome may be
 unknown) and opens another at its next append; the dropped chain lapses and is closed.
 
-Group commit: the fsync behind a durable commit costs milliseconds, and one commit per
-record made every concurrent caller queue behind every other's fsync. Threads appending at
-the same time now share one transaction: the first becomes the leader and commits every
-record queued so far in one go; the others wait for that commit, and each returns only once
-the transaction holding its record is durable. A failed commit fails every record in it.
+Group commit: threads appending at the same time share one transaction: the first becomes the
+leader and commits every record queued so far in one go; the others wait for that commit, and
+each returns only once the transaction holding its record is durable. A failed commit fails
+every record in it.
 
-Between processes on one SQLite file (the server's workers share it), SQLite's busy handler would make
-the loser of a race for the write lock sleep for whole milliseconds, growing, before trying
-again; commits are instead taken in turn through an advisory file lock beside the database,
-polled at a fine grain. SQLite's own lock still decides: the file lock only saves the sleeps.
+Between processes on one SQLite file, SQLite's busy handler would make the loser of a race for
+the write lock sleep for whole milliseconds; commits are instead taken in turn through an
+advisory file lock beside the database, polled at a fine grain.
 
 Records hold the patient id (that is what an audit trail is for) but never a token, a name
 or record content: AuditEvent has no field for them.
@@ -50,30 +38,27 @@ or record content: AuditEvent has no field for them.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from host.audit import leases
 from host.audit.chain import (
     COLUMNS,
     GENESIS_HASH,
-    canonical_json,
     chain_hash,
     check_chains,
-    describe_chain,
-    flag_column,
     record_fields,
     record_from_row,
+    stored_row,
 )
+from host.audit.turns import Turns
 from host.config import Settings
 from host.errors import AuditUnavailable
 from host.store import migrations
@@ -90,12 +75,6 @@ INSERT_SETTLED = (
     f"INSERT INTO audit ({', '.join(COLUMNS)}, settled_xid) VALUES ({', '.join('?' * len(COLUMNS))}, "
     "pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
 )
-OPEN_CHAIN = "INSERT INTO audit_chains (chain, writer, opened_at, lease_until) VALUES (?, ?, ?, ?)"
-# The lease check and renewal, in the append's own transaction: a writer whose lease lapsed, or whose
-# chain was closed, writes nothing.
-RENEW = "UPDATE audit_chains SET lease_until = ? WHERE chain = ? AND closed_n IS NULL AND lease_until >= ?"
-CHAIN_HEAD = "SELECT n, hash FROM audit WHERE chain = ? ORDER BY n DESC LIMIT 1"
-CLOSE = "UPDATE audit_chains SET closed_n = ?, closed_hash = ?, closed_at = ? WHERE chain = ? AND closed_n IS NULL"
 
 
 class _LeaseLost(Exception):
@@ -156,12 +135,11 @@ class AuditLog:
         self._queue_lock = threading.Condition(threading.Lock())  # guards the queue and the leader flag
         self._queue: list[_Pending] = []
         self._committing = False
-        self._turn_fd: int | None = None
+        self._turns = Turns(self.path, busy_timeout_s)
         try:
             self._db = SqliteDatabase(database, busy_timeout_s) if isinstance(database, Path) else database
         except OSError as exc:
             raise self._unavailable("open", exc) from exc
-        self._turn_fd = _open_turn_file(self.path) if self.path is not None else None
         try:
             migrations.prepare(self._db)
         except self._db.errors as exc:
@@ -170,10 +148,6 @@ class AuditLog:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def dialect(self) -> str:
-        return self._db.dialect
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Add one record at the head of this writer's chain; it is on disk when this returns."""
@@ -216,36 +190,23 @@ class AuditLog:
     def _commit_to_chain(self, batch: list[_Pending]) -> None:
         chain = self._chain or _Chain(secrets.token_hex(8))
         records: list[AuditRecord] = []
-        with self._turn(), self._db.connection() as conn, self._db.transaction(conn, None):
-            now = time.time()
+        with self._turns.turn(), self._db.connection() as conn, self._db.transaction(conn, None):
             # First a write on the chain's own row: it gives the transaction its id before it takes
             # its seqs (the readers' horizon depends on that order).
             if not chain.opened:
-                conn.execute(OPEN_CHAIN, (chain.chain, self._writer, _timestamp(), now + self._lease_s))
-            elif conn.execute(RENEW, (now + self._lease_s, chain.chain, now)).rowcount != 1:
+                leases.open_chain(conn, chain.chain, self._writer, self._lease_s)
+            elif not leases.renew(conn, chain.chain, self._lease_s):
                 raise _LeaseLost(chain.chain)
             seqs = self._take_seqs(conn, len(batch))
             n, prev_hash = chain.n, chain.hash
             rows = []
             for item, seq in zip(batch, seqs, strict=True):
                 n += 1
-                ts = _timestamp()
+                ts = leases.timestamp()
                 event = item.event
                 fields = record_fields(seq, ts, event, prev_hash, chain.chain, n)
                 digest = chain_hash(fields)
-                row = {
-                    **fields,
-                    "allowed": flag_column(event.allowed),
-                    "reasons": canonical_json(list(event.reasons)),
-                    "policy_revision": event.policy_revision,
-                    "input_hash": event.input_hash,
-                    "break_glass": int(event.break_glass),
-                    "review": int(event.review),
-                    "break_glass_reason": event.break_glass_reason,
-                    "function_version": event.function_version,
-                    "query": event.query,
-                }
-                rows.append([*(row[c] for c in COLUMNS[:-1]), digest])
+                rows.append(stored_row(fields, event, digest))
                 records.append(
                     AuditRecord(
                         seq=seq, timestamp=ts, event=event, prev_hash=prev_hash, hash=digest, chain=chain.chain, n=n
@@ -280,8 +241,7 @@ class AuditLog:
                 return
             try:
                 with self._db.connection() as conn, self._db.transaction(conn, None):
-                    now = time.time()
-                    if conn.execute(RENEW, (now + self._lease_s, chain.chain, now)).rowcount != 1:
+                    if not leases.renew(conn, chain.chain, self._lease_s):
                         self._chain = None  # lapsed and closed: the next append opens a successor
                 self._renewed_at = time.monotonic()
             except self._db.errors as exc:
@@ -295,63 +255,16 @@ class AuditLog:
                 return
             try:
                 with self._db.connection() as conn, self._db.transaction(conn, None):
-                    head = conn.execute(CHAIN_HEAD, (chain.chain,)).fetchone()
-                    n, digest = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-                    conn.execute(CLOSE, (n, digest, _timestamp(), chain.chain))
+                    leases.close_at_head(conn, chain.chain)
             except self._db.errors as exc:
                 raise self._unavailable("close a chain in", exc) from exc
 
     def close_lapsed(self) -> list[str]:
         """Close every chain whose writer's lease lapsed, at its head; the chains closed."""
-        closed = []
         try:
-            with self._db.connection() as conn:
-                now = time.time()
-                lapsed = conn.execute(
-                    "SELECT chain FROM audit_chains WHERE closed_n IS NULL AND lease_until < ? ORDER BY chain", (now,)
-                ).fetchall()
-                for (chain,) in lapsed:
-                    with self._db.transaction(conn, None):
-                        # Take the chain's row first: a writer renewing in the meantime wins, and keeps it.
-                        mine = conn.execute(
-                            "UPDATE audit_chains SET lease_until = lease_until "
-                            "WHERE chain = ? AND closed_n IS NULL AND lease_until < ?",
-                            (chain, now),
-                        ).rowcount
-                        if mine != 1:
-                            continue
-                        head = conn.execute(CHAIN_HEAD, (chain,)).fetchone()
-                        n, digest = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-                        conn.execute(CLOSE, (n, digest, _timestamp(), chain))
-                    closed.append(str(chain))
+            return leases.close_lapsed(self._db)
         except self._db.errors as exc:
             raise self._unavailable("close lapsed chains in", exc) from exc
-        return closed
-
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        """This process's turn to commit, among the processes appending to the same file."""
-        fd = self._turn_fd
-        if fd is None:
-            yield
-            return
-        deadline = time.monotonic() + self._busy_timeout_s
-        locked = False
-        while not locked:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break  # let SQLite's own lock and busy timeout decide
-                time.sleep(0.0002)
-            except OSError:
-                break
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def verify(self) -> VerifyReport:
         """Recompute every chain in order, and each closed chain's close; report the first record that does not hold."""
@@ -374,16 +287,12 @@ class AuditLog:
                 ).fetchall()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
-        for chain, closed_n, closed_hash in closes:
-            n, seq, digest = heads.get(chain, (0, None, GENESIS_HASH))
-            if (n, digest) != (closed_n, closed_hash):
-                problem = (
-                    f"{describe_chain(chain)} was closed at its record {closed_n} but now ends at its record {n}: "
-                    + ("records were added after it closed" if n > closed_n else "records were deleted or rewritten")
-                )
-                return VerifyReport(
-                    ok=False, checked=report.checked, first_bad_seq=seq, problem=problem, chains=report.chains
-                )
+        problem = leases.check_closes(heads, closes)
+        if problem is not None:
+            seq, words = problem
+            return VerifyReport(
+                ok=False, checked=report.checked, first_bad_seq=seq, problem=words, chains=report.chains
+            )
         return report
 
     def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
@@ -419,7 +328,7 @@ class AuditLog:
         """The newest readable record's (seq, hash) over the whole trail, or (0, GENESIS_HASH) when empty."""
         try:
             with self._db.connection() as conn, self._db.snapshot(conn):
-                horizon = _horizon(conn)
+                horizon = leases.horizon(conn)
                 row = conn.execute(
                     "SELECT seq, hash FROM audit WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (horizon,)
                 ).fetchone()
@@ -445,22 +354,9 @@ class AuditLog:
         """The head of each of `chains` (every chain with a record, or closed, when None): what a checkpoint signs."""
         try:
             with self._db.connection() as conn, self._db.snapshot(conn):
-                if chains is None:
-                    chains = [
-                        str(r[0])
-                        for r in conn.execute(
-                            "SELECT chain FROM audit_chains UNION SELECT DISTINCT chain FROM audit ORDER BY 1"
-                        )
-                    ]
-                heads = []
-                for chain in chains:
-                    head = conn.execute(CHAIN_HEAD, (chain,)).fetchone()
-                    closed = conn.execute("SELECT closed_n FROM audit_chains WHERE chain = ?", (chain,)).fetchone()
-                    n, digest = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-                    heads.append(ChainHead(chain, n, digest, closed=bool(closed and closed[0] is not None)))
+                return leases.chain_heads(conn, chains)
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
-        return heads
 
     def healthy(self) -> bool:
         """True if the audit table answers a trivial query (for readiness checks); never raises."""
@@ -478,7 +374,7 @@ class AuditLog:
             pass  # the chain lapses and another host's checkpointer closes it
         with self._lock:
             self._db.close()
-            self._close_turn_file()
+            self._turns.close()
 
     def _one(self, sql: str, params: tuple[Any, ...], timeout: float | None = None) -> Any:
         try:
@@ -490,15 +386,10 @@ class AuditLog:
     def _read_settled(self, sql: str, after_seq: int, limit: int) -> list[AuditRecord]:
         try:
             with self._db.connection() as conn, self._db.snapshot(conn):
-                rows = conn.execute(sql, (after_seq, _horizon(conn), limit)).fetchall()
+                rows = conn.execute(sql, (after_seq, leases.horizon(conn), limit)).fetchall()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
         return [record_from_row(row) for row in rows]
-
-    def _close_turn_file(self) -> None:
-        if self._turn_fd is not None:
-            os.close(self._turn_fd)
-            self._turn_fd = None
 
     def _unavailable(self, action: str, exc: BaseException) -> AuditUnavailable:
         db: Database | None = getattr(self, "_db", None)
@@ -514,30 +405,3 @@ def open_audit(settings: Settings) -> AuditLog:
     """The audit trail in the database the settings name (PostgreSQL must be migrated already)."""
     # The checkpointer renews an idle writer's lease each interval: the lease outlasts several.
     return AuditLog(open_database(settings), lease_s=max(LEASE_S, 4 * settings.audit_checkpoint_interval_s))
-
-
-def _horizon(conn: Connection) -> int:
-    """The highest seq up to which no running transaction can still add a record (in this snapshot).
-
-    PostgreSQL: the highest row whose `settled_xid` is at or below the snapshot's oldest running
-    transaction id (every transaction below that ended); SQLite's single writer commits in seq order.
-    """
-    if conn.dialect == "sqlite":
-        return 2**62
-    (xmin,) = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
-    row = conn.execute(
-        "SELECT seq FROM audit WHERE settled_xid <= ? ORDER BY seq DESC LIMIT 1", (int(xmin),)
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _open_turn_file(path: Path) -> int | None:
-    """The advisory lock file beside the database; None (no lock, only SQLite's) if it cannot be made."""
-    try:
-        return os.open(path.with_name(path.name + ".audit-turn"), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
