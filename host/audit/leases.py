@@ -87,14 +87,20 @@ def chain_heads(conn: Connection, chains: list[str] | None) -> list[ChainHead]:
 def horizon(conn: Connection) -> int:
     """The highest seq up to which no running transaction can still add a record (in this snapshot).
 
-    PostgreSQL: the highest row whose `settled_xid` is at or below the snapshot's oldest running
-    transaction id: every transaction below that has ended. SQLite's single writer commits in seq order.
+    PostgreSQL: an append's transaction takes an id (its write on the chain's row), then its seqs,
+    then writes its rows in a subtransaction, whose id (the rows' `xmin`) is therefore above the id
+    of every transaction that took a lower seq. Once the reader's snapshot shows every transaction
+    below a row's `xmin` ended (the snapshot's xmin is at or above it), no record below that row can
+    still appear: the horizon is the highest such row. `xmin` is 32 bits and wraps, so the two are
+    compared modulo 2^32, as PostgreSQL compares them. SQLite's single writer commits in seq order.
     """
     if conn.dialect == "sqlite":
         return 2**62
-    (xmin,) = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
+    (xmin,) = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296").fetchone()
     row = conn.execute(
-        "SELECT seq FROM audit WHERE settled_xid <= ? ORDER BY seq DESC LIMIT 1", (int(xmin),)
+        "SELECT seq FROM audit WHERE ((? - xmin::text::bigint) % 4294967296 + 4294967296) % 4294967296 < 2147483648 "
+        "ORDER BY seq DESC LIMIT 1",
+        (int(xmin),),
     ).fetchone()
     return int(row[0]) if row else 0
 

@@ -15,8 +15,8 @@ one writer at a time whatever we do, so there the chains only keep the layout th
 `seq` orders the whole trail in commit order: SQLite's single writer takes MAX(seq)+1;
 PostgreSQL the sequence `audit_seq`, and readers read only up to `leases.horizon`, past which a
 running transaction may still commit a lower seq. Order matters in `_commit_to_chain`: the write
-on the chain's row gives the transaction its id before it takes its seqs, and each row's
-`settled_xid` is read after.
+on the chain's row gives the transaction its id before it takes its seqs, and the rows are
+written in a subtransaction, whose id is taken after.
 
 `append` is durable when it returns (SQLite synchronous=FULL; PostgreSQL synchronous_commit
 on), and any failure raises AuditUnavailable, so that a caller who cannot record an access
@@ -71,10 +71,6 @@ LEASE_S = 60.0
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-INSERT_SETTLED = (
-    f"INSERT INTO audit ({', '.join(COLUMNS)}, settled_xid) VALUES ({', '.join('?' * len(COLUMNS))}, "
-    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
-)
 
 
 class _LeaseLost(Exception):
@@ -213,7 +209,14 @@ class AuditLog:
                     )
                 )
                 prev_hash = digest
-            conn.executemany(INSERT if conn.dialect == "sqlite" else INSERT_SETTLED, rows)
+            if conn.dialect == "sqlite":
+                conn.executemany(INSERT, rows)
+            else:
+                # The rows are written in a subtransaction: its id, taken now, after the seqs, is above
+                # that of every transaction that took a lower seq (the readers' horizon relies on it).
+                conn.execute("SAVEPOINT audit_rows")
+                conn.executemany(INSERT, rows)
+                conn.execute("RELEASE SAVEPOINT audit_rows")
         if not chain.opened:
             self.chains.append(chain.chain)
         chain.opened, chain.n, chain.hash = True, n, prev_hash

@@ -147,8 +147,7 @@ SEARCH_INDEX_BUILDS = (
 # Many chains, one trail (issue 17): each writer process appends to a chain of its own, leased in
 # `audit_chains`; `seq` orders the whole trail in commit order (on PostgreSQL from the sequence
 # `audit_seq`, which must keep CACHE 1: see host/audit/trail.py). Records from before form the chain
-# "" with n = seq. `settled_xid` (PostgreSQL only) lets readers tell a gap in seq that a running
-# transaction may still fill from one that will stay.
+# "" with n = seq.
 AUDIT_CHAINS = (
     "CREATE TABLE IF NOT EXISTS audit_chains (chain TEXT PRIMARY KEY, writer TEXT NOT NULL, "
     "opened_at TEXT NOT NULL, lease_until {real} NOT NULL, closed_n BIGINT, closed_hash TEXT, closed_at TEXT)"
@@ -161,7 +160,7 @@ AUDIT_LEGACY_CHAIN = (
     "WHERE chain = '' AND n = (SELECT MAX(n) FROM audit WHERE chain = '') "
     "ON CONFLICT (chain) DO NOTHING"
 )
-_CHAIN_COLUMNS = {"chain": "TEXT NOT NULL DEFAULT ''", "n": "INTEGER", "settled_xid": "INTEGER NOT NULL DEFAULT 0"}
+_CHAIN_COLUMNS = {"chain": "TEXT NOT NULL DEFAULT ''", "n": "INTEGER"}
 
 
 def _add_audit_chains(conn: Connection) -> None:
@@ -181,7 +180,6 @@ AUDIT_CHAINS_POSTGRESQL = (
     "ALTER TABLE audit ADD COLUMN n BIGINT",
     "UPDATE audit SET n = seq",
     "ALTER TABLE audit ALTER COLUMN n SET NOT NULL",
-    "ALTER TABLE audit ADD COLUMN settled_xid BIGINT NOT NULL DEFAULT 0",
     AUDIT_CHAIN_INDEX,
     AUDIT_CHAINS.format(real="DOUBLE PRECISION"),
     AUDIT_LEGACY_CHAIN,

@@ -112,9 +112,8 @@ AUDIT_COLUMNS = [
     # The decision log (issue 3). The break-the-glass reason is the clinician's own words, for review.
     "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
     "function_version", "query",
-    # Many chains (issue 17): each record's chain and its place in it, hashed with the rest, and
-    # (PostgreSQL) the transaction horizon readers wait for, not hashed.
-    "chain", "n", "settled_xid",
+    # Many chains (issue 17): each record's chain and its place in it, hashed with the rest.
+    "chain", "n",
 ]  # fmt: skip
 
 
@@ -129,7 +128,7 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog, backend: 
     )  # fmt: skip
     assert any(row["break_glass"] for row in rows) and any(row["policy_revision"] is None for row in rows)
     for row in rows:
-        fields = {key: row[key] for key in row if key not in ("hash", "settled_xid") and key not in decision_log}
+        fields = {key: row[key] for key in row if key != "hash" and key not in decision_log}
         fields["allowed"] = None if row["allowed"] is None else bool(row["allowed"])
         fields["reasons"] = json.loads(row["reasons"])
         # The decision log's columns enter the hash only when set (flags as true), so that
@@ -458,3 +457,53 @@ def test_head_and_hash_at_read_the_chain_on_either_backend(log: AuditLog) -> Non
     records = log.records()
     assert log.head() == (6, records[-1].hash)
     assert log.hash_at(0) == GENESIS_HASH and log.hash_at(3) == records[2].hash and log.hash_at(7) is None
+
+
+def test_a_reader_never_passes_a_seq_a_running_commit_may_still_fill(backend: Backend) -> None:
+    """PostgreSQL commits may end in another order than they took their seqs: the cursor must not skip."""
+    if not isinstance(backend, PostgresBackend):
+        pytest.skip("SQLite's single writer commits in seq order")
+    import psycopg
+
+    log = backend.audit()
+    try:
+        log.append(event(1))
+        slow: Any = psycopg.connect(backend.url, autocommit=True)
+        try:
+            # Another writer, mid-commit, as an append does it: a write on its chain's row first (its
+            # transaction id), then its seq, then its row in a subtransaction; it has not committed yet.
+            slow.execute("BEGIN")
+            slow.execute(
+                "INSERT INTO audit_chains (chain, writer, opened_at, lease_until) VALUES ('slow', 'test', 'now', 1e12)"
+            )
+            (slow_seq,) = slow.execute("SELECT nextval('audit_seq')").fetchone()
+            fast = log.append(event(2))  # commits first, with the higher seq
+            assert fast.seq == slow_seq + 1
+            assert [r.seq for r in log.records()] == [1]  # not past the seq the slow commit holds
+            assert log.head()[0] == 1
+            forged = record_of(slow_seq)
+            slow.execute("SAVEPOINT audit_rows")
+            slow.execute(
+                "INSERT INTO audit (seq, ts, request_id, reasons, outcome, latency_ms, chain, n, prev_hash, hash) "
+                "VALUES (%s, %s, 'req-slow', '[]', 'ok', 1.0, 'slow', 1, %s, %s)",
+                (slow_seq, forged["ts"], GENESIS_HASH, chain_hash(forged)),
+            )
+            slow.execute("RELEASE SAVEPOINT audit_rows")
+            assert [r.seq for r in log.records()] == [1]  # written, not committed
+            slow.execute("COMMIT")
+        finally:
+            slow.close()
+        # Once it has committed, the reader goes on from where it stood and misses nothing.
+        assert [r.seq for r in log.records(after_seq=1)] == [slow_seq, fast.seq]
+        assert log.verify().ok
+    finally:
+        log.close()
+
+
+def record_of(seq: int) -> dict[str, Any]:
+    """The hashed fields of a bare record in chain 'slow' (what append would hash for it)."""
+    return {
+        "seq": seq, "ts": "2026-12-02T00:00:00.000000Z", "request_id": "req-slow", "subject_id": None, "role": None,
+        "function": None, "patient_id": None, "purpose": None, "decision_id": None, "allowed": None, "reasons": [],
+        "outcome": "ok", "latency_ms": 1.0, "chain": "slow", "n": 1, "prev_hash": GENESIS_HASH,
+    }  # fmt: skip
