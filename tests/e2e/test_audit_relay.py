@@ -93,12 +93,12 @@ def _records(received: list[Received]) -> list[Received]:
 
 
 def _checkpoint_of(message: Received, digest: str) -> Checkpoint | None:
-    """The checkpoint `message` carries if it signs, as a chain's head, the record whose hash is `digest`."""
+    """The checkpoint `message` carries if it signs, as a closed chain's head, the record whose hash is `digest`."""
     if message.routing_key != "audit.checkpoint":
         return None
     document = message.json()
     heads = tuple(ChainHead(**head) for head in document["heads"])
-    if not any(head.hash == digest for head in heads):
+    if not any(head.hash == digest and head.closed for head in heads):
         return None
     return Checkpoint(heads, document["ts"], document["key_id"], document["sig"])
 
