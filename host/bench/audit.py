@@ -78,13 +78,21 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
 
 def _run(options: AuditBenchOptions, writers: int) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    start_at = time.time() + 2.0 + 0.3 * writers  # every writer connected before the first record is due
+    results, ready = context.Queue(), context.Queue()
+    start_at = context.Value("d", 0.0)
+    go = context.Event()
     processes = [
-        context.Process(target=_writer, args=(options, writers, start_at, results), daemon=True) for _ in range(writers)
+        context.Process(target=_writer, args=(options, writers, start_at, go, ready, results), daemon=True)
+        for _ in range(writers)
     ]
     for process in processes:
         process.start()
+    # Every writer started, connected and warm (one append made) before the first record is due:
+    # a process start on a busy machine takes seconds, and would count as a backlog otherwise.
+    for _ in processes:
+        ready.get(timeout=300)
+    start_at.value = time.time() + 0.5
+    go.set()
     latencies: list[float] = []
     failures = appended = 0
     for _ in processes:
@@ -104,13 +112,19 @@ def _run(options: AuditBenchOptions, writers: int) -> dict[str, Any]:
     }
 
 
-def _writer(options: AuditBenchOptions, writers: int, start_at: float, results: Any) -> None:
+def _writer(options: AuditBenchOptions, writers: int, start: Any, go: Any, ready: Any, results: Any) -> None:
     """One writer process: append at rate/writers for warmup + duration; report the timed latencies."""
     from host.audit.trail import AuditLog
     from host.store.database import PostgresDatabase
     from host.types import AuditEvent
 
     log = AuditLog(PostgresDatabase(options.database_url, pool_size=4))
+    log.append(
+        AuditEvent(f"bench-{os.getpid()}-warm", "bench", "bench", "bench", None, "TREAT", None, True, (), "ok", 0.0)
+    )
+    ready.put(os.getpid())
+    go.wait()
+    start_at = float(start.value)
     interval = writers / options.rate
     total = int((options.warmup_s + options.duration_s) / interval)
     timed_from = start_at + options.warmup_s
