@@ -1,39 +1,25 @@
 """The audit trail: many append-only, hash-chained chains, one per writer process, read as one.
 
 Each record's hash is sha256 over the previous record's hash in its chain followed by the
-canonical JSON of the record's other fields (host/audit/chain.py): changing, deleting or
-reordering a stored record breaks its chain, and `verify()` says where. A deleted tail or a
-recomputed chain needs the signed checkpoints (host/audit/checkpoints.py).
+canonical JSON of its other fields (host/audit/chain.py): changing, deleting or reordering a
+stored record breaks its chain, and `verify()` says where; a deleted tail or a recomputed chain
+needs the signed checkpoints (host/audit/checkpoints.py).
 
-Many chains, one trail (issue 17; docs/audit.md#many-chains-one-trail). A writer (an AuditLog,
-one per host process) opens a chain of its own at its first append, leased in `audit_chains`
-(host/audit/leases.py); every commit checks and renews the lease on that row, which no other
-writer touches. On PostgreSQL the append path takes no advisory lock and waits on no lock
-another writer holds: concurrent commits meet only in PostgreSQL's own group commit. SQLite has
-one writer at a time whatever we do, so there the chains only keep the layout the same.
+A writer (an AuditLog, one per host process) opens a chain of its own at its first append,
+leased in `audit_chains` (host/audit/leases.py); every commit checks and renews the lease on that
+row, which no other writer touches, so on PostgreSQL the append path takes no advisory lock and
+waits on no lock another writer holds. `seq` orders the whole trail in commit order (SQLite:
+MAX(seq)+1 under its single writer; PostgreSQL: the sequence `audit_seq`), and readers read only
+up to `leases.horizon`. Order matters in `_commit_to_chain`: the write on the chain's row gives
+the transaction its id before it takes its seqs, and the rows are written in a subtransaction,
+whose id is taken after. See docs/audit.md#many-chains-one-trail.
 
-`seq` orders the whole trail in commit order: SQLite's single writer takes MAX(seq)+1;
-PostgreSQL the sequence `audit_seq`, and readers read only up to `leases.horizon`, past which a
-running transaction may still commit a lower seq. Order matters in `_commit_to_chain`: the write
-on the chain's row gives the transaction its id before it takes its seqs, and the rows are
-written in a subtransaction, whose id is taken after.
-
-`append` is durable when it returns (SQLite synchronous=FULL; PostgreSQL synchronous_commit
-on), and any failure raises AuditUnavailable, so that a caller who cannot record an access
-releases no data. After a failed commit the writer drops its chain (the commit's outcome may be
-unknown) and opens another at its next append; the dropped chain lapses and is closed.
-
-Group commit: threads appending at the same time share one transaction: the first becomes the
-leader and commits every record queued so far in one go; the others wait for that commit, and
-each returns only once the transaction holding its record is durable. A failed commit fails
-every record in it.
-
-Between processes on one SQLite file, SQLite's busy handler would make the loser of a race for
-the write lock sleep for whole milliseconds; commits are instead taken in turn through an
-advisory file lock beside the database, polled at a fine grain.
-
-Records hold the patient id (that is what an audit trail is for) but never a token, a name
-or record content: AuditEvent has no field for them.
+`append` is durable when it returns, and any failure raises AuditUnavailable, so that a caller
+who cannot record an access releases no data; after a failed commit the writer drops its chain
+(the outcome may be unknown) and opens another. Group commit: threads appending at once share
+one transaction, led by the first; each returns once the transaction holding its record is
+durable, and a failed commit fails every record in it. Records hold the patient id but never a
+token, a name or record content: AuditEvent has no field for them.
 """
 
 from __future__ import annotations
@@ -70,6 +56,8 @@ BUSY_TIMEOUT_S = 5.0
 LEASE_S = 60.0
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
+# Stands, in a reader's parameters, for the highest seq no running commit can still fill (leases.horizon).
+HORIZON: Any = object()
 INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -234,8 +222,7 @@ class AuditLog:
         return sorted(int(row[0]) for row in taken)
 
     def renew(self) -> None:
-        """Renew this writer's lease on its chain if no commit renewed it lately (the checkpointer's tick,
-        so that an idle writer keeps its chain). Under load the appends renew it and this does nothing."""
+        """Renew this writer's lease if no commit did lately (the checkpointer's tick: an idle writer keeps its chain)."""
         chain = self._chain
         if chain is None or not chain.opened or time.monotonic() - self._renewed_at < self._lease_s / 4:
             return
@@ -302,14 +289,14 @@ class AuditLog:
         """Up to `limit` records with seq greater than `after_seq`, in seq (commit) order, oldest first.
 
         `after_seq` is a cursor over the whole trail: passing the last seq read returns what was
-        committed after it, and never skips a record committed later with a lower seq (see `_horizon`).
+        committed after it, and never skips a record committed later with a lower seq (see `leases.horizon`).
         """
-        return self._read_settled(f"{SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", after_seq, limit)
+        return self._read(f"{SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after_seq, HORIZON, limit))
 
     def flagged(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records flagged for review (break-the-glass), with seq greater than `after_seq`."""
-        return self._read_settled(
-            f"{SELECT} WHERE review = 1 AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?", after_seq, limit
+        return self._read(
+            f"{SELECT} WHERE review = 1 AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after_seq, HORIZON, limit)
         )
 
     def concerning(
@@ -319,13 +306,16 @@ class AuditLog:
         `patient_id`, or name no patient but hold a sealed query (a search may have matched them)."""
         return self._read(
             f"{SELECT} WHERE (patient_id = ? OR (patient_id IS NULL AND query IS NOT NULL))"
-            " AND ts >= ? AND ts < ? AND seq > ? ORDER BY seq LIMIT ?",
-            (patient_id, since, until, after_seq, limit),
+            " AND ts >= ? AND ts < ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (patient_id, since, until, after_seq, HORIZON, limit),
         )
 
     def of_function(self, function: str, limit: int = 1000, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records of `function` (e.g. every review disposition), with seq greater than `after_seq`."""
-        return self._read(f"{SELECT} WHERE function = ? AND seq > ? ORDER BY seq LIMIT ?", (function, after_seq, limit))
+        return self._read(
+            f"{SELECT} WHERE function = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (function, after_seq, HORIZON, limit),
+        )
 
     def head(self) -> tuple[int, str]:
         """The newest readable record's (seq, hash) over the whole trail, or (0, GENESIS_HASH) when empty."""
@@ -341,17 +331,13 @@ class AuditLog:
 
     def hash_at(self, seq: int) -> str | None:
         """The stored hash of record `seq` (GENESIS_HASH for 0), or None if there is no such record."""
-        if seq == 0:
-            return GENESIS_HASH
-        row = self._one("SELECT hash FROM audit WHERE seq = ?", (seq,))
-        return str(row[0]) if row else None
+        row = None if seq == 0 else self._one("SELECT hash FROM audit WHERE seq = ?", (seq,))
+        return GENESIS_HASH if seq == 0 else str(row[0]) if row else None
 
     def chain_hash_at(self, chain: str, n: int) -> str | None:
         """The stored hash of record `n` of `chain` (GENESIS_HASH for 0), or None if there is no such record."""
-        if n == 0:
-            return GENESIS_HASH
-        row = self._one("SELECT hash FROM audit WHERE chain = ? AND n = ?", (chain, n))
-        return str(row[0]) if row else None
+        row = None if n == 0 else self._one("SELECT hash FROM audit WHERE chain = ? AND n = ?", (chain, n))
+        return GENESIS_HASH if n == 0 else str(row[0]) if row else None
 
     def chain_heads(self, chains: list[str] | None = None) -> list[ChainHead]:
         """The head of each of `chains` (every chain with a record, or closed, when None): what a checkpoint signs."""
@@ -386,10 +372,12 @@ class AuditLog:
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
 
-    def _read_settled(self, sql: str, after_seq: int, limit: int) -> list[AuditRecord]:
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[AuditRecord]:
+        """Records read in one snapshot, HORIZON in `params` standing for the readers' horizon in it."""
         try:
             with self._db.connection() as conn, self._db.snapshot(conn):
-                rows = conn.execute(sql, (after_seq, leases.horizon(conn), limit)).fetchall()
+                horizon = leases.horizon(conn) if HORIZON in params else None
+                rows = conn.execute(sql, tuple(horizon if p is HORIZON else p for p in params)).fetchall()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
         return [record_from_row(row) for row in rows]
