@@ -222,7 +222,7 @@ class AuditLog:
         return sorted(int(row[0]) for row in taken)
 
     def renew(self) -> None:
-        """Renew this writer's lease if no commit did lately (the checkpointer's tick: an idle writer keeps its chain)."""
+        """Renew this writer's lease if no commit did lately (the checkpointer's tick: an idle writer keeps it)."""
         chain = self._chain
         if chain is None or not chain.opened or time.monotonic() - self._renewed_at < self._lease_s / 4:
             return
