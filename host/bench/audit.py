@@ -54,6 +54,7 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
         migrations.migrate(database)
     finally:
         database.close()
+    machine = describe()  # the load average as the runs start; the one after them is added below
     runs = []
     for writers in options.writers:
         say(f"audit bench: {writers} writers, {options.rate:g} records/s in all, {options.duration_s:g} s")
@@ -64,7 +65,8 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
     result = {
         "benchmark": "audit",
         "commit": commit(),
-        "machine": describe(),
+        "machine": machine,
+        "load_average_after": describe()["load_average"],
         "options": {k: v for k, v in asdict(options).items() if k != "database_url"},
         "runs": runs,
         "audit_p99_8_over_1_writers": ratio(p99[8], p99[1]) if 8 in p99 and 1 in p99 else None,
