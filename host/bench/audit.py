@@ -61,15 +61,13 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
     # round of each rather than every round of one N.
     for round_ in range(options.repeat):
         for writers in options.writers:
-            say(
-                f"audit bench round {round_ + 1}: {writers} writers, {options.rate:g} records/s, {options.duration_s:g} s"
-            )
+            say(f"audit bench round {round_ + 1}: {writers} writers, {options.rate:g} records/s")
             run = _run(options, writers)
             rounds[writers].append(run)
             say(f"  {run['records_per_s']:.0f} records/s, p50 {run['latency_ms']['p50']} ms, "
                 f"p99 {run['latency_ms']['p99']} ms")  # fmt: skip
     runs = []
-    for writers, done in rounds.items():
+    for done in rounds.values():
         ordered = sorted(done, key=lambda r: r["latency_ms"]["p99"])
         runs.append({**ordered[len(ordered) // 2], "rounds_p99_ms": [r["latency_ms"]["p99"] for r in done]})
     p99 = {run["writers"]: run["latency_ms"]["p99"] for run in runs}
