@@ -11,7 +11,7 @@ TOOLS_BIN := $(TOOLS)/bin
 OPA_VERSION := v1.22.3
 OPA := $(CURDIR)/$(TOOLS_BIN)/opa
 KUSTOMIZE_VERSION := v5.5.0
-GATEKEEPER_VERSION := v3.15.1
+GATEKEEPER_VERSION := v3.23.1
 ORAS_VERSION := v1.2.0
 # RabbitMQ for the audit relay's tests: Debian's rabbitmq-server package (3.10 on bookworm). The tests
 # start a private node of their own from these scripts (or from $WARDFN_RABBITMQ_BIN).
@@ -29,7 +29,7 @@ SERVE_FLAGS = $(if $(filter command line,$(origin HOST)),--host '$(HOST)') $(if 
 # `make functions JOBS=1`: how many functions build at once (default: one per core, at most 4).
 JOBS ?=
 
-.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq chromium console-screenshots fuzz
+.PHONY: install serve test functions lint bench docs policy-check opa clean tools postgres rabbitmq chromium console-screenshots fuzz images images-lock
 
 install: $(STAMP)
 
@@ -130,7 +130,7 @@ rabbitmq:
 		test -x $(RABBITMQ_BIN)/rabbitmq-server || { echo "error: rabbitmq-server installed but $(RABBITMQ_BIN)/rabbitmq-server is missing: set RABBITMQ_BIN" >&2; exit 1; }; \
 	fi
 
-tools: $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/gator $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
+tools: $(TOOLS_BIN)/kustomize $(TOOLS)/.gator-$(GATEKEEPER_VERSION) $(TOOLS_BIN)/promtool $(TOOLS_BIN)/oras
 
 # oras reads and copies the layouts `wardfn package` writes, as a registry push would.
 $(TOOLS_BIN)/oras:
@@ -141,19 +141,17 @@ $(TOOLS_BIN)/kustomize:
 	@command -v go >/dev/null || { echo "make tools: kustomize needs Go to install (https://go.dev/dl/)" >&2; exit 1; }
 	GOBIN=$(abspath $(TOOLS_BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-# Gatekeeper's gator, built from the Gatekeeper module. `go install ...@v3.15.1` refuses it (its
-# go.mod replaces controller-runtime with a copy under third_party/ that the module zip does not
-# ship), so this builds the released source with that one replace dropped: gator then links
-# upstream controller-runtime v0.15.0, the version the fork was taken from. The policy engine
-# (OPA v0.60.0 inside frameworks/constraint) is exactly the release's.
-$(TOOLS_BIN)/gator:
+# Gatekeeper's gator, from the Gatekeeper module: v3.23 evaluates the CEL (K8sNativeValidation) code
+# the current gatekeeper-library templates carry (3.15 could not). The stamp names the version, so
+# a version change rebuilds it.
+$(TOOLS_BIN)/gator: $(TOOLS)/.gator-$(GATEKEEPER_VERSION)
+
+$(TOOLS)/.gator-$(GATEKEEPER_VERSION):
 	@command -v go >/dev/null || { echo "make tools: gator needs Go to build (https://go.dev/dl/)" >&2; exit 1; }
-	@mkdir -p $(TOOLS)/src $(TOOLS_BIN)
-	rm -rf $(TOOLS)/src/gatekeeper
-	cp -r "$$(go mod download -json github.com/open-policy-agent/gatekeeper/v3@$(GATEKEEPER_VERSION) | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" $(TOOLS)/src/gatekeeper
-	chmod -R u+w $(TOOLS)/src/gatekeeper
-	cd $(TOOLS)/src/gatekeeper && go mod edit -dropreplace sigs.k8s.io/controller-runtime \
-		&& go build -mod=mod -o $(abspath $(TOOLS_BIN))/gator ./cmd/gator
+	@mkdir -p $(TOOLS_BIN)
+	rm -f $(TOOLS_BIN)/gator $(TOOLS)/.gator-*
+	GOBIN=$(abspath $(TOOLS_BIN)) go install github.com/open-policy-agent/gatekeeper/v3/cmd/gator@$(GATEKEEPER_VERSION)
+	@touch $@
 
 # promtool from Debian's prometheus package, unpacked into the project (no system install).
 $(TOOLS_BIN)/promtool:
@@ -164,7 +162,7 @@ $(TOOLS_BIN)/promtool:
 	cp $(TOOLS)/deb/root/usr/bin/promtool $(TOOLS_BIN)/promtool
 
 lint: install
-	$(BIN)/ruff check host tests functions bench
+	$(BIN)/ruff check host tests functions bench runtimeclass/images
 	$(BIN)/mypy
 
 # The reference pages generated from the code (tests/test_docs.py fails when they drift).
@@ -177,3 +175,32 @@ clean:
 # Microbenchmarks (pytest-benchmark): the parts of one invocation, on their own. Not part of `make test`.
 bench: install
 	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,max,rounds --benchmark-sort=name
+
+# The images, built here without a registry or a daemon (runtimeclass/images/build.py,
+# docs/deployment.md#images): the host image to exactly the digest in runtimeclass/images.lock (it
+# fails, naming the digests and any Debian package that moved, if not), the opa image likewise,
+# and the function-packages image (the host image plus the signed packages of functions/, signed
+# with PACKAGES_KEY, default this home's development key). Layouts in .wardfn/images/.
+# `make images-lock` rebuilds and rewrites the lock instead of checking it.
+IMAGES := .wardfn/images
+OPA_STATIC := $(IMAGES)/opa-static/opa
+PACKAGES_KEY ?=
+
+$(OPA_STATIC):
+	@command -v go >/dev/null || { echo "make images: OPA's static binary needs Go (https://go.dev/dl/)" >&2; exit 1; }
+	CGO_ENABLED=0 GOBIN=$(abspath $(dir $@)) go install -trimpath -ldflags=-buildid= github.com/open-policy-agent/opa@$(OPA_VERSION)
+
+mmdebstrap:
+	@command -v mmdebstrap >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "make images: needs Debian's mmdebstrap (apt-get is missing)" >&2; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap \
+			|| { echo "make images: could not install mmdebstrap with apt-get (run as root)" >&2; exit 1; }; }
+
+images: install mmdebstrap $(OPA_STATIC)
+	rm -rf $(IMAGES)/packages
+	for f in functions/*/function.toml; do n=$$(basename $$(dirname $$f)); \
+		$(BIN)/wardfn package $$n --out $(IMAGES)/packages/$$n $(if $(PACKAGES_KEY),--key $(PACKAGES_KEY)) >/dev/null || exit 1; done
+	$(BIN)/python runtimeclass/images/build.py --out $(IMAGES) --opa $(OPA_STATIC) --packages $(IMAGES)/packages --check
+
+images-lock: install mmdebstrap $(OPA_STATIC)
+	$(BIN)/python runtimeclass/images/build.py --out $(IMAGES) --opa $(OPA_STATIC)

@@ -21,7 +21,7 @@ from host.policy.cache import CachingPolicyEngine
 from host.policy.engine import PolicyEngine, RegoPolicyEngine
 from host.privacy.office import PrivacyOffice
 from host.ratelimit import Budget
-from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.engine import EpochTicker, Pooling, create_engine
 from host.runtime.pool import InstancePool
 from host.runtime.runner import CallRunner
 from host.runtime.sandbox import Sandbox
@@ -100,7 +100,7 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             # The stream: a copy of the checkpoints that the database's users cannot reach.
             checkpointer.sinks.append(checkpoint_sink)
         metrics.watch_policy(cached.healthy)
-        engine = create_engine()
+        engine = create_engine(Pooling.from_settings(settings))
         ticker = EpochTicker(engine, settings.epoch_tick_ms)
         pseudonyms = Pseudonymizer.from_key_dir(settings.key_dir)
         runner = CallRunner(
@@ -125,6 +125,8 @@ def open_host(settings: Settings, policy: PolicyEngine | None = None) -> Host:
             memory_budget_bytes=settings.pool_memory_budget_bytes,
             instance_memory_bytes=settings.pool_instance_memory_bytes,
             backoff_max_s=settings.warmup_backoff_max_s,
+            warm=not settings.pooling,
+            slots=settings.pool_instance_slots if settings.pooling else None,
         )
         registry = Registry(settings, sandbox, pool, metrics)
         cache = ArtifactCache(settings.artifact_dir, settings.key_dir)

@@ -23,6 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_ISSUER = "wardfn-dev"
 MIB = 1024 * 1024
 KEK_BYTES = 32
+# What a pooling slot keeps resident of its tables (componentize-py's function tables are well under it).
+POOL_TABLE_KEEP_RESIDENT_BYTES = MIB
 
 
 class Settings(BaseSettings):
@@ -177,9 +179,32 @@ class Settings(BaseSettings):
         description="How often the ticker thread advances wasmtime's epoch: the granularity of every deadline.",
     )
     prepared_instances: int = Field(
-        default=8,
+        default=2,
         ge=0,
-        description="Fresh instances kept ready, each warmed with a synthetic call, per function.",
+        description="Fresh instances kept ready per function (each warmed with a synthetic call when "
+        "`WARDFN_POOLING` is off). With pooling one is made in about 1.5 ms of CPU, so a short queue suffices.",
+    )
+    pooling: bool = Field(
+        default=True,
+        description="wasmtime's pooling allocator: instance slots reserved once and handed to the next instance "
+        "of the same function with their first `WARDFN_POOL_KEEP_RESIDENT_BYTES` of linear memory still resident, "
+        "reset to the function's initial image. A fresh instance then costs what a warm one does, so prepared "
+        "instances get no synthetic warm-up call. Off: a fresh heap per instance, warmed before it is offered.",
+    )
+    pool_instance_slots: int = Field(
+        default=24,
+        ge=4,
+        description="With pooling: instances alive at once, all functions together (prepared, in a call, reused, "
+        "stranded). A call past it is refused with 503. Each slot once used keeps up to "
+        "`WARDFN_POOL_KEEP_RESIDENT_BYTES` (and 1 MiB of tables) resident: slots times that, at most "
+        "`WARDFN_POOL_MEMORY_BUDGET_BYTES`, is the pool's share of the host's memory. Prepared instances take at "
+        "most half the slots; the rest is for calls.",
+    )
+    pool_keep_resident_bytes: int = Field(
+        default=12 * MIB,
+        ge=0,
+        description="With pooling: linear memory a slot keeps resident after its instance ends (reset to the "
+        "function's initial image, never unmapped), so the next instance's first call takes no page faults there.",
     )
     reusable_instances: int = Field(
         default=16,
@@ -190,8 +215,9 @@ class Settings(BaseSettings):
         default=320 * MIB,
         ge=0,
         description="Resident memory all prepared instances together may hold (what the host grew by making "
-        "each, counted until it is taken); past it the pool stops preparing and calls start cold. Keeps the idle "
-        "host, with every function deployed, inside 600 MiB.",
+        "each, counted until it is taken); past it the pool stops preparing and calls start cold. With pooling, "
+        "also the most the slots may keep resident (see `WARDFN_POOL_INSTANCE_SLOTS`). Keeps the host, with every "
+        "function deployed and the pool full, inside 600 MiB.",
     )
     pool_instance_memory_bytes: int = Field(
         default=64 * MIB,
@@ -445,6 +471,17 @@ class Settings(BaseSettings):
             parts = urlsplit(self.database_url.get_secret_value())
             return f"postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
         return str(self.database_path.resolve())
+
+    @model_validator(mode="after")
+    def _pool_fits_its_slots(self) -> Settings:
+        kept = self.pool_instance_slots * (self.pool_keep_resident_bytes + POOL_TABLE_KEEP_RESIDENT_BYTES)
+        if self.pooling and kept > self.pool_memory_budget_bytes:
+            raise ValueError(
+                "WARDFN_POOL_INSTANCE_SLOTS times (WARDFN_POOL_KEEP_RESIDENT_BYTES + 1 MiB of tables) is what the "
+                "slots keep resident, and may be at most WARDFN_POOL_MEMORY_BUDGET_BYTES: lower the slots or what "
+                "each keeps, or raise the budget"
+            )
+        return self
 
     @model_validator(mode="after")
     def _deadline_floor_under_its_ceiling(self) -> Settings:

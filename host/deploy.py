@@ -3,14 +3,17 @@
 Rendering runs the real kustomize (v5, from the Go module proxy). Validation is two passes, as a
 cluster would judge: every object against the Kubernetes 1.31 OpenAPI schemas (kubernetes-validate,
 strict: unknown fields are errors), then every Gatekeeper ConstraintTemplate and Constraint against
-every object with Gatekeeper's own `gator test` (built from the Gatekeeper v3.15 module), which
-evaluates the templates' Rego on the same review input the admission webhook builds.
+every object with Gatekeeper's own `gator test` (Gatekeeper v3.23), which evaluates the templates'
+Rego or CEL on the same review input the admission webhook builds. Images are named by digest
+(runtimeclass/images.lock, which `make images` builds to).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +36,14 @@ GATEKEEPER_FILE = "gatekeeper.yaml"
 GATEKEEPER_GROUPS = ("templates.gatekeeper.sh", "constraints.gatekeeper.sh")
 PACKAGES_MOUNT = "/var/lib/wardfn-packages"
 DEFAULT_REGISTRY = "registry.example.com/wardfn"
+# The digests `make images` built the images to; a render names the images by these.
+IMAGES_LOCK = DEPLOY_DIR / "images.lock"
+LOCKED_IMAGES = ("host", "opa")
+PINNED = re.compile(r"^[a-z0-9][^@\s]*@sha256:[0-9a-f]{64}$")
+# The function-packages image is the host image plus a layer of signed layouts: its Python copies
+# them into the pod (no shell in either image).
+PYTHON = "/usr/bin/python3.11"  # the host image's interpreter (runtimeclass/images/build.py)
+COPY = "import shutil, sys; [shutil.copytree(s, sys.argv[-1] + '/' + s.rsplit('/', 1)[1]) for s in sys.argv[1:-1]]"
 
 
 @dataclass(frozen=True)
@@ -69,21 +80,36 @@ def render(
     public_key_file: Path,
     tools_dir: Path,
     registry: str = DEFAULT_REGISTRY,
-    packages_tag: str = "latest",
+    packages_image: str | None = None,
+    jwks_cidrs: tuple[str, ...] = (),
 ) -> list[Path]:
-    """Render `overlay` for `functions` into `out` (wardfn.yaml, gatekeeper.yaml); return the files."""
+    """Render `overlay` for `functions` into `out` (wardfn.yaml, gatekeeper.yaml); return the files.
+
+    Every image is named by digest: the host's and OPA's from runtimeclass/images.lock, the
+    function-packages image as given (production requires `REF@sha256:...`; its content depends on
+    the deployer's signing key). `jwks_cidrs` open egress to the identity provider on 443."""
     if overlay not in OVERLAYS:
         raise ConfigurationError(f"unknown overlay {overlay!r}: choose one of {', '.join(OVERLAYS)}")
     if not functions:
         raise ConfigurationError("no functions to deploy: WARDFN_FUNCTIONS_DIRS holds none")
+    if packages_image is None:
+        if overlay == "prod":
+            raise ConfigurationError(
+                "production names the function-packages image by digest: give --packages-image REF@sha256:<64 hex>"
+            )
+        packages_image = f"{registry}/function-packages:dev"
+    elif overlay == "prod" and not PINNED.match(packages_image):
+        raise ConfigurationError(f"--packages-image {packages_image!r} is not REF@sha256:<64 hex digits>")
     kustomize = tool(tools_dir, "kustomize")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wardfn-render-") as tmp:
         work = Path(tmp)
         shutil.copyfile(public_key_file, work / "package-signing.pub.pem")
-        (work / "kustomization.yaml").write_text(
-            yaml.safe_dump(_functions_kustomization(work, overlay, functions, registry, packages_tag), sort_keys=False)
-        )
+        kustomization = _functions_kustomization(work, overlay, functions, registry, packages_image)
+        if jwks_cidrs:
+            (work / "networkpolicy-idp.yaml").write_text(yaml.safe_dump(_idp_egress(jwks_cidrs), sort_keys=False))
+            kustomization["resources"].append("networkpolicy-idp.yaml")
+        (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
         rendered = _run([str(kustomize), "build", "--load-restrictor", "LoadRestrictionsNone", str(work)])
     gatekeeper = _run([str(kustomize), "build", str(GATEKEEPER_DIR)])
     files = [out / APP_FILE, out / GATEKEEPER_FILE]
@@ -92,10 +118,43 @@ def render(
     return files
 
 
+def locked_images(lock: Path = IMAGES_LOCK) -> dict[str, str]:
+    """{image: sha256 digest} from runtimeclass/images.lock (written by `make images`)."""
+    try:
+        entries = yaml.safe_load(lock.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"cannot read {lock}: {exc}; run `make images`") from None
+    digests = {name: str((entries.get(name) or {}).get("digest", "")) for name in LOCKED_IMAGES}
+    for name, digest in digests.items():
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ConfigurationError(f"{lock} has no digest for the {name} image: run `make images`")
+    return digests
+
+
+def _idp_egress(cidrs: tuple[str, ...]) -> dict[str, Any]:
+    """A NetworkPolicy letting the pods reach the identity provider's JWKS endpoint (HTTPS)."""
+    blocks = []
+    for cidr in cidrs:
+        try:
+            blocks.append({"ipBlock": {"cidr": str(ipaddress.ip_network(cidr, strict=True))}})
+        except ValueError:
+            raise ConfigurationError(f"--jwks-cidr {cidr!r} is not a network address such as 10.20.0.15/32") from None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "wardfn-idp"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "wardfn"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": blocks, "ports": [{"port": 443, "protocol": "TCP"}]}],
+        },
+    }
+
+
 def _functions_kustomization(
-    work: Path, overlay: str, functions: list[FunctionSource], registry: str, packages_tag: str
+    work: Path, overlay: str, functions: list[FunctionSource], registry: str, packages_image: str
 ) -> dict[str, Any]:
-    """The overlay plus what depends on the registry: the functions' packages and the pinned key."""
+    """The overlay plus what depends on the deployment: image digests, the functions' packages, the pinned key."""
     names = [f"{f.name}@{f.manifest.version}" for f in sorted(functions, key=lambda f: f.name)]
     hardened = {
         "allowPrivilegeEscalation": False,
@@ -109,14 +168,15 @@ def _functions_kustomization(
     # signed layouts into the pod, and the host verifies each against the pinned key before use.
     fetch = {
         "name": "function-packages",
-        "image": f"{registry}/function-packages:{packages_tag}",
-        "command": ["cp", "-R", *(f"/packages/{f.name}" for f in functions), f"{PACKAGES_MOUNT}/"],
+        "image": packages_image,
+        "command": [PYTHON, "-I", "-c", COPY, *(f"/packages/{f.name}" for f in functions), PACKAGES_MOUNT],
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
         "securityContext": hardened,
         "volumeMounts": [{"name": "packages", "mountPath": PACKAGES_MOUNT}],
     }
     patch = [
-        {"op": "add", "path": "/spec/template/spec/initContainers", "value": [fetch]},
+        # After `migrate`, the base's first init container.
+        {"op": "add", "path": "/spec/template/spec/initContainers/-", "value": fetch},
         {"op": "add", "path": "/spec/template/metadata/annotations/wardfn.io~1functions", "value": ",".join(names)},
     ]
     return {
@@ -124,6 +184,10 @@ def _functions_kustomization(
         "kind": "Kustomization",
         # kustomize takes only relative paths to other kustomizations.
         "resources": [os.path.relpath(DEPLOY_DIR / "overlays" / overlay, work)],
+        "images": [
+            {"name": f"{DEFAULT_REGISTRY}/{name}", "newName": f"{registry}/{name}", "digest": digest}
+            for name, digest in locked_images().items()
+        ],
         "configMapGenerator": [
             {"name": "wardfn-package-key", "behavior": "replace", "files": ["package-signing.pub.pem"]}
         ],

@@ -48,7 +48,16 @@ from host.runtime.calls import FunctionRequest
 from host.runtime.pool import InstancePool
 from host.runtime.sandbox import Sandbox
 from host.store.resources import ResourceStore
-from host.types import AuditEvent, AuditRecord, Decision, DirectoryQuery, Obligations, Scope, Subject
+from host.types import (
+    AuditEvent,
+    AuditRecord,
+    Decision,
+    DirectoryQuery,
+    Obligations,
+    PatientFacts,
+    Scope,
+    Subject,
+)
 
 OK = "ok"
 # The outcome of an attempt that ended in an error not of the host's own (the code HTTP answers with).
@@ -108,10 +117,15 @@ class InvocationService:
                 _check_patient_id(loaded.manifest, call.patient_id)
                 sealed = self._seal(call, loaded.manifest)
                 loaded.arguments.check(call.args)
-                question = self._question(call, loaded.manifest.action)
+                # One store round trip for what the decision needs and whether the patient exists.
+                facts = self._store.patient_facts(call.patient_id) if call.patient_id else None
+                question = self._question(call, loaded.manifest.action, facts)
                 decision = self._rule(call.subject, loaded.manifest.action, question)
                 if not decision.allow:
                     raise PolicyDenied(list(decision.reasons), decision.id)
+                if facts is not None and not facts.exists:
+                    # Told only once the policy allowed: a refused caller learns nothing of who exists.
+                    raise PatientNotFound("no patient with that id")
                 body = self._run(call, loaded, decision.obligations, searches)
                 outcome = OK
             except WardfnError as exc:
@@ -229,9 +243,15 @@ class InvocationService:
             query=self._store.seal_text(query, AUDIT_QUERY_PURPOSE) if query is not None else None,
         )
 
-    def _question(self, call: Invocation, action: str) -> Question:
+    def _question(self, call: Invocation, action: str, facts: PatientFacts | None) -> Question:
         """The policy input for this call, with what the store knows about its patient."""
-        patient = self._patient_facts(call.patient_id) if call.patient_id else None
+        patient = None
+        if call.patient_id and facts is not None:
+            patient = {
+                "id": call.patient_id,
+                "care_team": list(facts.care_team),
+                "consent_directives": list(facts.consent_directives),
+            }
         return Question.of(build_input(call.subject, action, call.purpose, patient, call.break_glass_reason))
 
     def _rule(self, subject: Subject, action: str, question: Question) -> Decision:
@@ -241,9 +261,6 @@ class InvocationService:
 
     def _run(self, call: Invocation, loaded: LoadedFunction, obligations: Obligations, searches: Searches) -> Any:
         """The function's answer, from a sandbox that reads only what the decision allowed."""
-        if call.patient_id and not self._store.patient_exists(call.patient_id):
-            # Asked only once the policy allowed: a refused caller learns nothing of who exists.
-            raise PatientNotFound("no patient with that id")
         manifest = loaded.manifest
         # The decision's resource types, narrowed to what the function declared it reads.
         scope = Scope(
@@ -293,14 +310,6 @@ class InvocationService:
         )
         reason = sealed.break_glass_reason if sealed is not None else None
         return Sealed(break_glass_reason=reason, query=self._store.seal_text(text, AUDIT_QUERY_PURPOSE))
-
-    def _patient_facts(self, patient_id: str) -> dict[str, Any]:
-        """What the policy needs to know about the patient, from the store."""
-        return {
-            "id": patient_id,
-            "care_team": self._store.care_team(patient_id),
-            "consent_directives": self._store.consent_directives(patient_id),
-        }
 
     def _within_budget(self, subject: Subject, action: str, decision: Decision) -> Decision:
         """Spend from the subject's break-glass or search budget; past it, the allow becomes a deny."""

@@ -199,6 +199,15 @@ class CheckpointReport:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class PatientFacts:
+    """What the store knows of a patient that the access decision needs, read in one round trip."""
+
+    exists: bool
+    care_team: tuple[str, ...] = ()
+    consent_directives: tuple[dict[str, Any], ...] = ()
+
+
 NAME_KINDS = ("family", "given", "full")
 
 

@@ -40,6 +40,22 @@ def test_promtool_runs_the_review_overdue_alert_tests() -> None:
     assert "SUCCESS" in done.stdout
 
 
+def test_promtool_unit_tests_fail_when_client_errors_page(tmp_path: pytest.TempPathFactory) -> None:
+    rules = (OBSERVABILITY / "wardfn-alerts.yaml").read_text()
+    paging = re.sub(r'outcome=~"function_\([^)]*\)', 'outcome=~"function_.*', rules, count=1)
+    assert paging != rules
+    (tmp_path / "wardfn-alerts.yaml").write_text(paging)  # type: ignore[operator]
+    tests = (OBSERVABILITY / "wardfn-alerts.test.yaml").read_text()
+    (tmp_path / "wardfn-alerts.test.yaml").write_text(tests)  # type: ignore[operator]
+    done = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(tmp_path / "wardfn-alerts.test.yaml")],  # type: ignore[operator]
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "WardfnHighErrorRate" in done.stdout + done.stderr
+
+
 def test_promtool_refuses_a_broken_rule(tmp_path: pytest.TempPathFactory) -> None:
     broken = (OBSERVABILITY / "wardfn-alerts.yaml").read_text().replace("> 0.2", "> > 0.2")
     path = tmp_path / "broken.yaml"  # type: ignore[operator]
@@ -85,3 +101,5 @@ def test_scrape_config_and_promtail_pipeline() -> None:
     assert {"request_id", "function", "outcome", "latency_ms"} <= set(extracted)
     labels = next(s["labels"] for s in stages if "labels" in s)
     assert "request_id" not in labels  # unbounded: it stays in the line, never a label
+    # A line that is not JSON (a traceback, a stray print) is dropped, never shipped.
+    assert next(s["json"] for s in stages if "json" in s)["drop_malformed"] is True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -77,8 +78,13 @@ class Recorder:
         self.statuses: dict[str, int] = {}
         self.errors = 0
         self.failures: dict[str, int] = {}
+        # Answers the server gave within the window, whenever they were due: what its CPU over the
+        # window paid for (an overloaded server is still answering requests due before it).
+        self.answered_in_window = 0
 
     def record(self, due: float, done: float, status: int | None, failure: str | None = None) -> None:
+        if status is not None and self.measure_from <= done < self.measure_until:
+            self.answered_in_window += 1
         if not self.measure_from <= due < self.measure_until:
             return  # warm-up, or sent after the window: not counted
         if status is not None:
@@ -91,9 +97,31 @@ class Recorder:
         self.latencies.append((done - due) * 1000)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process `pid` has used, from /proc; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _watch_cpu(pid: int | None, recorder: Recorder) -> float | None:
+    """The CPU seconds `pid` used over the measured window (the server's cost of the requests in it)."""
+    if pid is None:
+        return None
+    await asyncio.sleep(max(0.0, recorder.measure_from - time.perf_counter()))
+    first = process_cpu_s(pid)
+    await asyncio.sleep(max(0.0, recorder.measure_until - time.perf_counter()))
+    last = process_cpu_s(pid)
+    return None if first is None or last is None else round(last - first, 4)
+
+
 async def closed_loop(spec: dict[str, Any], requests: list[bytes], host: str, port: int) -> dict[str, Any]:
     start = time.perf_counter()
     recorder = Recorder(start + spec["warmup_s"], start + spec["warmup_s"] + spec["duration_s"])
+    watch = asyncio.create_task(_watch_cpu(spec.get("watch_pid"), recorder))
     stop_at = recorder.measure_until
     counter = iter(range(1 << 62))
 
@@ -113,7 +141,7 @@ async def closed_loop(spec: dict[str, Any], requests: list[bytes], host: str, po
             connection.close()
 
     await asyncio.gather(*(client() for _ in range(spec["connections"])))
-    return _result(recorder, spec["duration_s"])
+    return _result(recorder, spec["duration_s"], await watch)
 
 
 async def open_loop(spec: dict[str, Any], requests: list[bytes], host: str, port: int) -> dict[str, Any]:
@@ -123,6 +151,7 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], host: str, port
     opened = len(idle)
     start = time.perf_counter() + 0.05
     recorder = Recorder(start + spec["warmup_s"], start + total_s)
+    watch = asyncio.create_task(_watch_cpu(spec.get("watch_pid"), recorder))
     tasks: set[asyncio.Task[None]] = set()
     dropped = 0
 
@@ -162,14 +191,16 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], host: str, port
         await asyncio.wait(tasks, timeout=30)
     for connection in idle:
         connection.close()
-    result = _result(recorder, spec["duration_s"])
+    result = _result(recorder, spec["duration_s"], await watch)
     result["offered_rate"] = rate
     result["connections_opened"] = opened
     return result
 
 
-def _result(recorder: Recorder, duration_s: float) -> dict[str, Any]:
+def _result(recorder: Recorder, duration_s: float, server_cpu_s: float | None = None) -> dict[str, Any]:
     return {
+        "server_cpu_s": server_cpu_s,
+        "answered_in_window": recorder.answered_in_window,
         "completed": len(recorder.latencies),
         "errors": recorder.errors,
         "statuses": recorder.statuses,

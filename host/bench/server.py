@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -36,13 +37,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_host(settings: Settings, database: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    """`wardfn serve` on `database` with `settings.worker_count` workers; returns the process and its URL."""
+def start_host(
+    settings: Settings, database: Path, log: IO[bytes], cpu: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`wardfn serve` on `database` with `settings.worker_count` workers (on `cpu` alone, if given);
+    returns the process and its URL."""
     port = free_port()
     env = {**os.environ, "WARDFN_HOME": str(settings.home), "WARDFN_DATABASE": str(database)}
     env["WARDFN_WORKERS"] = str(settings.worker_count)
     command = [sys.executable, "-c", "from host.cli import main; main()", "serve", "--port", str(port)]
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin_to(cpu))
+    return process, f"http://127.0.0.1:{port}"
+
+
+def pin_to(cpu: int | None) -> Callable[[], None] | None:
+    """For `preexec_fn`: the child runs on `cpu` alone (what `taskset -c CPU` does); None leaves it free."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def resident_mib(pid: int) -> dict[str, float | None]:
+    """The process's resident memory now and at its peak (VmRSS, VmHWM), in MiB; None where unreadable."""
+    found: dict[str, float | None] = {"peak_mib": None, "end_mib": None}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "VmRSS"):
+                    found["peak_mib" if name == "VmHWM" else "end_mib"] = round(int(value.split()[0]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
 
 
 def until_ok(process: subprocess.Popen[bytes], url: str, headers: dict[str, str], started: float) -> float:

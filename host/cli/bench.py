@@ -41,6 +41,16 @@ def cold_start(names: tuple[str, ...], iterations: int, out: Path) -> None:
     show_default=True,
     help="Server processes for the host and the floor alike; 0 is one per CPU core (WARDFN_WORKERS is ignored).",
 )
+@click.option("--low-rate", type=click.FloatRange(min=0.1), default=150.0, show_default=True, help="The lower req/s.")
+@click.option("--subjects", type=click.IntRange(min=1), default=200, show_default=True, help="Distinct callers.")
+@click.option("--patients", type=click.IntRange(min=1), default=1000, show_default=True, help="Distinct patients.")
+@click.option(
+    "--pin/--no-pin",
+    default=True,
+    show_default=True,
+    help="One host worker pinned to one CPU, the load generator on another (needs two CPUs; ignores --workers).",
+)
+@click.option("--note", default=None, help="Said in the JSON beside the machine (e.g. that it was shared).")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def load(
     url: str | None,
@@ -50,15 +60,23 @@ def load(
     warmup: float,
     startup_runs: int,
     workers: int,
+    low_rate: float,
+    subjects: int,
+    patients: int,
+    pin: bool,
+    note: str | None,
     out: Path,
 ) -> None:
-    """Full path (token, policy, Wasm, audit) and clinical_calc against the floor, closed and open loop."""
+    """One pod: the summary for many callers and patients, one worker on one CPU, against a bare FastAPI endpoint."""
     from host.bench.load import run_load
 
-    # A host serving on one core of several measures the default, not the platform: both the
-    # host and the floor get the same processes, every core unless told otherwise.
+    # Unpinned, a host serving on one core of several measures the default, not the platform:
+    # both the host and the floor get the same processes, every core unless told otherwise.
     settings = cli_settings().model_copy(update={"workers": workers})
-    run_load(settings, url, connections, rate, duration, out, err, warmup, startup_runs)
+    run_load(
+        settings, url, connections, rate, duration, out, err, warmup, startup_runs,
+        low_rate=low_rate, subjects=subjects, patients=patients, pin=pin, note=note,
+    )  # fmt: skip
 
 
 @bench.command("history")

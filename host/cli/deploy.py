@@ -22,26 +22,55 @@ def deploy() -> None:
     "--public-key",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     default=None,
-    help="The Ed25519 public key (PEM) packages are signed with; default: this home's development key.",
+    help="The Ed25519 public key (PEM) packages are signed with; required for prod (a development key is "
+    "refused there); default for dev: this home's development key.",
 )
 @click.option("--registry", default=None, help="Image registry prefix (default registry.example.com/wardfn).")
-@click.option("--packages-tag", default="latest", show_default=True, help="Tag of the function-packages image.")
-def deploy_render(out: Path, overlay: str, public_key: Path | None, registry: str | None, packages_tag: str) -> None:
+@click.option(
+    "--packages-image",
+    default=None,
+    help="The function-packages image, REF@sha256:<digest> (required for prod); default for dev: "
+    "REGISTRY/function-packages:dev.",
+)
+@click.option(
+    "--jwks-cidr",
+    multiple=True,
+    help="Address (CIDR) of the identity provider's JWKS endpoint the pods may reach on 443; repeatable.",
+)
+def deploy_render(
+    out: Path,
+    overlay: str,
+    public_key: Path | None,
+    registry: str | None,
+    packages_image: str | None,
+    jwks_cidr: tuple[str, ...],
+) -> None:
     """Render an overlay for the functions in the registry into OUT (wardfn.yaml, gatekeeper.yaml)."""
     from host.catalogue.manifest import discover_functions
     from host.catalogue.oci import development_signing_key, public_key_path
     from host.deploy import DEFAULT_REGISTRY, render
 
     settings = cli_settings()
-    if public_key is None:
-        if settings.production:
+    development_key = public_key_path(settings.package_signing_key)
+    if overlay == "prod" or settings.production:
+        if public_key is None:
             raise click.UsageError("give --public-key: production pins the key packages are signed with")
+        if development_key.is_file() and public_key.read_bytes().strip() == development_key.read_bytes().strip():
+            raise click.UsageError(f"--public-key {public_key} is this home's development key: production refuses it")
+    if public_key is None:
         development_signing_key(settings.package_signing_key)
-        public_key = public_key_path(settings.package_signing_key)
+        public_key = development_key
     functions = discover_functions(settings.functions_dirs)
-    files = render(out, overlay, functions, public_key, settings.tools_dir, registry or DEFAULT_REGISTRY, packages_tag)
+    files = render(
+        out, overlay, functions, public_key, settings.tools_dir, registry or DEFAULT_REGISTRY, packages_image, jwks_cidr
+    )
     for path in files:
         err.print(f"wrote {path}")
+    if overlay == "prod" and not jwks_cidr:
+        err.print(
+            "warning: no --jwks-cidr: no NetworkPolicy lets the pods reach the identity provider's JWKS "
+            "endpoint (WARDFN_JWKS_URL), so tokens cannot be verified until one does"
+        )
 
 
 @deploy.command("validate")

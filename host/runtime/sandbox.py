@@ -30,6 +30,7 @@ from host.errors import (
     FunctionOutputRejected,
     FunctionTimedOut,
     FunctionTrapped,
+    FunctionUnavailable,
 )
 from host.runtime.calls import CallResult, FunctionRequest, RecordQuery, RecordReader, SandboxLimits, Warmup
 from host.runtime.capture import Bounded, capture_stdio
@@ -43,6 +44,8 @@ from host.types import Scope
 # A guest call is waited for this long past its deadline before it is left to its worker: room
 # for the epoch tick and a busy machine's scheduling, far below any caller's patience.
 DEFAULT_MARGIN_S = 0.5
+# What wasmtime's pooling allocator says when every slot is taken (its error carries no code).
+POOL_FULL = "maximum concurrent limit of"
 
 
 def runner_key(component: Component) -> str:
@@ -190,6 +193,8 @@ class Sandbox:
                 index = instance.get_export_index(store, "handle", export)
                 handle = instance.get_func(store, index) if index is not None else None
         except WasmtimeError as exc:
+            if POOL_FULL in str(exc):  # wasmtime's pooling allocator has no slot left: load, not a defect
+                raise FunctionUnavailable("the host is running as many instances as it can; try again") from exc
             raise FunctionTrapped("the function could not be instantiated") from exc
         if handle is None:
             raise ArtifactRejected(f"the component does not export {HANDLER_EXPORT}#handle")

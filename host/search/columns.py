@@ -96,6 +96,9 @@ class Columns:
         self._spans = [(first, n) for _, _, _, first, n in header["tokens"]]
         self._postings = memoryview(data)[at:]
         self._carrying: dict[tuple[int, ...], frozenset[int]] = {}
+        self._orders: dict[tuple[int, bool], list[int]] = {}
+        # The tokens a token test matched, by (parameter, what it asked): read by host.search.query.
+        self.matching: dict[tuple[str, tuple[tuple[str | None, str | None], ...]], tuple[int, ...]] = {}
 
     def postings(self, token: int) -> array:  # type: ignore[type-arg]
         """The positions of the entries that carry token number `token`."""
@@ -113,6 +116,22 @@ class Columns:
             for token in tokens:
                 merged.update(self.postings(token))
             found = self._carrying[tokens] = frozenset(merged)
+        return found
+
+    def order(self, sort: int, descending: bool) -> list[int]:
+        """Every position in the order a search sorted on date parameter `sort` reads them: by the date
+        (a period with no start by its end), ties by position, entries without the date last. Kept:
+        one opened index answers many sorted searches."""
+        found = self._orders.get((sort, descending))
+        if found is None:
+            lower, upper = self.lower[sort], self.upper[sort]
+            sign = -1 if descending else 1
+            keys = [
+                OPEN_HIGH if low == NO_DATE else sign * (high if low == OPEN_LOW else low)
+                for low, high in zip(lower, upper, strict=True)
+            ]
+            # Stable: equal dates keep position order. Undated share the largest key, so they come last.
+            found = self._orders[(sort, descending)] = sorted(range(self.count), key=keys.__getitem__)
         return found
 
     def dates(self, position: int) -> tuple[Range | None, ...]:

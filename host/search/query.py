@@ -13,6 +13,7 @@ ignored: a function must not mistake a filter the host skipped for an answer.
 from __future__ import annotations
 
 import heapq
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from host.search.columns import NO_DATE, OPEN_LOW, Columns
 from host.search.params import DATE, SEARCH_PARAMETERS, date_params, parse_date
 
 MAX_ALTERNATIVES = 64
+# A sorted search walks the index's kept order when more than one entry in DENSE matches.
+DENSE = 64
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 KEPT_ELEMENTS = frozenset({"resourceType", "id", "meta"})
@@ -66,8 +69,14 @@ class SearchQuery:
         ids = columns.ids
         if self.sort is None:
             return self.page([ids[p] for p in sorted(found)])  # position order is id order
+        wanted = None if self.count is None else self.offset + self.count
+        members = found if isinstance(found, (set, frozenset)) else set(found)
+        if wanted is not None and len(members) * DENSE > columns.count:
+            # Many match and few are wanted: walk the index's kept order, not a sort of every match.
+            order = columns.order(self.sort, self.descending)
+            return self.page([ids[p] for p in itertools.islice((p for p in order if p in members), wanted)])
         lower, upper = columns.lower[self.sort], columns.upper[self.sort]
-        positions = list(found)
+        positions = list(members)
         starts = list(map(lower.__getitem__, positions))  # gathered in C: a chart holds tens of thousands
         if NO_DATE in starts or OPEN_LOW in starts:
             dated, undated = [], []
@@ -82,7 +91,6 @@ class SearchQuery:
             dated = [(-start, p) for start, p in dated]
         # Descending or ascending by date, ties by id (position) ascending, entries with no date last
         # either way; the latest few of many need no full sort.
-        wanted = None if self.count is None else self.offset + self.count
         first = sorted(dated) if wanted is None or wanted >= len(dated) else heapq.nsmallest(wanted, dated)
         ordered = [ids[p] for _, p in first]
         return self.page(ordered + [ids[p] for p in sorted(undated)][: _room(wanted, len(ordered))])
@@ -177,14 +185,17 @@ def _elements(resource_type: str, value: str) -> frozenset[str]:
 
 def _token_test(name: str, alternatives: list[str]) -> Test:
     asks = [_token_ask(name, text) for text in alternatives]
+    key = (name, tuple(asks))
 
     def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
         # Each distinct token is compared once; only the matching ones' postings are read.
-        tokens = tuple(
-            token
-            for token, (param, system, code) in enumerate(columns.tokens)
-            if param == name and any(_token_matches(system, code, ask) for ask in asks)
-        )
+        tokens = columns.matching.get(key)
+        if tokens is None:
+            tokens = columns.matching[key] = tuple(
+                token
+                for token, (param, system, code) in enumerate(columns.tokens)
+                if param == name and any(_token_matches(system, code, ask) for ask in asks)
+            )
         wanted = columns.carrying(tokens)
         if isinstance(found, range) and len(found) == columns.count:
             return wanted  # the first test: nothing narrowed yet

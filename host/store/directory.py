@@ -43,3 +43,12 @@ def minimal_match(patient: dict[str, Any]) -> dict[str, str | None]:
         "birth_date": patient.get("birthDate"),
         "gender": patient.get("gender"),
     }
+
+
+def display_name(patient: dict[str, Any]) -> str:
+    """How a patient list shows a patient: the official name's text, else given and family names."""
+    names = patient.get("name") or [{}]
+    official = next((n for n in names if n.get("use") == "official"), names[0])
+    if official.get("text"):
+        return str(official["text"])
+    return " ".join([*official.get("given", []), official.get("family", "")]).strip()

@@ -39,12 +39,13 @@ from host.store.database import (
     SqliteDatabase,
     open_database,
 )
-from host.store.directory import minimal_match
+from host.store.directory import display_name, minimal_match
 from host.store.encryption import BlindIndex, FieldCipher, KeyProvider, KeyUnreadable, kek_from_settings
+from host.store.facts import FACTS_SQL, care_team_of, facts_from_rows
 from host.store.rows import ResourceRows
 from host.store.sealing import Sealer, encrypt_plaintext, index_patients, open_body
 from host.store.upsert import Written, upsert
-from host.types import DirectoryQuery
+from host.types import DirectoryQuery, PatientFacts
 
 if TYPE_CHECKING:
     from host.config import Settings
@@ -73,6 +74,7 @@ class ResourceStore:
         # Unwrapped data keys, keyed by the wrapped bytes read with the row: a key erased or
         # re-wrapped in the database is simply never looked up again.
         self._cipher = functools.lru_cache(maxsize=CIPHER_CACHE)(self._unwrap_cipher)
+        self._indexes = search_index.IndexCache()
         self._display = str(database)
         self._path = database if isinstance(database, Path) else getattr(database, "path", None)
         self._db: Database | None = None
@@ -141,13 +143,20 @@ class ResourceStore:
     def query(self, patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
         """One patient's resources of one type that match FHIR search parameters (host.search.query),
         decrypting only those; InvalidRequest for a parameter or value it does not support."""
-        return self._query(patient_id, resource_type, params, None)
+        return self.query_session()(patient_id, resource_type, params)
 
     def query_session(self) -> Callable[[str, str, Sequence[tuple[str, str]]], list[str]]:
         """`query` for one invocation: an index it opens stays open for the invocation's next searches
         (decrypted and parsed once, not once a search). Drop it when the invocation ends."""
         opened: search_index.Opened = {}
-        return lambda patient_id, resource_type, params: self._query(patient_id, resource_type, params, opened)
+
+        def query(patient_id: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+            wanted = parse_query(resource_type, params)
+            with self._use("read") as conn:
+                open_key = functools.partial(self._patient_cipher, conn, patient_id)
+                return search_index.query(conn, self.kek_id, open_key, patient_id, wanted, opened, self._indexes)
+
+        return query
 
     def patient_exists(self, patient_id: str) -> bool:
         """True if a Patient resource with this id is stored (and not erased)."""
@@ -170,17 +179,15 @@ class ResourceStore:
 
     def care_team(self, patient_id: str) -> list[str]:
         """The practitioner ids on the patient's active CareTeams, sorted, without repeats."""
-        members: set[str] = set()
-        for body in self.search(patient_id, "CareTeam"):
-            team = json.loads(body)
-            if team.get("status") != "active":
-                continue
-            for participant in team.get("participant") or []:
-                member = participant.get("member") if isinstance(participant, dict) else None
-                reference = member.get("reference") if isinstance(member, dict) else None
-                if isinstance(reference, str) and reference.startswith("Practitioner/"):
-                    members.add(reference.removeprefix("Practitioner/"))
-        return sorted(members)
+        return care_team_of(self.search(patient_id, "CareTeam"))
+
+    def patient_facts(self, patient_id: str) -> PatientFacts:
+        """Whether the patient exists, their care team and consent directives: `patient_exists`,
+        `care_team` and `consent_directives` in one query (an erased patient: does not exist)."""
+        with self._use("read") as conn:
+            rows = conn.execute(FACTS_SQL, (self.kek_id, patient_id)).fetchall()
+            cipher = self._patient_cipher(conn, patient_id, rows[0][3]) if rows else None
+        return facts_from_rows(patient_id, rows, cipher)
 
     def list_patients(self, limit: int) -> list[dict[str, str]]:
         """Up to `limit` patients as {"id", "name"}, ordered by id, names decrypted. For development only."""
@@ -194,7 +201,7 @@ class ResourceStore:
                 )
             ]
             patients = [(pid, body) for pid in ids for body in self._search(conn, pid, "Patient")]
-        return [{"id": patient_id, "name": _display_name(json.loads(body))} for patient_id, body in patients]
+        return [{"id": patient_id, "name": display_name(json.loads(body))} for patient_id, body in patients]
 
     def count_patients(self) -> int:
         """How many Patient resources are stored (erased patients not counted)."""
@@ -298,24 +305,6 @@ class ResourceStore:
         if database is not None:
             database.close()
 
-    def _query(
-        self,
-        patient_id: str,
-        resource_type: str,
-        params: Sequence[tuple[str, str]],
-        opened: search_index.Opened | None,
-    ) -> list[str]:
-        wanted = parse_query(resource_type, params)
-        with self._use("read") as conn:
-            return search_index.query(
-                conn,
-                self.kek_id,
-                lambda wrapped: self._patient_cipher(conn, patient_id, wrapped),
-                patient_id,
-                wanted,
-                opened,
-            )
-
     def _search(self, conn: Connection, patient_id: str, resource_type: str) -> list[str]:
         rows = conn.execute(SEARCH_SQL, (self.kek_id, patient_id, resource_type)).fetchall()
         if not rows:
@@ -402,11 +391,3 @@ def open_store(settings: Settings) -> ResourceStore:
     On PostgreSQL, refuses an unreachable or unmigrated database with one line saying what to do.
     """
     return ResourceStore(open_database(settings), kek_from_settings(settings))
-
-
-def _display_name(patient: dict[str, Any]) -> str:
-    names = patient.get("name") or [{}]
-    official = next((n for n in names if n.get("use") == "official"), names[0])
-    if official.get("text"):
-        return str(official["text"])
-    return " ".join([*official.get("given", []), official.get("family", "")]).strip()

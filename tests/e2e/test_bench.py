@@ -56,24 +56,35 @@ def test_cold_start_writes_json_and_png(built_functions: list[str], tmp_path: Pa
 def test_load_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:
     done = subprocess.run(
         [
-            str(WARDFN), "bench", "load", "--connections", "2", "--rate", "20", "--duration", "0.5",
-            "--warmup", "0.1", "--startup-runs", "1", "--out", str(tmp_path),
+            str(WARDFN), "bench", "load", "--connections", "2", "--rate", "20", "--low-rate", "10",
+            "--duration", "0.5", "--warmup", "0.1", "--startup-runs", "1", "--subjects", "5", "--patients", "10",
+            "--out", str(tmp_path),
         ],
         env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     ratios = {
-        "p99_over_floor_at_200rps", "throughput_over_floor", "throughput_over_floor_reuse",
-        "startup_over_floor", "errors",
+        "cpu_per_request_over_floor", "p99_one_core_at_150rps_ms", "p99_one_core_at_200rps_ms", "rss_mib", "errors",
     }  # fmt: skip
     document = _check(tmp_path, "load", ratios)
     runs = document["runs"]
-    assert {(r["target"], r["mode"]) for r in runs} == {  # type: ignore[union-attr]
-        (target, mode) for target in ("floor", "full", "reuse") for mode in ("closed", "open")
-    }
+    assert [(r["target"], r["mode"], r.get("offered_rate")) for r in runs] == [  # type: ignore[union-attr]
+        ("floor", "open", 10), ("full", "open", 10), ("full", "open", 20), ("full", "closed", None),
+        ("reuse", "closed", None),
+    ]  # fmt: skip
     assert document["ratios"]["errors"] == 0  # type: ignore[index]
     assert all(r["completed"] > 0 for r in runs)  # type: ignore[union-attr]
     assert document["audit_chain"]["ok"] is True  # type: ignore[index]
+    assert len(document["commit"]["sha"]) == 40  # type: ignore[index]
+    options = document["options"]
+    assert (options["subjects"], options["patients"]) == (5, 10)  # type: ignore[index]
+    assert document["ratios"]["rss_mib"] > 0  # type: ignore[index]
+    if len(os.sched_getaffinity(0)) >= 2:  # one worker pinned to one CPU, the generator on another
+        assert options["server_cpu"] != options["generator_cpu"]  # type: ignore[index]
+        assert document["settings"]["workers"] == 1  # type: ignore[index]
+        assert document["cpu_ms_per_request"]["floor"] is not None  # type: ignore[index]
+        # Not at the seed's rates: the pod's p99s are not claimed.
+        assert document["ratios"]["p99_one_core_at_200rps_ms"] is None  # type: ignore[index]
 
 
 def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:

@@ -279,3 +279,18 @@ def test_the_broker_url_must_be_amqp_and_tls_in_production(
     message = "; ".join(str(e["msg"]) for e in refused.value.errors())
     assert "amqps://" in message
     assert "s3cret" not in str(refused.value)  # the password is never echoed
+
+
+@pytest.mark.parametrize(
+    ("slots", "keep_mib", "pooling", "refused"),
+    [(24, 12, True, False), (64, 12, True, True), (24, 16, True, True), (64, 12, False, False)],
+)
+def test_pool_slots_keep_resident_within_the_pool_budget(
+    slots: int, keep_mib: int, pooling: bool, refused: bool
+) -> None:
+    overrides = {"pool_instance_slots": slots, "pool_keep_resident_bytes": keep_mib * 1024 * 1024, "pooling": pooling}
+    if refused:
+        with pytest.raises(ValidationError, match="WARDFN_POOL_INSTANCE_SLOTS"):
+            load_settings(**overrides)
+    else:
+        assert load_settings(**overrides).pool_instance_slots == slots

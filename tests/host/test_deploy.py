@@ -14,6 +14,7 @@ import yaml
 
 from host.config import PROJECT_ROOT, load_settings
 from host.deploy import GATEKEEPER_DIR, validate
+from tests.host.test_deploy_pods import PACKAGES_IMAGE, _deployer_key
 
 WARDFN = Path(sys.executable).parent / "wardfn"
 TOOLS = load_settings().tools_dir
@@ -21,7 +22,8 @@ BAD = GATEKEEPER_DIR / "tests"
 
 
 def _wardfn(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "WARDFN_HOME": str(home)}
+    # PYTHONPATH: the `wardfn` script runs this checkout's host, as the test process does.
+    env = {"PATH": "/usr/bin:/bin", "WARDFN_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run([str(WARDFN), *args], env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
 
 
@@ -30,8 +32,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("rendered")
     dirs = {}
-    for overlay in ("dev", "prod"):
-        done = _wardfn("deploy", "render", "--out", str(out / overlay), "--overlay", overlay, home=home)
+    key = _deployer_key(home)
+    prod = ["--public-key", str(key), "--packages-image", PACKAGES_IMAGE, "--jwks-cidr", "10.20.0.15/32"]
+    for overlay, extra in (("dev", []), ("prod", prod)):
+        done = _wardfn("deploy", "render", "--out", str(out / overlay), "--overlay", overlay, *extra, home=home)
         assert done.returncode == 0, done.stderr
         dirs[overlay] = out / overlay
     return dirs
@@ -79,8 +83,8 @@ def test_prod_deployment_carries_the_seed_numbers(rendered: dict[str, Path]) -> 
     assert host["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "opa" in {c["name"] for c in pod["containers"]}
-    # One init container copies the registry's functions' signed packages into the pod.
-    assert "/packages/patient_lookup" in pod["initContainers"][0]["command"]
+    # After the migrations, one init container copies the registry's functions' signed packages into the pod.
+    assert "/packages/patient_lookup" in pod["initContainers"][1]["command"]
     assert "patient_lookup@0.1.0" in spec["template"]["metadata"]["annotations"]["wardfn.io/functions"]
 
 

@@ -23,9 +23,10 @@ from host.errors import (
     FunctionReturnedError,
     FunctionTimedOut,
     FunctionTrapped,
+    FunctionUnavailable,
 )
 from host.runtime.calls import FunctionRequest, SandboxLimits
-from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.engine import EpochTicker, Pooling, create_engine
 from host.runtime.pool import InstancePool
 from host.runtime.sandbox import Sandbox
 from host.search.memory import evaluate
@@ -63,7 +64,8 @@ class Harness:
 def harness(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     settings = settings_for(tmp_path_factory.mktemp("rt") / "unused.db")
     cache = ArtifactCache(settings.artifact_dir, settings.key_dir)
-    engine = create_engine()
+    # Pooling, as the host runs by default: every instance takes a slot an earlier one left.
+    engine = create_engine(Pooling.from_settings(settings))
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     ticker.start()
     sandbox = Sandbox(engine, _records, settings.epoch_tick_ms, query=_query)
@@ -253,3 +255,38 @@ def test_a_spent_instance_is_replaced_once_its_call_is_finished(harness: Harness
         assert spent not in list(ready.queue)
     finally:
         pool.stop()
+
+
+def test_a_pooled_slot_starts_its_next_instance_from_the_initial_image(
+    built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two slots, many instances: each slot serves many, and none sees what an earlier one stashed."""
+    settings = settings_for(tmp_path_factory.mktemp("slots") / "unused.db")
+    engine = create_engine(Pooling(2, max_memory_size=settings.max_memory_bytes))
+    ticker = EpochTicker(engine, settings.epoch_tick_ms)
+    ticker.start()
+    sandbox = Sandbox(engine, _records, settings.epoch_tick_ms, query=_query)
+    [source] = [s for s in discover_functions(settings.functions_dirs) if s.name == "hostile"]
+    artifact = ArtifactCache(settings.artifact_dir, settings.key_dir).lookup(
+        source.name, cache_key(source, settings.wit_dir)
+    )
+    assert artifact is not None
+    component, limits = sandbox.load(Path(artifact.cwasm_path)), limits_for(source.manifest, settings)
+    scope = Scope(PATIENT, frozenset({"Patient"}))
+    try:
+        for _ in range(6):
+            prepared = sandbox.prepare(component, limits)
+            body = sandbox.call(prepared, FunctionRequest(PATIENT, "TREAT", {"mode": "stash"}), scope, limits).body
+            assert body["stash_before"] == []
+        held = [sandbox.prepare(component, limits) for _ in range(2)]
+        with pytest.raises(FunctionUnavailable):  # every slot taken: refused as load (503), not a trap
+            sandbox.prepare(component, limits)
+        for prepared in held:
+            prepared.discard()
+        after = sandbox.prepare(component, limits)  # a slot given back serves again
+        assert sandbox.call(after, FunctionRequest(PATIENT, "TREAT", {"mode": "ok"}), scope, limits).body == {
+            "ok": True
+        }
+    finally:
+        sandbox.runner.close()
+        ticker.stop()

@@ -212,6 +212,26 @@ def test_patient_exists(store: ResourceStore, patient_id: str, exists: bool) -> 
     assert store.patient_exists(patient_id) is exists
 
 
+def test_patient_facts_are_the_three_questions_in_one(store: ResourceStore) -> None:
+    team = {
+        "resourceType": "CareTeam",
+        "id": "t2",
+        "status": "active",
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"member": {"reference": "Practitioner/dr1"}}, {"member": {"reference": "Group/g"}}],
+    }
+    store.add_resources([team, patient("p3", "Ama", "Mensah")])
+    store.erase_patient("p3")
+    for patient_id in ("p1", "p2", "p3", "dr1", "o1", "nobody", ""):
+        facts = store.patient_facts(patient_id)
+        exists = store.patient_exists(patient_id)
+        assert facts.exists is exists, patient_id
+        assert list(facts.care_team) == (store.care_team(patient_id) if exists else []), patient_id
+        assert list(facts.consent_directives) == (store.consent_directives(patient_id) if exists else []), patient_id
+    assert store.patient_facts("p1").care_team == ("dr1",)
+    assert store.patient_facts("p2").consent_directives  # p2's deny of TREAT
+
+
 @pytest.mark.parametrize(
     ("patient_id", "purpose", "expected"),
     [("p1", "TREAT", True), ("p2", "TREAT", False), ("p2", "HPAYMT", True), ("p1", "HRESCH", False)],

@@ -1,0 +1,46 @@
+"""A sorted search's two ways to its first results (sorting the matches, or walking the index's kept
+order) answer the same: every page of a sorted search is the same slice of the whole answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from host.data.history import history_patient
+from host.search.memory import evaluate
+from host.search.query import DENSE
+
+LOINC = "http://loinc.org"
+
+
+@pytest.fixture(scope="module")
+def observations() -> list[str]:
+    chart = history_patient(20261202, 4, 3000)
+    found = [json.dumps(r) for r in chart if r["resourceType"] == "Observation"]
+    assert len(found) > DENSE * 4
+    return found
+
+
+def _ids(bodies: list[str]) -> list[str]:
+    return [json.loads(b)["id"] for b in bodies]
+
+
+@pytest.mark.parametrize("sort", ["date", "-date"])
+@pytest.mark.parametrize(
+    "tests",
+    [
+        [],  # every Observation: the kept order is walked
+        [("category", "vital-signs")],
+        [("code", f"{LOINC}|8867-4")],  # one vital sign: few of many, the matches are sorted
+        [("code", f"{LOINC}|8867-4,{LOINC}|8480-6"), ("status", "final,amended")],
+        [("code", "no-such-code")],
+    ],
+)
+def test_every_page_of_a_sorted_search_is_a_slice_of_the_whole(
+    observations: list[str], sort: str, tests: list[tuple[str, str]]
+) -> None:
+    whole = _ids(evaluate("Observation", [*tests, ("_sort", sort)], observations))
+    for offset, count in [(0, 1), (0, 7), (3, 5), (len(whole) - 2, 5), (len(whole) + 1, 1)]:
+        params = [*tests, ("_sort", sort), ("_offset", str(max(offset, 0))), ("_count", str(count))]
+        assert _ids(evaluate("Observation", params, observations)) == whole[max(offset, 0) : max(offset, 0) + count]
