@@ -153,6 +153,9 @@ AUDIT_CHAINS = (
     "opened_at TEXT NOT NULL, lease_until {real} NOT NULL, closed_n BIGINT, closed_hash TEXT, closed_at TEXT)"
 )
 AUDIT_CHAIN_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS audit_chain_n ON audit (chain, n)"
+# Every host's checkpointer looks for lapsed open chains each tick: the open ones are few, the closed
+# ones one per process start, ever.
+AUDIT_CHAINS_OPEN = "CREATE INDEX IF NOT EXISTS audit_chains_open ON audit_chains (lease_until) WHERE closed_n IS NULL"
 # The chain from before chains, closed at its last record (a trail with no records has none).
 AUDIT_LEGACY_CHAIN = (
     "INSERT INTO audit_chains (chain, writer, opened_at, lease_until, closed_n, closed_hash, closed_at) "
@@ -172,6 +175,7 @@ def _add_audit_chains(conn: Connection) -> None:
     conn.execute("UPDATE audit SET n = seq WHERE n IS NULL")
     conn.execute(AUDIT_CHAIN_INDEX)
     conn.execute(AUDIT_CHAINS.format(real="REAL"))
+    conn.execute(AUDIT_CHAINS_OPEN)
     conn.execute(AUDIT_LEGACY_CHAIN)
 
 
@@ -182,6 +186,7 @@ AUDIT_CHAINS_POSTGRESQL = (
     "ALTER TABLE audit ALTER COLUMN n SET NOT NULL",
     AUDIT_CHAIN_INDEX,
     AUDIT_CHAINS.format(real="DOUBLE PRECISION"),
+    AUDIT_CHAINS_OPEN,
     AUDIT_LEGACY_CHAIN,
     "CREATE SEQUENCE audit_seq CACHE 1",
     "SELECT setval('audit_seq', COALESCE((SELECT MAX(seq) FROM audit), 0) + 1, false)",
