@@ -130,11 +130,13 @@ class AuditEvent:
 class AuditRecord:
     """An audit event as stored: its place in the chain and the hashes that bind it there."""
 
-    seq: int
+    seq: int  # the trail's order: commit order, across every chain
     timestamp: str
     event: AuditEvent
-    prev_hash: str
+    prev_hash: str  # the hash of the record before it in its chain
     hash: str
+    chain: str = ""  # the writer's chain ("" for records from before chains)
+    n: int = 0  # the record's place in its chain, from 1
 
 
 @dataclass(frozen=True)
@@ -145,21 +147,42 @@ class VerifyReport:
     checked: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    chains: int = 0
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """One chain's newest record (`n`, its place in the chain, and its hash), and whether the chain is closed."""
+
+    chain: str
+    n: int
+    hash: str
+    closed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"chain": self.chain, "n": self.n, "hash": self.hash, "closed": self.closed}
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The audit chain's head at one moment, signed with a key the database does not hold."""
+    """Audit chains' heads at one moment, signed with a key the database does not hold.
 
-    seq: int
-    hash: str
+    A checkpoint from before chains (`legacy`) signed `{seq, hash, ts, key_id}`: the head of the
+    one chain there was, which is now the chain "" with n equal to seq.
+    """
+
+    heads: tuple[ChainHead, ...]
     ts: str
     key_id: str
     signature: str = ""
+    legacy: bool = False
 
     def signed_fields(self) -> dict[str, Any]:
         """What the signature covers (as canonical JSON): everything but the signature."""
-        return {"seq": self.seq, "hash": self.hash, "ts": self.ts, "key_id": self.key_id}
+        if self.legacy:
+            (head,) = self.heads
+            return {"seq": head.n, "hash": head.hash, "ts": self.ts, "key_id": self.key_id}
+        return {"heads": [h.as_json() for h in self.heads], "ts": self.ts, "key_id": self.key_id}
 
     def as_json(self) -> dict[str, Any]:
         """The checkpoint as one line of the checkpoint file, or one message on the stream."""

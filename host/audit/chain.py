@@ -1,8 +1,13 @@
-"""The audit chain's rows: how a record is laid out, hashed, read back and checked against its predecessor.
+"""The audit chains' rows: how a record is laid out, hashed, read back and checked against its predecessor.
 
-Each record's hash is sha256 over the previous record's hash followed by the canonical JSON
-of all the record's other fields, its sequence number included. Changing, deleting or
-reordering a stored record therefore breaks the chain, and `check_chain` says where.
+The trail is many chains, one per writer process (`chain`, a random id), each numbered from 1
+(`n`); `seq` numbers every record of the trail in commit order. Each record's hash is sha256
+over the previous record's hash in its chain followed by the canonical JSON of all the record's
+other fields, its seq, chain and n included. Changing, deleting or reordering a stored record
+therefore breaks its chain, and `check_chains` says where.
+
+Records written before the trail had chains (migration 5) form the chain `""` (LEGACY_CHAIN),
+with n equal to seq, and hash as they did: without the chain and n fields.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from host.types import AuditEvent, AuditRecord, VerifyReport
 
 GENESIS_HASH = "0" * 64
+LEGACY_CHAIN = ""
 
 
 # The table is made by host.migrations.
@@ -22,7 +28,7 @@ COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
     "decision_id", "allowed", "reasons", "outcome", "latency_ms",
     "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
-    "function_version", "query",
+    "function_version", "query", "chain", "n",
     "prev_hash", "hash",
 )  # fmt: skip
 
@@ -32,9 +38,13 @@ def chain_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256((fields["prev_hash"] + canonical_json(fields)).encode()).hexdigest()
 
 
-def record_fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[str, Any]:
+def record_fields(
+    seq: int, ts: str, event: AuditEvent, prev_hash: str, chain: str = LEGACY_CHAIN, n: int | None = None
+) -> dict[str, Any]:
     """Every field of a record except its hash, as hashed: allowed a bool, reasons a list."""
+    place: dict[str, Any] = {} if chain == LEGACY_CHAIN else {"chain": chain, "n": n}
     return {
+        **place,
         "seq": seq,
         "ts": ts,
         "request_id": event.request_id,
@@ -52,6 +62,23 @@ def record_fields(seq: int, ts: str, event: AuditEvent, prev_hash: str) -> dict[
         "prev_hash": prev_hash,
         **_decision_fields(event),
     }
+
+
+def stored_row(fields: dict[str, Any], event: AuditEvent, digest: str) -> list[Any]:
+    """A record's column values, in COLUMNS order, from its hashed fields, its event and its hash."""
+    row = {
+        **fields,
+        "allowed": flag_column(event.allowed),
+        "reasons": canonical_json(list(event.reasons)),
+        "policy_revision": event.policy_revision,
+        "input_hash": event.input_hash,
+        "break_glass": int(event.break_glass),
+        "review": int(event.review),
+        "break_glass_reason": event.break_glass_reason,
+        "function_version": event.function_version,
+        "query": event.query,
+    }
+    return [*(row[c] for c in COLUMNS[:-1]), digest]
 
 
 def _decision_fields(event: AuditEvent) -> dict[str, Any]:
@@ -74,38 +101,52 @@ def _decision_fields(event: AuditEvent) -> dict[str, Any]:
     return fields
 
 
-def check_chain(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
-    """Walk the rows in seq order; `checked` counts the records found sound before any bad one."""
-    checked = 0
-    previous_seq, previous_hash = 0, GENESIS_HASH
+def check_chains(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
+    """Walk the rows in (chain, n) order, each chain from its first record; `checked` counts the
+    records found sound before any bad one, `chains` the chains walked."""
+    checked = chains = 0
+    chain: str | None = None
+    previous_n, previous_seq, previous_hash = 0, 0, GENESIS_HASH
     for row in rows:
-        fault = _fault(row, previous_seq, previous_hash)
+        values = dict(zip(COLUMNS, row, strict=True))
+        if values["chain"] != chain:
+            chain, chains = values["chain"], chains + 1
+            previous_n, previous_seq, previous_hash = 0, 0, GENESIS_HASH
+        fault = _fault(values, row, previous_n, previous_seq, previous_hash)
         if fault is not None:
             bad_seq, problem = fault
-            return VerifyReport(ok=False, checked=checked, first_bad_seq=bad_seq, problem=problem)
+            return VerifyReport(ok=False, checked=checked, first_bad_seq=bad_seq, problem=problem, chains=chains)
         checked += 1
-        previous_seq, previous_hash = row[0], row[-1]
-    return VerifyReport(ok=True, checked=checked)
+        previous_n, previous_seq, previous_hash = values["n"], values["seq"], values["hash"]
+    return VerifyReport(ok=True, checked=checked, chains=chains)
 
 
-def _fault(row: tuple[Any, ...], previous_seq: int, previous_hash: str) -> tuple[int, str] | None:
-    """What is wrong with one row given the one before it, as (seq to blame, words), or None."""
-    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
-    expected = previous_seq + 1
-    if seq > expected:
-        return expected, f"record {expected} is missing"
-    if seq != expected:
-        return seq, f"record {seq} is out of sequence"
+def describe_chain(chain: str) -> str:
+    return "the chain from before chains" if chain == LEGACY_CHAIN else f"chain {chain}"
+
+
+def _fault(
+    values: dict[str, Any], row: tuple[Any, ...], previous_n: int, previous_seq: int, previous_hash: str
+) -> tuple[int, str] | None:
+    """What is wrong with one row given the one before it in its chain, as (seq to blame, words), or None."""
+    seq, n, stored_prev, stored_hash = values["seq"], values["n"], values["prev_hash"], values["hash"]
+    where = describe_chain(values["chain"])
+    expected = previous_n + 1
+    if n > expected:
+        return seq, f"record {expected} of {where} is missing (before record {seq})"
+    if n != expected or seq <= previous_seq:
+        return seq, f"record {seq} is out of sequence in {where}"
     try:
         record = record_from_row(row)
-        intact = chain_hash(record_fields(seq, record.timestamp, record.event, stored_prev)) == stored_hash
+        fields = record_fields(seq, record.timestamp, record.event, stored_prev, record.chain, record.n)
+        intact = chain_hash(fields) == stored_hash
     except (TypeError, ValueError):  # a column no longer holds what append wrote
         intact = False
     if not intact:
         return seq, f"record {seq} was altered"
     if stored_prev != previous_hash:
-        if previous_seq == 0:
-            return seq, f"record {seq} does not start the chain"
+        if previous_n == 0:
+            return seq, f"record {seq} does not start {where}"
         return seq, f"record {seq} does not follow record {previous_seq}"
     return None
 
@@ -143,6 +184,8 @@ def record_from_row(row: tuple[Any, ...]) -> AuditRecord:
         event=event,
         prev_hash=values["prev_hash"],
         hash=values["hash"],
+        chain=values["chain"],
+        n=values["n"],
     )
 
 

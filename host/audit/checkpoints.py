@@ -1,10 +1,16 @@
-"""Signed checkpoints of the audit chain's head, kept outside the database.
+"""Signed checkpoints of the audit chains' heads, kept outside the database.
 
 A hash chain alone cannot show that its newest records were deleted, nor that someone with
-the database recomputed every hash after an edit. So the host signs the chain's head (seq,
-hash, time, key id) with an Ed25519 key the database does not hold, and appends it, one JSON
-line each, to a file outside the database (and, through further sinks, to the RabbitMQ
-stream). `verify_checkpoints` then fails when a signed head is no longer in the chain.
+the database recomputed every hash after an edit. So the host signs chains' heads (a list of
+chain, n, hash and whether the chain is closed, with the time and key id) with an Ed25519 key
+the database does not hold, and appends it, one JSON line each, to a file outside the
+database (and, through further sinks, to the RabbitMQ stream). `verify_checkpoints` then fails
+when a signed head is no longer in its chain, or a chain signed closed has grown.
+
+A signed list, not a Merkle tree: verification needs each chain's signed head itself (a
+root alone would need the leaves stored beside it, in the database an attacker holds), and a
+checkpointer's list is short: each host signs only the chains it wrote or closed since its last
+checkpoint, one or two.
 
 What a checkpoint cannot catch: records changed after the newest checkpoint (at most one
 interval's worth), or an attacker who holds the signing key, or who deletes the checkpoint
@@ -36,11 +42,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from host.audit.chain import describe_chain
+from host.audit.checkpoint_keys import load_signing_key as load_signing_key
+from host.audit.checkpoint_keys import load_verification_key as load_verification_key
 from host.audit.trail import AuditLog
 from host.config import Settings
 from host.errors import ConfigurationError
-from host.keys import make_private_dir, write_once
-from host.types import Checkpoint, CheckpointReport
+from host.types import ChainHead, Checkpoint, CheckpointReport
 
 log = logging.getLogger("wardfn.audit")
 
@@ -65,12 +73,12 @@ def key_id_of(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_head(key: Ed25519PrivateKey, seq: int, chain_hash: str) -> Checkpoint:
-    """A checkpoint of the head (seq, chain_hash), stamped now and signed with `key`."""
+def sign_heads(key: Ed25519PrivateKey, heads: Sequence[ChainHead]) -> Checkpoint:
+    """A checkpoint of chains' heads, stamped now and signed with `key`."""
     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    unsigned = Checkpoint(seq=seq, hash=chain_hash, ts=ts, key_id=key_id_of(key.public_key()))
+    unsigned = Checkpoint(heads=tuple(heads), ts=ts, key_id=key_id_of(key.public_key()))
     signature = base64.b64encode(key.sign(canonical_json(unsigned.signed_fields()))).decode()
-    return Checkpoint(seq=seq, hash=chain_hash, ts=ts, key_id=unsigned.key_id, signature=signature)
+    return Checkpoint(heads=unsigned.heads, ts=ts, key_id=unsigned.key_id, signature=signature)
 
 
 def signature_holds(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> bool:
@@ -84,69 +92,6 @@ def signature_holds(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> boo
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-# --- keys ---------------------------------------------------------------------------------
-
-
-def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
-    """The checkpoint signing key: WARDFN_AUDIT_CHECKPOINT_KEY_FILE, or in development one made once."""
-    path = settings.audit_checkpoint_key_path
-    if not settings.audit_checkpoint_key_given and not path.exists():
-        if settings.production:  # Settings refuses this already; never make a key in production
-            raise ConfigurationError("WARDFN_ENV=production needs WARDFN_AUDIT_CHECKPOINT_KEY_FILE")
-        _create_private_key(path)
-    return _load_private_key(path)
-
-
-def load_verification_key(settings: Settings, public_key_file: Path | None = None) -> Ed25519PublicKey | None:
-    """The key checkpoints are checked with: `public_key_file` (a public or private PEM), else the
-    signing key's public half; None if there is neither (a development host never ran here)."""
-    if public_key_file is not None:
-        return _load_public_key(public_key_file)
-    path = settings.audit_checkpoint_key_path
-    if not settings.audit_checkpoint_key_given and not path.exists():
-        return None
-    return _load_private_key(path).public_key()
-
-
-def _create_private_key(path: Path) -> None:
-    make_private_dir(path.parent)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_once(path, pem)
-
-
-def _load_private_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigurationError(
-            f"the audit checkpoint key {path} is not a readable unencrypted PEM private key ({type(exc).__name__}): "
-            "create one with `openssl genpkey -algorithm ed25519 -out audit-checkpoint.pem`"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(
-            f"the audit checkpoint key {path} is not an Ed25519 key: make one with openssl genpkey"
-        )
-    return key
-
-
-def _load_public_key(path: Path) -> Ed25519PublicKey:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the checkpoint public key {path}: {exc.strerror}") from None
-    if b"PRIVATE KEY" in data:
-        return _load_private_key(path).public_key()
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError:
-        raise ConfigurationError(f"{path} is not a PEM public key (make one with `openssl pkey -pubout`)") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigurationError(f"{path} is not an Ed25519 public key")
-    return key
 
 
 # --- the checkpoint file ------------------------------------------------------------------
@@ -200,16 +145,28 @@ class CheckpointFile:
 def _parse(line: bytes) -> Checkpoint | None:
     try:
         value = json.loads(line)
+        if "heads" in value:
+            heads = tuple(
+                ChainHead(chain=h["chain"], n=h["n"], hash=h["hash"], closed=h["closed"]) for h in value["heads"]
+            )
+            legacy = False
+        else:  # a line from before chains: the one chain's head
+            heads, legacy = (ChainHead(chain="", n=value["seq"], hash=value["hash"]),), True
         checkpoint = Checkpoint(
-            seq=value["seq"], hash=value["hash"], ts=value["ts"], key_id=value["key_id"], signature=value["sig"]
+            heads=heads, ts=value["ts"], key_id=value["key_id"], signature=value["sig"], legacy=legacy
         )
     except (ValueError, KeyError, TypeError):
         return None
-    fields_ok = isinstance(checkpoint.seq, int) and checkpoint.seq >= 0
-    strings_ok = all(
-        isinstance(v, str) for v in (checkpoint.hash, checkpoint.ts, checkpoint.key_id, checkpoint.signature)
+    heads_ok = all(
+        isinstance(h.chain, str)
+        and isinstance(h.n, int)
+        and h.n >= 0
+        and isinstance(h.hash, str)
+        and isinstance(h.closed, bool)
+        for h in checkpoint.heads
     )
-    return checkpoint if fields_ok and strings_ok else None
+    strings_ok = all(isinstance(v, str) for v in (checkpoint.ts, checkpoint.key_id, checkpoint.signature))
+    return checkpoint if heads_ok and strings_ok else None
 
 
 # --- verification -------------------------------------------------------------------------
@@ -255,29 +212,34 @@ def verify_checkpoints(
                 ),
             )
         checkpoints.append(checkpoint)
-    # The newest head first (the issue's check), then every older one: a host that signed a
-    # rewritten chain later must not hide the rewrite from the checkpoints signed before it.
-    ordered = sorted(checkpoints, key=lambda c: (c.seq, c.ts), reverse=True)
-    seen: set[tuple[int, str]] = set()
-    for checkpoint in ordered:
-        if (checkpoint.seq, checkpoint.hash) in seen:
-            continue
-        seen.add((checkpoint.seq, checkpoint.hash))
-        stored = audit.hash_at(checkpoint.seq)
+    # Every signed head, each chain's newest first: a host that signed a rewritten chain later
+    # must not hide the rewrite from the checkpoints signed before it.
+    signed: dict[tuple[str, int, str], tuple[bool, str]] = {}
+    for checkpoint in checkpoints:
+        for head in checkpoint.heads:
+            closed, _ = signed.get((head.chain, head.n, head.hash), (False, ""))
+            signed[(head.chain, head.n, head.hash)] = (closed or head.closed, checkpoint.ts)
+    current = {h.chain: h for h in audit.chain_heads(sorted({chain for chain, _, _ in signed}))}
+    latest = max(checkpoints, key=lambda c: c.ts)
+    for (chain, n, digest), (closed, ts) in sorted(signed.items(), key=lambda item: (item[0][0], -item[0][1])):
+        where = describe_chain(chain)
+        now = current[chain]
+        stored = audit.chain_hash_at(chain, n)
         if stored is None:
             problem = (
-                f"the trail ends at record {head_seq} but a checkpoint signed at {checkpoint.ts} covers record "
-                f"{checkpoint.seq}: records were deleted"
+                f"{where} ends at its record {now.n} but a checkpoint signed at {ts} covers its record {n}: "
+                "records were deleted"
             )
-        elif stored != checkpoint.hash:
+        elif stored != digest:
             problem = (
-                f"record {checkpoint.seq} is not the one a checkpoint signed at {checkpoint.ts} covers: "
-                "the chain was rewritten"
+                f"record {n} of {where} is not the one a checkpoint signed at {ts} covers: the chain was rewritten"
             )
+        elif closed and now.n != n:
+            problem = f"{where} was signed closed at its record {n} at {ts} but now ends at its record {now.n}"
         else:
             continue
-        return CheckpointReport(ok=False, checkpoints=len(checkpoints), latest=ordered[0], problem=problem)
-    return CheckpointReport(ok=True, checkpoints=len(checkpoints), latest=ordered[0])
+        return CheckpointReport(ok=False, checkpoints=len(checkpoints), latest=latest, problem=problem)
+    return CheckpointReport(ok=True, checkpoints=len(checkpoints), latest=latest)
 
 
 def _only_reads(audit: AuditLog) -> bool:
@@ -297,7 +259,13 @@ def _only_reads(audit: AuditLog) -> bool:
 
 
 class Checkpointer:
-    """Signs the chain's head every `interval_s` when it moved, at start and once at stop."""
+    """Signs, every `interval_s`, the heads of this host's chains that moved and of the chains it closed.
+
+    Each tick it also renews this writer's lease and closes every chain whose writer's lease
+    lapsed (any host may: a compare-and-set on the chain's row), so the set of open chains stays
+    the set of live writers. At start, every tick when a head moved, and once at stop (after
+    sealing its own chain: the signed close).
+    """
 
     def __init__(
         self, audit: AuditLog, key: Ed25519PrivateKey, sinks: Sequence[CheckpointSink], interval_s: float
@@ -306,7 +274,8 @@ class Checkpointer:
         self._key = key
         self.sinks = list(sinks)
         self._interval_s = interval_s
-        self._last: tuple[int, str] | None = None
+        self._last: dict[str, ChainHead] = {}  # each chain's head as this checkpointer last signed it
+        self._closed: list[str] = []  # chains this checkpointer closed and has yet to sign
         self._lock = threading.Lock()  # one checkpoint at a time: the thread's, or stop()'s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -323,34 +292,61 @@ class Checkpointer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, then sign the final head (before the audit log closes)."""
+        """Stop the thread, close this host's chain, then sign its final head (before the audit log closes)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        try:
+            self._audit.seal()
+        except Exception as exc:  # the chain lapses, and another host's checkpointer closes it
+            _event("audit_checkpoint_failed", stage="seal", error=type(exc).__name__)
         self.checkpoint()
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
+            self.tend()
             self.checkpoint()
 
+    def tend(self) -> None:
+        """Renew this writer's lease and close the chains whose lease lapsed; never raises."""
+        try:
+            self._audit.renew()
+            closed = self._audit.close_lapsed()
+        except Exception as exc:
+            _event("audit_checkpoint_failed", stage="lease", error=type(exc).__name__)
+            return
+        with self._lock:
+            self._closed.extend(c for c in closed if c not in self._closed)
+
     def checkpoint(self) -> Checkpoint | None:
-        """Sign and publish the head if it moved since the last one; never raises (failures are logged)."""
+        """Sign and publish the heads that moved since the last checkpoint; never raises (failures are logged)."""
         with self._lock:
             try:
-                head = self._audit.head()
-                if head == self._last:
+                chains = list(dict.fromkeys([*self._audit.chains, *self._closed]))
+                moved = [h for h in self._audit.chain_heads(chains) if self._last.get(h.chain) != h]
+                if not moved:
                     return None
-                if self._last is not None and self._audit.hash_at(self._last[0]) != self._last[1]:
-                    # The record this process last signed is gone or changed: signing the new head
-                    # would vouch for a rewritten chain. Refuse, and keep refusing, loudly.
-                    _event("audit_checkpoint_refused", seq=self._last[0], reason="signed record missing or changed")
-                    return None
-                checkpoint = sign_head(self._key, *head)
+                for head in moved:
+                    last = self._last.get(head.chain)
+                    if last is not None and self._audit.chain_hash_at(last.chain, last.n) != last.hash:
+                        # The record this process last signed is gone or changed: signing the new head
+                        # would vouch for a rewritten chain. Refuse, and keep refusing, loudly.
+                        _event(
+                            "audit_checkpoint_refused",
+                            chain=last.chain,
+                            n=last.n,
+                            reason="signed record missing or changed",
+                        )
+                        return None
+                checkpoint = sign_heads(self._key, moved)
             except Exception as exc:  # the audit log may be closing or unavailable: try next time
                 _event("audit_checkpoint_failed", stage="sign", error=type(exc).__name__)
                 return None
-            self._last = head
+            for head in moved:
+                self._last[head.chain] = head
+            # A closed chain signed closed is done with; forget it so the list stays short.
+            self._closed = [c for c in self._closed if not (c in self._last and self._last[c].closed)]
             for sink in self.sinks:
                 try:
                     sink.publish(checkpoint)

@@ -1,5 +1,10 @@
 """The audit relay: streams every audit record, in seq order, to the broker, at least once.
 
+One cursor over every chain: `seq` is the trail's commit order, and `AuditLog.records` never reads
+past a seq a running commit may still fill (host/audit/leases.py, `horizon`), so a record committed
+late with a lower seq is not skipped. Each message names its chain and place in it (`chain`, `n`),
+so a consumer can check every chain's links as it receives them.
+
 The audit table is the outbox (each record is durable before anyone sees it) and the relay a
 background thread beside the host's invocations, which never wait on it: it reads the records
 after its durable cursor, publishes each with a publisher confirm, and moves the cursor only
@@ -55,6 +60,8 @@ def record_message(record: AuditRecord) -> Message:
     document: dict[str, Any] = {
         "seq": record.seq,
         "ts": record.timestamp,
+        "chain": record.chain,
+        "n": record.n,
         "prev_hash": record.prev_hash,
         "hash": record.hash,
         **dataclasses.asdict(record.event),
@@ -66,6 +73,8 @@ def record_message(record: AuditRecord) -> Message:
         seq=record.seq,
         request_id=record.event.request_id,
         hash=record.hash,
+        chain=record.chain,
+        n=record.n,
     )
 
 

@@ -21,7 +21,7 @@ from host.audit.checkpoints import (
     CheckpointFile,
     load_signing_key,
     load_verification_key,
-    sign_head,
+    sign_heads,
     verify_checkpoints,
 )
 from host.audit.trail import AuditLog, open_audit
@@ -93,11 +93,10 @@ def audit_verify(
         if not no_checkpoint:
             key = load_verification_key(settings, public_key)
             checked = verify_checkpoints(log, path, key, settings.production)
-        head_seq, _ = log.head()
     finally:
         log.close()
     if report.ok:
-        click.echo(f"audit chain intact: {report.checked} records verified")
+        click.echo(f"audit chains intact: {report.checked} records in {report.chains} chains verified")
     else:
         click.echo(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", err=True)
     if checked is not None:
@@ -106,10 +105,8 @@ def audit_verify(
         elif checked.latest is None:
             click.echo(f"no checkpoint in {path} yet: no host has written to this trail")
         else:
-            uncovered = max(head_seq - checked.latest.seq, 0)
             click.echo(
-                f"checkpoints hold: {checked.checkpoints} in {path}; the newest, signed at {checked.latest.ts}, "
-                f"covers record {checked.latest.seq} ({uncovered} newer records not yet covered)"
+                f"checkpoints hold: {checked.checkpoints} in {path}; the newest was signed at {checked.latest.ts}"
             )
     if not report.ok or (checked is not None and not checked.ok):
         sys.exit(1)
@@ -139,12 +136,12 @@ def audit_checkpoint(checkpoint_file: Path | None, reader: str | None) -> None:
                 err=True,
             )
             sys.exit(1)
-        checkpoint = sign_head(key, *log.head())
+        checkpoint = sign_heads(key, log.chain_heads())
     finally:
         log.close()
     CheckpointFile(path).publish(checkpoint)
     click.echo(json.dumps(checkpoint.as_json()))
-    click.echo(f"checkpoint of record {checkpoint.seq} appended to {path}", err=True)
+    click.echo(f"checkpoint of {len(checkpoint.heads)} chains' heads appended to {path}", err=True)
 
 
 @audit.command("review")

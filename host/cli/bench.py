@@ -1,4 +1,4 @@
-"""`wardfn bench`: cold-start, load and history (chart size) benchmarks, with tables, JSON and charts."""
+"""`wardfn bench`: cold-start, load, history (chart size) and audit (writers) benchmarks: tables, JSON, charts."""
 
 from __future__ import annotations
 
@@ -122,3 +122,32 @@ def history(
         workers=workers,
     )
     run_history(settings, options, out, err)
+
+
+@bench.command("audit")
+@click.option(
+    "--database-url",
+    envvar="WARDFN_DATABASE_URL",
+    required=True,
+    help="The PostgreSQL database to append to (default: WARDFN_DATABASE_URL); migrated first.",
+)
+@click.option("--writers", default="1,2,4,8", show_default=True, help="Writer process counts, comma-separated.")
+@click.option("--rate", type=click.FloatRange(min=1), default=1000.0, show_default=True, help="Records/s in all.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds per N.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Seconds not counted.")
+@click.option(
+    "--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Rounds; each N reports its median."
+)
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+def audit(database_url: str, writers: str, rate: float, duration: float, warmup: float, repeat: int, out: Path) -> None:
+    """Append latency with 1, 2, 4 and 8 writer processes at one total rate, on PostgreSQL (audit.json)."""
+    from host.bench.audit import AuditBenchOptions, run_audit_bench
+
+    try:
+        counts = tuple(int(n) for n in writers.split(",") if n.strip())
+    except ValueError:
+        raise click.BadParameter("give writer counts as whole numbers, e.g. 1,2,4,8", param_hint="--writers") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("give at least one writer count, each at least 1", param_hint="--writers")
+    options = AuditBenchOptions(database_url, counts, rate, duration, warmup, repeat=repeat)
+    run_audit_bench(options, out, err.print)

@@ -53,7 +53,7 @@ POOL_SIZE = 10
 # Keys of pg_advisory_xact_lock: each serialises one kind of write among every host on the database.
 # Arbitrary constants, fixed forever, so that hosts of different versions take the same locks.
 STORE_WRITE_LOCK = 0x77617264_0001
-AUDIT_LOCK = 0x77617264_0002
+AUDIT_LOCK = 0x77617264_0002  # taken by audit appends before issue 17 (one chain); no longer on the append path
 MIGRATE_LOCK = 0x77617264_0003
 # Held for a session, not a transaction: the one audit relay that may publish from this database.
 RELAY_LOCK = 0x77617264_0004
@@ -125,7 +125,7 @@ class Database(Protocol):
 
     def snapshot(self, conn: Connection) -> Any: ...  # a read-only transaction seeing one state
 
-    def transaction(self, conn: Connection, lock: int) -> Any: ...  # a serialised write transaction
+    def transaction(self, conn: Connection, lock: int | None) -> Any: ...  # a write transaction, serialised by `lock`
 
     def purge_deleted(self, conn: Connection, table: str) -> None: ...
 
@@ -185,7 +185,7 @@ class SqliteDatabase:
             conn.raw.execute("COMMIT")
 
     @contextmanager
-    def transaction(self, conn: Connection, lock: int) -> Iterator[None]:
+    def transaction(self, conn: Connection, lock: int | None) -> Iterator[None]:
         # SQLite has one writer at a time: BEGIN IMMEDIATE takes the write lock up front, so a
         # transaction never fails half-way for want of it. `lock` is PostgreSQL's business.
         conn.raw.execute("BEGIN IMMEDIATE")
@@ -365,13 +365,15 @@ class PostgresDatabase:
             yield
 
     @contextmanager
-    def transaction(self, conn: Connection, lock: int) -> Iterator[None]:
+    def transaction(self, conn: Connection, lock: int | None) -> Iterator[None]:
         with conn.raw.transaction():
             # Waiting for longer fails (fail closed), as SQLite's busy timeout does.
             conn.raw.execute(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
-            # Writers of one kind (store writes, audit commits) take turns among every host on the
-            # database, as SQLite's single writer does: read-then-insert stays consistent.
-            conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            if lock is not None:
+                # Writers of one kind (store writes, migrations) take turns among every host on the
+                # database, as SQLite's single writer does: read-then-insert stays consistent. Audit
+                # appends pass None: each writer has a chain of its own (host/audit/trail.py).
+                conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             # Durable when COMMIT returns, whatever the server's default.
             conn.raw.execute("SET LOCAL synchronous_commit = on")
             yield

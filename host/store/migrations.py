@@ -144,6 +144,54 @@ SEARCH_INDEX_BUILDS = (
     "CREATE TABLE IF NOT EXISTS search_index_builds (version INTEGER PRIMARY KEY, built_at TEXT NOT NULL)"
 )
 
+# Many chains, one trail (issue 17): each writer process appends to a chain of its own, leased in
+# `audit_chains`; `seq` orders the whole trail in commit order (on PostgreSQL from the sequence
+# `audit_seq`, which must keep CACHE 1: see host/audit/trail.py). Records from before form the chain
+# "" with n = seq.
+AUDIT_CHAINS = (
+    "CREATE TABLE IF NOT EXISTS audit_chains (chain TEXT PRIMARY KEY, writer TEXT NOT NULL, "
+    "opened_at TEXT NOT NULL, lease_until {real} NOT NULL, closed_n BIGINT, closed_hash TEXT, closed_at TEXT)"
+)
+AUDIT_CHAIN_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS audit_chain_n ON audit (chain, n)"
+# Every host's checkpointer looks for lapsed open chains each tick: the open ones are few, the closed
+# ones one per process start, ever.
+AUDIT_CHAINS_OPEN = "CREATE INDEX IF NOT EXISTS audit_chains_open ON audit_chains (lease_until) WHERE closed_n IS NULL"
+# The chain from before chains, closed at its last record (a trail with no records has none).
+AUDIT_LEGACY_CHAIN = (
+    "INSERT INTO audit_chains (chain, writer, opened_at, lease_until, closed_n, closed_hash, closed_at) "
+    "SELECT '', 'before chains', ts, 0, n, hash, ts FROM audit "
+    "WHERE chain = '' AND n = (SELECT MAX(n) FROM audit WHERE chain = '') "
+    "ON CONFLICT (chain) DO NOTHING"
+)
+_CHAIN_COLUMNS = {"chain": "TEXT NOT NULL DEFAULT ''", "n": "INTEGER"}
+
+
+def _add_audit_chains(conn: Connection) -> None:
+    # Written to be re-run: migration 1's upgrade path may meet a file that has the columns already.
+    present = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    for name, kind in _CHAIN_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
+    conn.execute("UPDATE audit SET n = seq WHERE n IS NULL")
+    conn.execute(AUDIT_CHAIN_INDEX)
+    conn.execute(AUDIT_CHAINS.format(real="REAL"))
+    conn.execute(AUDIT_CHAINS_OPEN)
+    conn.execute(AUDIT_LEGACY_CHAIN)
+
+
+AUDIT_CHAINS_POSTGRESQL = (
+    "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE audit ADD COLUMN n BIGINT",
+    "UPDATE audit SET n = seq",
+    "ALTER TABLE audit ALTER COLUMN n SET NOT NULL",
+    AUDIT_CHAIN_INDEX,
+    AUDIT_CHAINS.format(real="DOUBLE PRECISION"),
+    AUDIT_CHAINS_OPEN,
+    AUDIT_LEGACY_CHAIN,
+    "CREATE SEQUENCE audit_seq CACHE 1",
+    "SELECT setval('audit_seq', COALESCE((SELECT MAX(seq) FROM audit), 0) + 1, false)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
     Migration(
@@ -161,6 +209,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (SEARCH_INDEX.format(blob="BLOB"), SEARCH_INDEX_BUILDS),
         (SEARCH_INDEX.format(blob="BYTEA"), SEARCH_INDEX_BUILDS),
     ),
+    Migration(5, "audit_chains", (), AUDIT_CHAINS_POSTGRESQL, sqlite_upgrade=_add_audit_chains),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -1,5 +1,5 @@
-"""Audit checkpoints with the real server: it signs the chain's head while it runs and once as it
-stops, and `wardfn audit verify` holds the trail to them."""
+"""Audit checkpoints with the real server: it signs its chain's head while it runs and closes and signs
+it as it stops, and `wardfn audit verify` holds the trail to them."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_the_server_checkpoints_the_last_record_as_it_stops_and_verify_holds_the
     )
     path = server.settings.audit_checkpoint_path
     try:
-        assert [c["seq"] for c in checkpoints(path)] == [0], "the host signs the (empty) head as it starts"
+        assert checkpoints(path) == [], "a host that wrote nothing has no chain to sign"
         store = open_store(server.settings)
         try:
             patient_ids = [p["id"] for p in store.list_patients(5)]
@@ -53,22 +53,24 @@ def test_the_server_checkpoints_the_last_record_as_it_stops_and_verify_holds_the
     log = AuditLog(server.database)
     try:
         head = log.head()
+        (chain,) = {r.chain for r in log.records()}
     finally:
         log.close()
     assert head[0] == len(patient_ids)
     newest = checkpoints(path)[-1]
-    assert (newest["seq"], newest["hash"]) == head  # the last record is covered once the server has stopped
-    assert set(newest) == {"seq", "hash", "ts", "key_id", "sig"}
+    # The last record is covered once the server has stopped, and its chain signed closed.
+    assert newest["heads"] == [{"chain": chain, "n": head[0], "hash": head[1], "closed": True}]
+    assert set(newest) == {"heads", "ts", "key_id", "sig"}
     for patient_id in patient_ids:
         assert patient_id not in path.read_text()
 
     verified = wardfn(server.env, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
-    assert f"covers record {head[0]}" in verified.stdout
+    assert f"audit chains intact: {head[0] + 1} records in 2 chains verified" in verified.stdout
 
     with sqlite3.connect(server.database) as db:
-        db.execute("DELETE FROM audit WHERE seq > ?", (head[0] - 3,))
+        db.execute("DELETE FROM audit WHERE chain = ? AND n > ?", (chain, head[0] - 3))
     db.close()
     broken = wardfn(server.env, "audit", "verify")
     assert broken.returncode == 1
-    assert f"covers record {head[0]}: records were deleted" in broken.stderr
+    assert f"covers its record {head[0]}: records were deleted" in broken.stderr

@@ -22,7 +22,7 @@ import pytest
 
 from host.audit.checkpoints import load_verification_key, signature_holds
 from host.audit.trail import AuditLog
-from host.types import Checkpoint
+from host.types import ChainHead, Checkpoint
 from tests.e2e.conftest import Patients
 from tests.e2e.server import WARDFN, ServerProcess
 from tests.rabbitmq_server import Consumer, RabbitMQServer, Received
@@ -92,12 +92,15 @@ def _records(received: list[Received]) -> list[Received]:
     return [m for m in received if m.routing_key == "audit.record"]
 
 
-def _checkpoint_of(message: Received, seq: int) -> Checkpoint | None:
-    """The checkpoint `message` carries if it signs record `seq`."""
-    if message.routing_key != "audit.checkpoint" or message.json()["seq"] != seq:
+def _checkpoint_of(message: Received, digest: str) -> Checkpoint | None:
+    """The checkpoint `message` carries if it signs, as a closed chain's head, the record whose hash is `digest`."""
+    if message.routing_key != "audit.checkpoint":
         return None
     document = message.json()
-    return Checkpoint(document["seq"], document["hash"], document["ts"], document["key_id"], document["sig"])
+    heads = tuple(ChainHead(**head) for head in document["heads"])
+    if not any(head.hash == digest and head.closed for head in heads):
+        return None
+    return Checkpoint(heads, document["ts"], document["key_id"], document["sig"])
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
@@ -177,8 +180,10 @@ def test_a_broker_outage_during_500_invocations_loses_no_record(
     assert not [line for line in relay_lines if any(pid in line for pid in patients.consenting)]
 
     # The checkpoint the host signed as it stopped went to the stream too, on its own routing key.
-    checkpoints = consumer.drain(lambda r: any(_checkpoint_of(m, head) for m in r))
-    final = next(c for c in (_checkpoint_of(m, head) for m in checkpoints) if c is not None)
+    last = records[-1].hash
+    checkpoints = consumer.drain(lambda r: any(_checkpoint_of(m, last) for m in r))
+    final = next(c for c in (_checkpoint_of(m, last) for m in checkpoints) if c is not None)
     public_key = load_verification_key(server.settings)
     assert public_key is not None and signature_holds(final, public_key)
-    assert final.hash == records[-1].hash
+    (signed,) = [h for h in final.heads if h.hash == last]
+    assert (signed.chain, signed.n, signed.closed) == (records[-1].chain, records[-1].n, True)

@@ -198,7 +198,8 @@ def chain(status: ChainStatus, csrf: str, idle_s: int) -> str:
         points = "<p>No checkpoint signed yet.</p>"
     else:
         points = (
-            f"<p>Checkpoints hold: {k.checkpoints}. The newest covers record {k.latest.seq} of {status.head_seq}, "
+            f"<p>Checkpoints hold: {k.checkpoints}. The newest covers {len(k.latest.heads)} chains' heads "
+            f"(the trail's newest record is {status.head_seq}), "
             f"signed at {e(k.latest.ts)} ({_age(k.latest.ts)} ago).</p>"
         )
     return layout("Audit chain", verdict + points, csrf=csrf, idle_s=idle_s)

@@ -4,6 +4,7 @@ Ed25519 keys, the real CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from host.audit.checkpoints import (
     Checkpointer,
     CheckpointFile,
     load_signing_key,
-    sign_head,
+    sign_heads,
     signature_holds,
     verify_checkpoints,
 )
@@ -35,6 +36,11 @@ from host.types import AuditEvent, Checkpoint
 from tests.backends import Backend
 
 PATIENT = "p-0b1c2d3e"
+# The fields a plain record (no decision-log fields) is hashed over, besides prev_hash.
+SIGNED_FIELDS = {
+    "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose", "decision_id",
+    "allowed", "reasons", "outcome", "latency_ms", "chain", "n", "prev_hash",
+}  # fmt: skip
 
 
 def event(n: int) -> AuditEvent:
@@ -96,18 +102,18 @@ def execute(path: Path, sql: str, *params: Any) -> None:
         conn.close()
 
 
-def rewrite_consistently(backend: Backend, seq: int, purpose: str) -> None:
-    """Edit one record, then recompute every hash after it, as someone with the database could."""
+def rewrite_consistently(backend: Backend, chain: str, n: int, purpose: str) -> None:
+    """Edit one record of `chain`, then recompute every hash after it, as someone with the database could."""
     prev = GENESIS_HASH
     columns = (
         "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose", "decision_id",
-        "allowed", "reasons", "outcome", "latency_ms",
+        "allowed", "reasons", "outcome", "latency_ms", "chain", "n",
     )  # fmt: skip
-    for values in backend.query(f"SELECT {', '.join(columns)} FROM audit ORDER BY seq"):
+    for values in backend.query(f"SELECT {', '.join(columns)} FROM audit WHERE chain = ? ORDER BY n", chain):
         row = dict(zip(columns, values, strict=True))
         fields = {
             **row,
-            "purpose": purpose if row["seq"] == seq else row["purpose"],
+            "purpose": purpose if row["n"] == n else row["purpose"],
             "allowed": None if row["allowed"] is None else bool(row["allowed"]),
             "reasons": json.loads(row["reasons"]),
             "prev_hash": prev,
@@ -122,22 +128,35 @@ def rewrite_consistently(backend: Backend, seq: int, purpose: str) -> None:
 
 @dataclass
 class Trail:
-    """Six records on one database, with the settings (in the CLI's environment too) that reach it."""
+    """Six records in two chains (two writers, as two host processes), interleaved, on one database, with
+    the settings (in the CLI's environment too) that reach it."""
 
     backend: Backend
     settings: Settings
-    log: AuditLog
+    writers: tuple[AuditLog, AuditLog]
+
+    @property
+    def log(self) -> AuditLog:
+        return self.writers[0]
+
+    def chain(self, which: int) -> str:
+        return self.writers[which].chains[0]
+
+    def checkpoint(self) -> list[Checkpoint]:
+        """Each writer's checkpointer signs its chain, as each host does on a tick."""
+        return [checkpoint_now(self.settings, writer) for writer in self.writers]
 
 
 @pytest.fixture
 def trail(settings: Settings, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trail]:
     for name, value in backend.env().items():
         monkeypatch.setenv(name, value)
-    opened = backend.audit()
+    writers = (backend.audit(), backend.audit())
     for n in range(6):
-        opened.append(event(n))
-    yield Trail(backend, load_settings(), opened)
-    opened.close()
+        writers[n % 2].append(event(n))
+    yield Trail(backend, load_settings(), writers)
+    for writer in writers:
+        writer.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -151,47 +170,99 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def test_an_untouched_trail_verifies_against_its_checkpoint(trail: Trail) -> None:
-    checkpoint_now(trail.settings, trail.log)
+    trail.checkpoint()
     done = wardfn("audit", "verify")
     assert done.exit_code == 0, done.output
-    assert "audit chain intact" in done.stdout
-    assert "the newest, signed at" in done.stdout and "covers record 6" in done.stdout
+    # Two writers' chains and the chain of verify's own audited read.
+    assert "audit chains intact: 7 records in 3 chains verified" in done.stdout
+    assert "checkpoints hold: 2 in" in done.stdout
 
 
-def test_deleting_the_newest_records_fails_against_the_checkpoint(trail: Trail) -> None:
-    signed = checkpoint_now(trail.settings, trail.log)
-    trail.backend.execute("DELETE FROM audit WHERE seq > 3")
+@pytest.mark.parametrize("which", [0, 1])
+def test_deleting_a_chains_newest_records_fails_against_the_checkpoint(trail: Trail, which: int) -> None:
+    signed = trail.checkpoint()[which]
+    chain = trail.chain(which)
+    trail.backend.execute("DELETE FROM audit WHERE chain = ? AND n > 1", chain)
     assert trail.log.verify().ok  # the shorter chain holds together: only the checkpoint can tell
 
     done = wardfn("audit", "verify")
-    assert done.exit_code == 1 and done.stdout == "audit chain intact: 4 records verified\n"
-    # Record 4 is now verify's own audited read; record 6 is gone.
-    assert f"the trail ends at record 4 but a checkpoint signed at {signed.ts} covers record 6" in done.stderr
+    assert done.exit_code == 1 and "audit chains intact: 5 records in 3 chains verified" in done.stdout
+    assert f"chain {chain} ends at its record 1 but a checkpoint signed at {signed.ts} covers its record 3" in (
+        done.stderr
+    )
     assert "records were deleted" in done.stderr
 
 
-def test_rewriting_the_whole_chain_consistently_fails_against_the_checkpoint(trail: Trail) -> None:
-    signed = checkpoint_now(trail.settings, trail.log)
-    rewrite_consistently(trail.backend, 2, "HRESCH")
+@pytest.mark.parametrize("which", [0, 1])
+def test_deleting_a_whole_chain_fails_against_the_checkpoint(trail: Trail, which: int) -> None:
+    trail.checkpoint()
+    chain = trail.chain(which)
+    trail.backend.execute("DELETE FROM audit WHERE chain = ?", chain)
+    trail.backend.execute("DELETE FROM audit_chains WHERE chain = ?", chain)
+    assert trail.log.verify().ok
+    done = wardfn("audit", "verify")
+    assert done.exit_code == 1 and f"chain {chain} ends at its record 0" in done.stderr
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_rewriting_a_whole_chain_consistently_fails_against_the_checkpoint(trail: Trail, which: int) -> None:
+    signed = trail.checkpoint()[which]
+    chain = trail.chain(which)
+    rewrite_consistently(trail.backend, chain, 2, "HRESCH")
     assert trail.log.verify().ok  # every hash recomputed: the chain alone cannot tell
-    assert trail.log.records(limit=1, after_seq=1)[0].event.purpose == "HRESCH"
+    assert [r.event.purpose for r in trail.log.records() if r.chain == chain] == ["TREAT", "HRESCH", "TREAT"]
 
     done = wardfn("audit", "verify")
     assert done.exit_code == 1
-    assert f"record 6 is not the one a checkpoint signed at {signed.ts} covers: the chain was rewritten" in done.stderr
+    expected = f"record 3 of chain {chain} is not the one a checkpoint signed at {signed.ts} covers"
+    assert f"{expected}: the chain was rewritten" in done.stderr
 
 
-def test_a_chain_rewritten_and_then_signed_again_still_fails_on_the_older_checkpoint(trail: Trail) -> None:
-    checkpoint_now(trail.settings, trail.log)
-    rewrite_consistently(trail.backend, 2, "HRESCH")
-    trail.log.append(event(7))
-    # Another process (which never signed the old head) signs the rewritten chain.
-    checkpoint_now(trail.settings, trail.log)
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_chain_rewritten_and_then_signed_again_still_fails_on_the_older_checkpoint(trail: Trail, which: int) -> None:
+    trail.checkpoint()
+    rewrite_consistently(trail.backend, trail.chain(which), 2, "HRESCH")
+    trail.writers[which].append(event(7))
+    # Another checkpointer (which never signed the old head) signs the rewritten chain.
+    trail.checkpoint()
     done = wardfn("audit", "verify")
     assert done.exit_code == 1 and "the chain was rewritten" in done.stderr
 
 
-@pytest.mark.parametrize("tamper", ["seq", "hash", "garbage", "other key"])
+@pytest.mark.parametrize("which", [0, 1])
+def test_records_added_to_a_chain_signed_closed_fail(trail: Trail, which: int) -> None:
+    writer = trail.writers[which]
+    chain = trail.chain(which)
+    checkpointer = Checkpointer(
+        writer, load_signing_key(trail.settings), [CheckpointFile(trail.settings.audit_checkpoint_path)], 60
+    )
+    checkpointer.stop()  # seals the chain, then signs it closed
+    (last,) = [json.loads(line) for line in trail.settings.audit_checkpoint_path.read_text().splitlines()]
+    assert last["heads"] == [{"chain": chain, "n": 3, "hash": writer.chain_hash_at(chain, 3), "closed": True}]
+    # Someone with the database reopens the chain and adds a forged record after its close.
+    (row,) = trail.backend.query("SELECT hash FROM audit WHERE chain = ? AND n = 3", chain)
+    forged = {**dataclasses.asdict(event(99)), "reasons": [], "seq": 999, "ts": "2026-01-01T00:00:00.000000Z",
+              "chain": chain, "n": 4, "prev_hash": row[0]}  # fmt: skip
+    trail.backend.execute(
+        "INSERT INTO audit (seq, ts, request_id, subject_id, role, function, patient_id, purpose, decision_id, "
+        "allowed, reasons, outcome, latency_ms, chain, n, prev_hash, hash) "
+        "VALUES (999, ?, 'req-99', 'dr-grey', 'authorized_medical_staff', 'patient_lookup', ?, 'TREAT', 'dec-99', "
+        "1, '[]', 'ok', 1.5, ?, 4, ?, ?)",
+        forged["ts"], PATIENT, chain, row[0], chain_hash({k: v for k, v in forged.items() if k in SIGNED_FIELDS}),
+    )  # fmt: skip
+    trail.backend.execute(
+        "UPDATE audit_chains SET closed_n = 4, closed_hash = (SELECT hash FROM audit WHERE seq = 999) WHERE chain = ?",
+        chain,
+    )
+    assert trail.log.verify().ok  # the chain and its close agree: only the signed close can tell
+    done = wardfn("audit", "verify")
+    assert done.exit_code == 1
+    assert (
+        f"chain {chain} was signed closed at its record 3 at {last['ts']} but now ends at its record 4" in done.stderr
+    )
+
+
+@pytest.mark.parametrize("tamper", ["seq", "hash", "closed", "garbage", "other key"])
 def test_a_tampered_checkpoint_line_fails(settings: Settings, log: AuditLog, tamper: str) -> None:
     checkpoint_now(settings, log)
     log.append(event(7))
@@ -200,11 +271,13 @@ def test_a_tampered_checkpoint_line_fails(settings: Settings, log: AuditLog, tam
     lines = path.read_text().splitlines()
     line = json.loads(lines[1])
     if tamper == "seq":
-        line["seq"] = 5  # point the signed head at an earlier record, to hide a deleted tail
+        line["heads"][0]["n"] = 5  # point the signed head at an earlier record, to hide a deleted tail
     elif tamper == "hash":
-        line["hash"] = log.records(limit=1, after_seq=4)[0].hash
+        line["heads"][0]["hash"] = log.records(limit=1, after_seq=4)[0].hash
+    elif tamper == "closed":
+        line["heads"][0]["closed"] = True
     elif tamper == "other key":
-        line = sign_head(Ed25519PrivateKey.generate(), signed.seq, signed.hash).as_json()
+        line = sign_heads(Ed25519PrivateKey.generate(), signed.heads).as_json()
     lines[1] = "not json {" if tamper == "garbage" else json.dumps(line)
     path.write_text("\n".join(lines) + "\n")
 
@@ -219,7 +292,7 @@ def test_a_missing_checkpoint_file_fails_when_a_host_wrote_the_trail(settings: S
     assert f"there is no checkpoint in {settings.audit_checkpoint_path}" in done.stderr
     assert "--no-checkpoint" in done.stderr
     alone = wardfn("audit", "verify", "--no-checkpoint")
-    assert alone.exit_code == 0 and "audit chain intact" in alone.stdout
+    assert alone.exit_code == 0 and "audit chains intact" in alone.stdout
 
 
 def test_a_development_trail_with_no_host_records_needs_no_checkpoint(settings: Settings) -> None:
@@ -248,7 +321,10 @@ def test_the_checkpoint_command_signs_the_head_and_refuses_a_broken_chain(settin
     done = wardfn("audit", "checkpoint")
     assert done.exit_code == 0, done.output
     written = json.loads(done.stdout)
-    assert written["seq"] == 7  # the head, including the command's own audited read
+    # Every chain's head: the fixture's writer's, and the command's own audited read's.
+    assert [(h["n"], h["closed"]) for h in written["heads"]] == [(6, False), (1, False)] or [
+        (h["n"], h["closed"]) for h in written["heads"]
+    ] == [(1, False), (6, False)]
     ((_, on_file),) = CheckpointFile(settings.audit_checkpoint_path).read()
     assert on_file is not None and on_file.as_json() == written
     assert signature_holds(on_file, load_signing_key(settings).public_key())
@@ -305,17 +381,19 @@ def test_the_checkpointer_signs_when_the_head_moves_and_only_then(
 
     checkpointer.start()
     try:
-        assert [line["seq"] for line in lines()] == [6]  # one at start
+        assert [line["heads"][0]["n"] for line in lines()] == [6]  # one at start
         time.sleep(0.2)  # ten intervals with the head still
         assert len(lines()) == 1
         log.append(event(7))
         wait_for(lambda: len(lines()) == 2)
-        assert lines()[1]["seq"] == 7
+        assert lines()[1]["heads"][0]["n"] == 7
         log.append(event(8))
     finally:
         checkpointer.stop()
-    assert lines()[-1]["seq"] == 8  # the last head is signed at stop, whether or not a tick saw it
-    assert len({line["seq"] for line in lines()}) == len(lines())  # never the same head twice
+    # The last head is signed at stop, whether or not a tick saw it, and as the chain's close.
+    assert lines()[-1]["heads"] == [{"chain": log.chains[0], "n": 8, "hash": log.head()[1], "closed": True}]
+    heads = [json.dumps(line["heads"]) for line in lines()]
+    assert len(set(heads)) == len(heads)  # never the same head twice
     assert verify_checkpoints(log, path, load_signing_key(settings).public_key(), production=False).ok
 
 
@@ -325,7 +403,8 @@ def test_the_checkpointer_refuses_to_sign_over_a_rewritten_chain(
     path = settings.audit_checkpoint_path
     checkpointer = Checkpointer(log, load_signing_key(settings), [CheckpointFile(path)], interval_s=60)
     assert checkpointer.checkpoint() is not None
-    execute(settings.database_path, "DELETE FROM audit WHERE seq > 3")
+    execute(settings.database_path, "DELETE FROM audit WHERE n > 3")
+    execute(settings.database_path, "UPDATE audit SET n = n + 3 WHERE n > 0")  # hide the deletion from the writer
     log.append(event(9))
     with caplog.at_level(logging.WARNING, logger="wardfn.audit"):
         assert checkpointer.checkpoint() is None
@@ -336,7 +415,7 @@ def test_the_checkpointer_refuses_to_sign_over_a_rewritten_chain(
 
 class BrokenSink:
     def publish(self, checkpoint: Checkpoint) -> None:
-        raise OSError(f"broker unreachable while sending {checkpoint.seq}")
+        raise OSError(f"broker unreachable while sending {checkpoint.ts}")
 
 
 def test_a_failing_sink_is_logged_and_never_stops_the_others(
@@ -356,8 +435,8 @@ def test_a_checkpoint_line_holds_the_head_and_nothing_else(settings: Settings, l
     checkpoint_now(settings, log)
     text = settings.audit_checkpoint_path.read_text()
     (line,) = [json.loads(t) for t in text.splitlines()]
-    assert set(line) == {"seq", "hash", "ts", "key_id", "sig"}
-    assert line["seq"] == 6 and line["hash"] == log.head()[1]
+    assert set(line) == {"heads", "ts", "key_id", "sig"}
+    assert line["heads"] == [{"chain": log.chains[0], "n": 6, "hash": log.head()[1], "closed": False}]
     for leaked in (PATIENT, "dr-grey", "patient_lookup", "TREAT", "req-", "dec-"):
         assert leaked not in text
     assert oct(settings.audit_checkpoint_path.stat().st_mode & 0o777) == "0o600"
@@ -386,7 +465,7 @@ def test_writers_sharing_the_checkpoint_file_never_mix_their_lines(settings: Set
     # As several host processes do: each thread has its own file description, so flock orders them.
     key = load_signing_key(settings)
     path = settings.audit_checkpoint_path
-    checkpoint = sign_head(key, *log.head())
+    checkpoint = sign_heads(key, log.chain_heads())
 
     def write() -> None:
         sink = CheckpointFile(path)

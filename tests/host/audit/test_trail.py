@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -18,10 +19,9 @@ from typing import Any
 import pytest
 
 from host.audit.chain import GENESIS_HASH, chain_hash
-from host.audit.trail import AuditLog
+from host.audit.trail import BUSY_TIMEOUT_S, AuditLog
 from host.config import PROJECT_ROOT
 from host.errors import AuditUnavailable
-from host.store.database import AUDIT_LOCK
 from host.types import AuditEvent
 from tests.backends import Backend, PostgresBackend
 
@@ -112,6 +112,8 @@ AUDIT_COLUMNS = [
     # The decision log (issue 3). The break-the-glass reason is the clinician's own words, for review.
     "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
     "function_version", "query",
+    # Many chains (issue 17): each record's chain and its place in it, hashed with the rest.
+    "chain", "n",
 ]  # fmt: skip
 
 
@@ -191,6 +193,7 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog, back
         "reasons": list(third.event.reasons), "outcome": "denied",
         "latency_ms": third.event.latency_ms, "prev_hash": third.prev_hash,
         "policy_revision": third.event.policy_revision, "input_hash": third.event.input_hash,
+        "chain": third.chain, "n": third.n,
     }  # fmt: skip
     forged_hash = chain_hash(forged)
     backend.execute("UPDATE audit SET request_id = 'req-forged', hash = ? WHERE seq = 3", forged_hash)
@@ -199,11 +202,13 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log: AuditLog, back
     assert report.problem == "record 4 does not follow record 3"
 
 
-@pytest.mark.parametrize(("deleted", "problem"), [(3, "record 3 is missing"), (1, "record 1 is missing")])
-def test_deleting_a_record_is_named(log: AuditLog, deleted: int, problem: str, backend: Backend) -> None:
+@pytest.mark.parametrize("deleted", [3, 1])
+def test_deleting_a_record_is_named(log: AuditLog, deleted: int, backend: Backend) -> None:
+    chain = log.records(limit=1)[0].chain
     backend.execute("DELETE FROM audit WHERE seq = ?", deleted)
     report = log.verify()
-    assert (report.ok, report.first_bad_seq, report.problem) == (False, deleted, problem)
+    problem = f"record {deleted} of chain {chain} is missing (before record {deleted + 1})"
+    assert (report.ok, report.first_bad_seq, report.problem) == (False, deleted + 1, problem)
 
 
 def test_renumbering_after_a_deletion_is_noticed(log: AuditLog, backend: Backend) -> None:
@@ -227,15 +232,52 @@ def test_swapping_two_records_is_noticed(log: AuditLog, backend: Backend) -> Non
     assert (report.ok, report.first_bad_seq, report.problem) == (False, 2, "record 2 was altered")
 
 
-def test_appending_continues_the_chain_after_reopening(log: AuditLog, backend: Backend) -> None:
+def test_a_second_writer_opens_a_chain_of_its_own_and_the_trail_goes_on(log: AuditLog, backend: Backend) -> None:
     again = backend.audit()
     try:
         record = again.append(event(99))
-        assert record.seq == 7
-        assert record.prev_hash == log.records(limit=1, after_seq=5)[0].hash
-        assert again.verify().ok and again.verify().checked == 7
+        assert record.seq == 7  # the trail's order goes on across chains
+        assert (record.n, record.prev_hash) == (1, GENESIS_HASH) and record.chain != log.records()[0].chain
+        report = again.verify()
+        assert report.ok and (report.checked, report.chains) == (7, 2)
+        assert [r.seq for r in again.records()] == list(range(1, 8))
     finally:
         again.close()
+
+
+def test_a_closed_chain_takes_no_more_records_and_its_writer_opens_a_successor(log: AuditLog) -> None:
+    first = log.records()[0].chain
+    log.seal()
+    record = log.append(event(7))
+    assert record.chain != first and record.n == 1
+    assert log.verify().ok
+
+
+def test_a_writer_whose_lease_lapsed_writes_to_a_successor_after_its_chain_is_closed(backend: Backend) -> None:
+    writer = AuditLog(backend.database(BUSY_TIMEOUT_S), lease_s=0.05)
+    closer = backend.audit()
+    try:
+        first = writer.append(event(1))
+        time.sleep(0.1)
+        assert closer.close_lapsed() == [first.chain]  # the checkpointer's job, from any host
+        second = writer.append(event(2))
+        assert second.chain != first.chain and second.n == 1
+        heads = {h.chain: h for h in closer.chain_heads()}
+        assert heads[first.chain].closed and (heads[first.chain].n, heads[first.chain].hash) == (1, first.hash)
+        assert closer.verify().ok
+    finally:
+        writer.close()
+        closer.close()
+
+
+def test_records_appended_to_a_closed_chain_are_named(log: AuditLog, backend: Backend) -> None:
+    chain = log.records()[0].chain
+    log.seal()
+    backend.execute("UPDATE audit_chains SET closed_n = 5, closed_hash = (SELECT hash FROM audit WHERE seq = 5)")
+    report = log.verify()
+    assert not report.ok and f"chain {chain} was closed at its record 5 but now ends at its record 6" in str(
+        report.problem
+    )
 
 
 def test_threads_appending_at_once_keep_one_chain(backend: Backend) -> None:
@@ -268,7 +310,7 @@ def test_threads_appending_at_once_keep_one_chain(backend: Backend) -> None:
 APPENDER = """
 import sys
 from pathlib import Path
-from host.audit.trail import AuditLog
+from host.audit.trail import BUSY_TIMEOUT_S, AuditLog
 from host.store.database import PostgresDatabase
 from host.types import AuditEvent
 
@@ -336,14 +378,16 @@ def test_sqlite_append_fails_closed_when_the_disk_is_full(tmp_path: Path) -> Non
     log.close()
 
 
-def test_append_fails_closed_when_another_writer_holds_the_lock(backend: Backend) -> None:
+def test_append_fails_closed_when_the_table_is_locked_away(backend: Backend) -> None:
     impatient = backend.audit(busy_timeout_s=0.1)
     if isinstance(backend, PostgresBackend):
         import psycopg
 
         blocker: Any = psycopg.connect(backend.url, autocommit=True)
         blocker.execute("BEGIN")
-        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))  # another host, mid-commit
+        # No other writer can block an append any more (no shared lock): only something that locks
+        # the table itself, such as a schema change.
+        blocker.execute("LOCK TABLE audit IN ACCESS EXCLUSIVE MODE")
     else:
         blocker = sqlite3.connect(backend.path, isolation_level=None)  # type: ignore[attr-defined]
         blocker.execute("BEGIN IMMEDIATE")
@@ -351,7 +395,10 @@ def test_append_fails_closed_when_another_writer_holds_the_lock(backend: Backend
         with pytest.raises(AuditUnavailable, match="could not write to the audit trail"):
             impatient.append(event(1))
         blocker.execute("ROLLBACK")
-        assert impatient.append(event(2)).seq == 1
+        record = impatient.append(event(2))
+        # PostgreSQL's sequence does not give back the seq the failed commit took: a gap readers step over.
+        assert record.seq == (2 if isinstance(backend, PostgresBackend) else 1)
+        assert [r.seq for r in impatient.records()] == [record.seq] and impatient.verify().ok
     finally:
         blocker.close()
         impatient.close()
@@ -410,3 +457,53 @@ def test_head_and_hash_at_read_the_chain_on_either_backend(log: AuditLog) -> Non
     records = log.records()
     assert log.head() == (6, records[-1].hash)
     assert log.hash_at(0) == GENESIS_HASH and log.hash_at(3) == records[2].hash and log.hash_at(7) is None
+
+
+def test_a_reader_never_passes_a_seq_a_running_commit_may_still_fill(backend: Backend) -> None:
+    """PostgreSQL commits may end in another order than they took their seqs: the cursor must not skip."""
+    if not isinstance(backend, PostgresBackend):
+        pytest.skip("SQLite's single writer commits in seq order")
+    import psycopg
+
+    log = backend.audit()
+    try:
+        log.append(event(1))
+        slow: Any = psycopg.connect(backend.url, autocommit=True)
+        try:
+            # Another writer, mid-commit, as an append does it: a write on its chain's row first (its
+            # transaction id), then its seq, then its row in a subtransaction; it has not committed yet.
+            slow.execute("BEGIN")
+            slow.execute(
+                "INSERT INTO audit_chains (chain, writer, opened_at, lease_until) VALUES ('slow', 'test', 'now', 1e12)"
+            )
+            (slow_seq,) = slow.execute("SELECT nextval('audit_seq')").fetchone()
+            fast = log.append(event(2))  # commits first, with the higher seq
+            assert fast.seq == slow_seq + 1
+            assert [r.seq for r in log.records()] == [1]  # not past the seq the slow commit holds
+            assert log.head()[0] == 1
+            forged = record_of(slow_seq)
+            slow.execute("SAVEPOINT audit_rows")
+            slow.execute(
+                "INSERT INTO audit (seq, ts, request_id, reasons, outcome, latency_ms, chain, n, prev_hash, hash) "
+                "VALUES (%s, %s, 'req-slow', '[]', 'ok', 1.0, 'slow', 1, %s, %s)",
+                (slow_seq, forged["ts"], GENESIS_HASH, chain_hash(forged)),
+            )
+            slow.execute("RELEASE SAVEPOINT audit_rows")
+            assert [r.seq for r in log.records()] == [1]  # written, not committed
+            slow.execute("COMMIT")
+        finally:
+            slow.close()
+        # Once it has committed, the reader goes on from where it stood and misses nothing.
+        assert [r.seq for r in log.records(after_seq=1)] == [slow_seq, fast.seq]
+        assert log.verify().ok
+    finally:
+        log.close()
+
+
+def record_of(seq: int) -> dict[str, Any]:
+    """The hashed fields of a bare record in chain 'slow' (what append would hash for it)."""
+    return {
+        "seq": seq, "ts": "2026-12-02T00:00:00.000000Z", "request_id": "req-slow", "subject_id": None, "role": None,
+        "function": None, "patient_id": None, "purpose": None, "decision_id": None, "allowed": None, "reasons": [],
+        "outcome": "ok", "latency_ms": 1.0, "chain": "slow", "n": 1, "prev_hash": GENESIS_HASH,
+    }  # fmt: skip
