@@ -192,6 +192,14 @@ AUDIT_CHAINS_POSTGRESQL = (
     "SELECT setval('audit_seq', COALESCE((SELECT MAX(seq) FROM audit), 0) + 1, false)",
 )
 
+# The privacy office's readers (host/audit/trail.py `concerning`, `of_function`): a patient's access
+# report and the review queue's dispositions, without a scan of the whole trail.
+AUDIT_READER_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS audit_patient_seq ON audit (patient_id, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_searches_seq ON audit (seq) WHERE patient_id IS NULL AND query IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS audit_function_seq ON audit (function, seq)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
     Migration(
@@ -210,6 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (SEARCH_INDEX.format(blob="BYTEA"), SEARCH_INDEX_BUILDS),
     ),
     Migration(5, "audit_chains", (), AUDIT_CHAINS_POSTGRESQL, sqlite_upgrade=_add_audit_chains),
+    Migration(6, "audit_reader_indexes", AUDIT_READER_INDEXES, AUDIT_READER_INDEXES),
 )
 LATEST = MIGRATIONS[-1].version
 
