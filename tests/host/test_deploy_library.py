@@ -1,9 +1,9 @@
 """The production render against a platform team's guardrails: the official gatekeeper-library templates
 with the constraints in runtimeclass/gatekeeper/platform/, evaluated by gator (a version that runs CEL).
 
-The library is not vendored: WARDFN_GATEKEEPER_LIBRARY names a checkout of
-github.com/open-policy-agent/gatekeeper-library (its `library/` directory inside). Without it those
-tests are skipped and say so; the CEL test below always runs.
+The templates used are vendored, unchanged, in runtimeclass/gatekeeper/library/ (its README names the
+commit); WARDFN_GATEKEEPER_LIBRARY may name another checkout of
+github.com/open-policy-agent/gatekeeper-library (its `library/` directory inside) to test against.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from tests.host.test_deploy_pods import PACKAGES_IMAGE, _deployer_key, _wardfn
 
 GATOR = load_settings().tools_dir / "gator"
 PLATFORM = GATEKEEPER_DIR / "platform"
-LIBRARY = Path(os.environ["WARDFN_GATEKEEPER_LIBRARY"]) if os.environ.get("WARDFN_GATEKEEPER_LIBRARY") else None
+LIBRARY = (
+    Path(os.environ["WARDFN_GATEKEEPER_LIBRARY"]) / "library"
+    if os.environ.get("WARDFN_GATEKEEPER_LIBRARY")
+    else GATEKEEPER_DIR / "library"
+)
 TEMPLATES = [
     "general/requiredlabels",
     "general/containerlimits",
@@ -44,11 +48,6 @@ TEMPLATES = [
     "pod-security-policy/users",
     "pod-security-policy/seccomp",
 ]
-needs_library = pytest.mark.skipif(
-    LIBRARY is None, reason="set WARDFN_GATEKEEPER_LIBRARY to a gatekeeper-library checkout"
-)
-
-
 def gator_test(*sources: Path) -> list[dict[str, Any]]:
     """gator test's violations over `sources` (an error if it could not evaluate them)."""
     args = [a for s in sources for a in ("-f", str(s))]
@@ -60,10 +59,9 @@ def gator_test(*sources: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert LIBRARY is not None
     templates = tmp_path_factory.mktemp("library")
     for name in TEMPLATES:
-        shutil.copy(LIBRARY / "library" / name / "template.yaml", templates / f"{name.replace('/', '-')}.yaml")
+        shutil.copy(LIBRARY / name / "template.yaml", templates / f"{name.replace('/', '-')}.yaml")
     return templates
 
 
@@ -78,13 +76,11 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@needs_library
 def test_production_passes_the_library_constraints(library: Path, production: Path) -> None:
     violations = gator_test(library, PLATFORM, production)
     assert violations == [], [(v["constraint"]["kind"], v["msg"]) for v in violations]
 
 
-@needs_library
 def test_the_library_constraints_catch_a_tagged_privileged_pod(library: Path, production: Path, tmp_path: Path) -> None:
     objects = [d for d in yaml.safe_load_all((production / "wardfn.yaml").read_text()) if d]
     deployment = next(o for o in objects if o["kind"] == "Deployment")
