@@ -160,4 +160,5 @@ def audit_event(
         break_glass_reason=sealed.break_glass_reason if sealed and attempted else None,
         function_version=function_version,
         query=sealed.query if sealed else None,
+        org_unit=subject.org_unit if subject else None,
     )

@@ -42,8 +42,10 @@ VerificationKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurve
 KeyResolver = Callable[[str], tuple[Any, str]]
 
 
-def issue_dev_token(settings: Settings, subject_id: str, role: str, ttl_s: int = 3600) -> str:
-    """Sign a development token (EdDSA) for `subject_id` acting as `role`."""
+def issue_dev_token(
+    settings: Settings, subject_id: str, role: str, ttl_s: int = 3600, org_unit: str | None = None
+) -> str:
+    """Sign a development token (EdDSA) for `subject_id` acting as `role` (for `org_unit`, if given)."""
     if settings.production:
         raise ConfigurationError(
             "development tokens cannot be issued when WARDFN_ENV=production: get a token from your identity provider"
@@ -63,6 +65,7 @@ def issue_dev_token(settings: Settings, subject_id: str, role: str, ttl_s: int =
         "nbf": now,
         "exp": now + ttl_s,
         "jti": uuid.uuid4().hex,
+        **({"org_unit": org_unit} if org_unit else {}),
     }
     return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": DEV_KID_PREFIX})
 
@@ -166,7 +169,11 @@ class TokenVerifier:
         extra = claims.get("roles", [])
         if not isinstance(extra, list) or not all(isinstance(r, str) and r for r in extra):
             raise AuthenticationError("token roles is not a list of non-empty strings")
-        subject = Subject(id=subject_id, role=role, roles=tuple(extra))
+        # Optional: the organisation unit (ward, department) the subject acts for, for the audit trail.
+        org_unit = claims.get("org_unit")
+        if org_unit is not None and (not isinstance(org_unit, str) or not org_unit or len(org_unit) > 200):
+            raise AuthenticationError("token org_unit is not a non-empty string of at most 200 characters")
+        subject = Subject(id=subject_id, role=role, roles=tuple(extra), org_unit=org_unit)
         if self._cache_size > 0 and isinstance(claims.get("exp"), int | float):
             if len(self._verified) >= self._cache_size:
                 self._verified.clear()  # simple and bounded; the next requests re-verify once

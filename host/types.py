@@ -15,6 +15,8 @@ class Subject:
     id: str
     role: str
     roles: tuple[str, ...] = ()
+    # The organisation unit the token names (its `org_unit` claim: a ward, a department), if any.
+    org_unit: str | None = None
 
     @property
     def all_roles(self) -> tuple[str, ...]:
@@ -124,6 +126,8 @@ class AuditEvent:
     break_glass: bool = False
     review: bool = False
     break_glass_reason: str | None = None
+    # The subject's organisation unit, as their token named it; None when it named none.
+    org_unit: str | None = None
 
 
 @dataclass(frozen=True)

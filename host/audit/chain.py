@@ -28,7 +28,7 @@ COLUMNS = (
     "seq", "ts", "request_id", "subject_id", "role", "function", "patient_id", "purpose",
     "decision_id", "allowed", "reasons", "outcome", "latency_ms",
     "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason",
-    "function_version", "query", "chain", "n",
+    "function_version", "query", "org_unit", "chain", "n",
     "prev_hash", "hash",
 )  # fmt: skip
 
@@ -77,6 +77,7 @@ def stored_row(fields: dict[str, Any], event: AuditEvent, digest: str) -> list[A
         "break_glass_reason": event.break_glass_reason,
         "function_version": event.function_version,
         "query": event.query,
+        "org_unit": event.org_unit,
     }
     return [*(row[c] for c in COLUMNS[:-1]), digest]
 
@@ -98,6 +99,8 @@ def _decision_fields(event: AuditEvent) -> dict[str, Any]:
         fields["function_version"] = event.function_version
     if event.query is not None:
         fields["query"] = event.query
+    if event.org_unit is not None:
+        fields["org_unit"] = event.org_unit
     return fields
 
 
@@ -177,6 +180,7 @@ def record_from_row(row: tuple[Any, ...]) -> AuditRecord:
         break_glass_reason=values["break_glass_reason"],
         function_version=values["function_version"],
         query=values["query"],
+        org_unit=values["org_unit"],
     )
     return AuditRecord(
         seq=values["seq"],

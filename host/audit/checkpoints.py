@@ -263,8 +263,8 @@ class Checkpointer:
 
     Each tick it also renews this writer's lease and closes every chain whose writer's lease
     lapsed (any host may: a compare-and-set on the chain's row), so the set of open chains stays
-    the set of live writers. At start, every tick when a head moved, and once at stop (after
-    sealing its own chain: the signed close).
+    the set of live writers. At start (an empty list if nothing moved), every tick when a head
+    moved, and once at stop (after sealing its own chain: the signed close).
     """
 
     def __init__(
@@ -287,7 +287,9 @@ class Checkpointer:
         return cls(audit, load_signing_key(settings), sinks, settings.audit_checkpoint_interval_s)
 
     def start(self) -> None:
-        self.checkpoint()
+        # Signed even when no head moved (none may have been written yet): a checkpoint file that says
+        # a host started, so `wardfn audit verify` can tell "nothing signed yet" from "no host ever ran".
+        self.checkpoint(starting=True)
         self._thread = threading.Thread(target=self._run, name="wardfn-audit-checkpoint", daemon=True)
         self._thread.start()
 
@@ -319,13 +321,14 @@ class Checkpointer:
         with self._lock:
             self._closed.extend(c for c in closed if c not in self._closed)
 
-    def checkpoint(self) -> Checkpoint | None:
-        """Sign and publish the heads that moved since the last checkpoint; never raises (failures are logged)."""
+    def checkpoint(self, starting: bool = False) -> Checkpoint | None:
+        """Sign and publish the heads that moved since the last checkpoint (at start, even none); never raises
+        (failures are logged)."""
         with self._lock:
             try:
                 chains = list(dict.fromkeys([*self._audit.chains, *self._closed]))
                 moved = [h for h in self._audit.chain_heads(chains) if self._last.get(h.chain) != h]
-                if not moved:
+                if not moved and not starting:
                     return None
                 for head in moved:
                     last = self._last.get(head.chain)

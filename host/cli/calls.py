@@ -15,11 +15,12 @@ from host.cli.common import cli_settings
 @click.option("--sub", required=True, help="The subject (user id) the token names.")
 @click.option("--role", required=True, help="The subject's role, e.g. authorized_medical_staff.")
 @click.option("--ttl", type=int, default=3600, show_default=True, help="Lifetime in seconds.")
-def token(sub: str, role: str, ttl: int) -> None:
+@click.option("--org-unit", default=None, help="The organisation unit (ward, department) the subject acts for.")
+def token(sub: str, role: str, ttl: int, org_unit: str | None) -> None:
     """Print a development token (the bare JWT) signed with this home's development key."""
     from host.auth import issue_dev_token
 
-    click.echo(issue_dev_token(cli_settings(), sub, role, ttl))
+    click.echo(issue_dev_token(cli_settings(), sub, role, ttl, org_unit))
 
 
 @click.command()

@@ -55,5 +55,12 @@ def _audit_record_out(record: AuditRecord) -> AuditRecordOut:
     fields = dataclasses.asdict(record.event)
     sealed = [name for name in _SEALED_AUDIT_FIELDS if fields.pop(name) is not None]
     return AuditRecordOut(
-        **fields, seq=record.seq, ts=record.timestamp, sealed=sealed, prev_hash=record.prev_hash, hash=record.hash
+        **fields,
+        seq=record.seq,
+        ts=record.timestamp,
+        sealed=sealed,
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+        chain=record.chain,
+        n=record.n,
     )

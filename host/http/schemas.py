@@ -114,6 +114,7 @@ class AuditRecordOut(BaseModel):
     request_id: str
     subject_id: str | None
     role: str | None
+    org_unit: str | None = None  # as the subject's token named it
     function: str | None
     function_version: str | None
     patient_id: str | None
@@ -132,6 +133,8 @@ class AuditRecordOut(BaseModel):
     sealed: list[str]
     prev_hash: str
     hash: str
+    chain: str = ""  # the writer's chain ("" for records from before chains) and the record's place in it
+    n: int = 0
 
 
 class AuditPage(BaseModel):
@@ -150,6 +153,7 @@ class AccessEntryOut(BaseModel):
     function: str | None
     purpose: str | None
     role: str | None
+    org_unit: str | None  # the subject's organisation unit (ward, department), as their token named it
     subject_id: str | None  # compliance officers; patients only where the settings say so
     allowed: bool | None
     outcome: str

@@ -39,6 +39,9 @@ def audit_event(patient_id: str, entry: AccessEntry) -> dict[str, Any]:
         agent["role"] = [{"coding": [{"system": ROLE_SYSTEM, "code": entry.role}]}]
     if entry.subject_id:
         agent["who"] = {"identifier": {"system": SUBJECT_SYSTEM, "value": entry.subject_id}}
+    if entry.org_unit:
+        # Where the subject acted from, as their token named it: a ward or department, not a person.
+        agent["location"] = {"display": entry.org_unit}
     if entry.purpose:
         agent["purposeOfUse"] = [{"coding": [{"system": PURPOSE_OF_USE, "code": entry.purpose}]}]
     event: dict[str, Any] = {

@@ -36,6 +36,7 @@ class AccessEntry:
     function: str | None
     purpose: str | None
     role: str | None
+    org_unit: str | None
     subject_id: str | None
     allowed: bool | None
     outcome: str
@@ -101,6 +102,7 @@ def entries(
                 function=event.function,
                 purpose=event.purpose,
                 role=event.role,
+                org_unit=event.org_unit,
                 subject_id=event.subject_id if show_subjects else None,
                 allowed=event.allowed,
                 outcome=event.outcome,

@@ -200,6 +200,14 @@ AUDIT_READER_INDEXES = (
     "CREATE INDEX IF NOT EXISTS audit_function_seq ON audit (function, seq)",
 )
 
+AUDIT_ORG_UNIT = "ALTER TABLE audit ADD COLUMN IF NOT EXISTS org_unit TEXT"
+
+
+def _add_org_unit(conn: Connection) -> None:
+    # SQLite has no ADD COLUMN IF NOT EXISTS; a file re-running its migrations may have the column.
+    if "org_unit" not in {row[1] for row in conn.execute("PRAGMA table_info(audit)")}:
+        conn.execute("ALTER TABLE audit ADD COLUMN org_unit TEXT")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL_SQLITE, INITIAL_POSTGRESQL, sqlite_upgrade=_add_late_audit_columns),
     Migration(
@@ -219,6 +227,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(5, "audit_chains", (), AUDIT_CHAINS_POSTGRESQL, sqlite_upgrade=_add_audit_chains),
     Migration(6, "audit_reader_indexes", AUDIT_READER_INDEXES, AUDIT_READER_INDEXES),
+    # The accessing subject's organisation unit (a token's `org_unit`), for the privacy office's reports.
+    Migration(7, "audit_org_unit", (), (AUDIT_ORG_UNIT,), sqlite_upgrade=_add_org_unit),
 )
 LATEST = MIGRATIONS[-1].version
 

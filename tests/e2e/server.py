@@ -95,11 +95,13 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def token(self, sub: str, role: str, ttl: int = 600) -> str:
-        return issue_dev_token(self.settings, sub, role, ttl)
+    def token(self, sub: str, role: str, ttl: int = 600, org_unit: str | None = None) -> str:
+        return issue_dev_token(self.settings, sub, role, ttl, org_unit)
 
-    def headers(self, sub: str = "dr-grey", role: str = "authorized_medical_staff") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(sub, role)}"}
+    def headers(
+        self, sub: str = "dr-grey", role: str = "authorized_medical_staff", org_unit: str | None = None
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(sub, role, org_unit=org_unit)}"}
 
     def output(self) -> str:
         if not self._log.closed:

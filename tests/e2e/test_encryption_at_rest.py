@@ -267,7 +267,7 @@ def test_erasure_leaves_the_fields_unreadable_and_the_audit_chain_green(
     assert outcomes[-4:] == ["ok", "erase_requested", "erased", "patient_not_found"]
     verified = wardfn(env, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
-    assert "audit chain intact" in verified.stdout
+    assert "audit chains intact" in verified.stdout
     again = wardfn(env, "data", "erase", patient_id, "--yes")
     assert again.returncode != 0 and "already erased" in again.stderr
 

@@ -45,7 +45,7 @@ def _get(server: ServerProcess, path: str, who: tuple[str, str], rid: str, **par
     return httpx.get(f"{server.url}{path}", params=params, headers=headers, timeout=30)
 
 
-def _summary(server: ServerProcess, pid: str, who: tuple[str, str], purpose: str, **headers: str) -> httpx.Response:
+def _summary(server: ServerProcess, pid: str, who: tuple[str, ...], purpose: str, **headers: str) -> httpx.Response:
     return httpx.get(
         f"{server.url}/v1/patients/{pid}/summary",
         params={"purpose": purpose},
@@ -79,7 +79,7 @@ def test_a_patients_report_lists_exactly_their_accesses(server: ServerProcess, p
     made = [
         _summary(server, pid, ("dr-grey", "authorized_medical_staff"), "TREAT"),  # allowed
         _summary(server, pid, ("clerk-1", "billing"), "TREAT"),  # refused
-        _summary(server, pid, ("rn-glass", "nurse"), "ETREAT", **{"X-Break-Glass-Reason": REASON}),  # break-glass
+        _summary(server, pid, ("rn-glass", "nurse", "emergency-dept"), "ETREAT", **{"X-Break-Glass-Reason": REASON}),
         _summary(server, pid, (pid, "patient"), "PATRQT"),  # the patient's own read
     ]
     assert [r.status_code for r in made] == [200, 403, 200, 200], [r.text for r in made]
@@ -109,6 +109,8 @@ def test_a_patients_report_lists_exactly_their_accesses(server: ServerProcess, p
         "patient",
         "authorized_medical_staff",
     ]
+    # The organisation unit the nurse's token named, recorded in the trail; none where a token named none.
+    assert [e["org_unit"] for e in report["entries"]] == [None, None, "emergency-dept", None, None]
     # The patient sees roles, not names; never the reason, never the search's query.
     assert all(e["subject_id"] is None for e in report["entries"])
     assert "car park" not in response.text and patient["name"][0]["family"] not in response.text
@@ -141,6 +143,7 @@ def test_a_patients_report_lists_exactly_their_accesses(server: ServerProcess, p
     seen = _seq(server, officer.request.headers["x-request-id"])  # the officer's read is listed now
     assert [e.id for e in events] == [f"audit-{s}" for s in [*expected, own, seen]]
     assert [bool(e.meta and e.meta.security) for e in events].count(True) == 1
+    assert [e.agent[0].location.display for e in events if e.agent[0].location] == ["emergency-dept"]
     assert all(e.entity[0].what.reference == f"Patient/{pid}" for e in events)
 
     # The period: `to` is exclusive, `from` inclusive.

@@ -126,6 +126,14 @@ REFUSED: dict[str, tuple[Callable[[Settings], str | None], str]] = {
         lambda s: bearer(jwt.encode(claims(s, role=""), dev_private_key(s), "EdDSA")),
         "token role",
     ),
+    "org_unit not a string": (
+        lambda s: bearer(jwt.encode(claims(s, org_unit=["ward-7"]), dev_private_key(s), "EdDSA")),
+        "token org_unit",
+    ),
+    "empty org_unit": (
+        lambda s: bearer(jwt.encode(claims(s, org_unit=""), dev_private_key(s), "EdDSA")),
+        "token org_unit",
+    ),
     "missing header": (lambda s: None, "missing bearer token"),
     "empty header": (lambda s: "", "missing bearer token"),
     "Bearer without a token": (lambda s: "Bearer ", "missing bearer token"),
@@ -154,6 +162,12 @@ def test_valid_dev_token_is_accepted(dev_settings: Settings, scheme: str) -> Non
     token = issue_dev_token(dev_settings, "u-100", ROLE)
     verifier = TokenVerifier.from_settings(dev_settings)
     assert verifier.verify(f"{scheme} {token}") == Subject(id="u-100", role=ROLE)
+
+
+def test_the_org_unit_claim_reaches_the_subject(dev_settings: Settings) -> None:
+    token = issue_dev_token(dev_settings, "u-8", "nurse", org_unit="ward-7")
+    verifier = TokenVerifier.from_settings(dev_settings)
+    assert verifier.verify(f"Bearer {token}") == Subject(id="u-8", role="nurse", org_unit="ward-7")
 
 
 def test_dev_token_claims(dev_settings: Settings) -> None:

@@ -48,6 +48,8 @@ TEMPLATES = [
     "pod-security-policy/users",
     "pod-security-policy/seccomp",
 ]
+
+
 def gator_test(*sources: Path) -> list[dict[str, Any]]:
     """gator test's violations over `sources` (an error if it could not evaluate them)."""
     args = [a for s in sources for a in ("-f", str(s))]

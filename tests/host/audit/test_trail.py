@@ -45,6 +45,7 @@ def event(n: int = 0, allowed: bool | None = True, patient_id: str | None = "p-1
         break_glass=n == 4,
         review=n == 4,
         break_glass_reason="unconscious in the emergency department" if n == 4 else None,
+        org_unit="ward-7" if n % 2 == 1 else None,
     )
 
 
@@ -114,6 +115,8 @@ AUDIT_COLUMNS = [
     "function_version", "query",
     # Many chains (issue 17): each record's chain and its place in it, hashed with the rest.
     "chain", "n",
+    # The subject's organisation unit (issue 19), hashed when set.
+    "org_unit",
 ]  # fmt: skip
 
 
@@ -125,6 +128,7 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog, backend: 
     ]
     decision_log = (
         "policy_revision", "input_hash", "break_glass", "review", "break_glass_reason", "function_version", "query",
+        "org_unit",
     )  # fmt: skip
     assert any(row["break_glass"] for row in rows) and any(row["policy_revision"] is None for row in rows)
     for row in rows:
@@ -136,7 +140,14 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog, backend: 
         fields.update(
             {
                 k: row[k]
-                for k in ("policy_revision", "input_hash", "break_glass_reason", "function_version", "query")
+                for k in (
+                    "policy_revision",
+                    "input_hash",
+                    "break_glass_reason",
+                    "function_version",
+                    "query",
+                    "org_unit",
+                )
                 if row[k] is not None
             }
         )
@@ -163,6 +174,7 @@ def test_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog, backend: 
         ("latency_ms", 0.5),
         ("ts", "2000-01-01T00:00:00.000000Z"),
         ("request_id", "req-forged"),
+        ("org_unit", "ward-forged"),
         ("prev_hash", "f" * 64),
         ("hash", "0" * 64),
     ],

@@ -222,7 +222,7 @@ def test_a_sqlite_file_from_before_migrations_is_upgraded_at_open(tmp_path: Path
     columns = [row[1] for row in conn.execute("PRAGMA table_info(audit)")]
     conn.close()
     assert "resources_by_patient" not in indexes and {"resources_by_patient_type_id", "audit_flagged"} <= indexes
-    assert columns[-5:] == ["break_glass_reason", "function_version", "query", "chain", "n"]
+    assert columns[-6:] == ["break_glass_reason", "function_version", "query", "chain", "n", "org_unit"]
 
 
 def test_driver_errors_that_quote_values_are_described_without_them(postgres_backend: PostgresBackend) -> None:
