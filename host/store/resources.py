@@ -249,6 +249,7 @@ class ResourceStore:
                 conn.execute("DELETE FROM patient_index WHERE patient_id = ?", (patient_id,))
                 search_index.erase(conn, patient_id)
             self.database.purge_deleted(conn, "data_keys")
+        self._indexes.forget(patient_id)
         return True
 
     def rotate_kek(self, new: KeyProvider, batch: int = REWRAP_BATCH) -> int:

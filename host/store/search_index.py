@@ -166,10 +166,11 @@ class IndexCache:
                 _, (_, freed) = self._kept.popitem(last=False)
                 self._held -= freed
 
-    def clear(self) -> None:
+    def forget(self, patient_id: str) -> None:
+        """Drop every index kept for `patient_id` (an erased patient's plaintext leaves memory with their key)."""
         with self._lock:
-            self._kept.clear()
-            self._held = 0
+            for key in [k for k in self._kept if k[0] == patient_id]:
+                self._held -= self._kept.pop(key)[1]
 
 
 # Indexes a search opened, kept for the searches that follow in the same invocation (a summary asks

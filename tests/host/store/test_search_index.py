@@ -223,6 +223,15 @@ def test_pages_walk_every_result_once(store: ResourceStore) -> None:
         assert [rid for page in pages for rid in page] == whole
 
 
+def test_the_kept_indexes_forget_an_erased_patient(store: ResourceStore) -> None:
+    assert ids(store, "Observation", [("code", HR), ("_count", "1")]) == ["hr-2019"]
+    assert ids(store, "Observation", [("date", "2023")], patient="p2") == ["other-patient"]
+    kept = store._indexes._kept  # the decrypted indexes this store holds across invocations
+    assert {key[0] for key in kept} == {"p1", "p2"}
+    assert store.erase_patient("p1")
+    assert {key[0] for key in kept} == {"p2"}
+
+
 def test_only_the_patients_own_resources_are_found(store: ResourceStore) -> None:
     assert ids(store, "Observation", [("date", "2023")]) == []
     assert ids(store, "Observation", [("date", "2023")], patient="p2") == ["other-patient"]
