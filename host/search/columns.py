@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import orjson
 
@@ -74,6 +74,26 @@ def _high(found: Range | None) -> int:
     return OPEN_HIGH if found[1] is None else found[1]
 
 
+# What an opened index keeps of the questions asked of it (token sets, orders within them): entries
+# up to this many times the index's own, then forgotten all at once (rare, and simpler than recency).
+# A function asking ever new combinations of tokens must not grow the host's memory with them.
+KEPT_PER_ENTRY = 4
+
+
+class _Kept(dict):  # type: ignore[type-arg]
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self._budget, self._held = budget, 0
+
+    def keep(self, key: object, value: Sized) -> None:
+        size = len(value) + 1  # an answer of nothing is kept too, and costs its key
+        if self._held + size > self._budget:
+            self.clear()
+            self._held = 0
+        self[key] = value
+        self._held += size
+
+
 class Columns:
     """A stored index opened for reading: ids, date columns, and postings on demand."""
 
@@ -95,10 +115,13 @@ class Columns:
         self.tokens: list[Token] = [(p, s, c) for p, s, c, _, _ in header["tokens"]]
         self._spans = [(first, n) for _, _, _, first, n in header["tokens"]]
         self._postings = memoryview(data)[at:]
-        self._carrying: dict[tuple[int, ...], frozenset[int]] = {}
+        budget = KEPT_PER_ENTRY * self.count + 1024
+        self._carrying = _Kept(budget)  # tokens -> the positions carrying any of them
+        self._within = _Kept(budget)  # (tokens, sort, descending) -> those positions in that order
         self._orders: dict[tuple[int, bool], list[int]] = {}
-        # The tokens a token test matched, by (parameter, what it asked): read by host.search.query.
-        self.matching: dict[tuple[str, tuple[tuple[str | None, str | None], ...]], tuple[int, ...]] = {}
+        self._keys: dict[tuple[int, bool], list[int]] = {}
+        # The tokens a token test matched, by (parameter, what it asked): kept by host.search.query.
+        self.matching = _Kept(budget)
 
     def postings(self, token: int) -> array:  # type: ignore[type-arg]
         """The positions of the entries that carry token number `token`."""
@@ -110,12 +133,26 @@ class Columns:
     def carrying(self, tokens: tuple[int, ...]) -> frozenset[int]:
         """The positions of the entries that carry any of these tokens; kept, since the searches of one
         invocation ask the same few tokens (a category, a set of statuses) again and again."""
-        found = self._carrying.get(tokens)
+        found: frozenset[int] | None = self._carrying.get(tokens)
         if found is None:
             merged: set[int] = set()
             for token in tokens:
                 merged.update(self.postings(token))
-            found = self._carrying[tokens] = frozenset(merged)
+            found = frozenset(merged)
+            self._carrying.keep(tokens, found)
+        return found
+
+    def order_within(self, tokens: tuple[int, ...], members: frozenset[int], sort: int, descending: bool) -> list[int]:
+        """The entries carrying `tokens` (`members`: `carrying(tokens)`) in `order(sort, descending)`'s
+        order; kept, so the latest entries of one code are found without a pass over all of them."""
+        key = (tokens, sort, descending)
+        found: list[int] | None = self._within.get(key)
+        if found is None:
+            if len(members) * 16 > self.count:
+                found = [p for p in self.order(sort, descending) if p in members]
+            else:
+                found = sorted(sorted(members), key=self._sort_keys(sort, descending).__getitem__)
+            self._within.keep(key, found)
         return found
 
     def order(self, sort: int, descending: bool) -> list[int]:
@@ -124,14 +161,21 @@ class Columns:
         one opened index answers many sorted searches."""
         found = self._orders.get((sort, descending))
         if found is None:
+            # Stable: equal dates keep position order. Undated share the largest key, so they come last.
+            found = self._orders[(sort, descending)] = sorted(
+                range(self.count), key=self._sort_keys(sort, descending).__getitem__
+            )
+        return found
+
+    def _sort_keys(self, sort: int, descending: bool) -> list[int]:
+        found = self._keys.get((sort, descending))
+        if found is None:
             lower, upper = self.lower[sort], self.upper[sort]
             sign = -1 if descending else 1
-            keys = [
+            found = self._keys[(sort, descending)] = [
                 OPEN_HIGH if low == NO_DATE else sign * (high if low == OPEN_LOW else low)
                 for low, high in zip(lower, upper, strict=True)
             ]
-            # Stable: equal dates keep position order. Undated share the largest key, so they come last.
-            found = self._orders[(sort, descending)] = sorted(range(self.count), key=keys.__getitem__)
         return found
 
     def dates(self, position: int) -> tuple[Range | None, ...]:

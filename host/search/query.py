@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -41,8 +41,39 @@ _ELEMENT = re.compile(r"[a-z][A-Za-z0-9]*")
 
 # (system, code) as asked: system None for any system, "" for none; code None for any code.
 TokenAsk = tuple[str | None, str | None]
-# A test, made ready for one stored index: the positions of the entries that pass it.
-Test = Callable[[Columns, Iterable[int]], Iterable[int]]
+
+
+@dataclass(frozen=True)
+class TokenTest:
+    """A token parameter's test: the entries that carry any of the asked tokens."""
+
+    name: str
+    asks: tuple[TokenAsk, ...]
+
+    def tokens(self, columns: Columns) -> tuple[int, ...]:
+        """The index's tokens this test matches; each distinct token is compared once, and kept."""
+        key = (self.name, self.asks)
+        found: tuple[int, ...] | None = columns.matching.get(key)
+        if found is None:
+            found = tuple(
+                token
+                for token, (param, system, code) in enumerate(columns.tokens)
+                if param == self.name and any(_token_matches(system, code, ask) for ask in self.asks)
+            )
+            columns.matching.keep(key, found)
+        return found
+
+
+@dataclass(frozen=True)
+class DateTest:
+    """A date parameter's test on one entry (any of its alternatives)."""
+
+    index: int  # among the type's date parameters
+    asks: tuple[tuple[str, tuple[int, int]], ...]
+
+    def keeps(self, columns: Columns, position: int) -> bool:
+        low, high = columns.lower[self.index][position], columns.upper[self.index][position]
+        return low != NO_DATE and any(_date_matches(low, high, prefix, ask) for prefix, ask in self.asks)
 
 
 @dataclass(frozen=True)
@@ -50,7 +81,8 @@ class SearchQuery:
     """One search on one type: the tests every result passes, its order, its size and its projection."""
 
     resource_type: str
-    tests: tuple[Test, ...] = ()
+    tokens: tuple[TokenTest, ...] = ()
+    dates: tuple[DateTest, ...] = ()
     sort: int | None = None  # the index, among the type's date parameters, of the one sorted on
     descending: bool = False
     count: int | None = None
@@ -63,13 +95,22 @@ class SearchQuery:
 
     def select(self, columns: Columns) -> list[str]:
         """The ids of the index's entries that pass every test, in the query's order, at most `count`."""
+        carried = sorted(((columns.carrying(k), k) for k in (t.tokens(columns) for t in self.tokens)), key=_size)
+        wanted = None if self.count is None else self.offset + self.count
+        if self.sort is not None and wanted is not None and carried:
+            # The latest few of one code: walk the narrowest token's entries in date order (kept with the
+            # index), testing the rest on each, instead of intersecting thousands of entries each time.
+            (narrowest, key), others = carried[0], [found for found, _ in carried[1:]]
+            order = columns.order_within(key, narrowest, self.sort, self.descending)
+            return self.page([columns.ids[p] for p in itertools.islice(self._passing(columns, order, others), wanted)])
         found: Iterable[int] = range(columns.count)
-        for test in self.tests:  # token tests first (parse_query puts them there): they narrow the most
-            found = test(columns, found)
+        if carried:
+            found = carried[0][0].intersection(*(f for f, _ in carried[1:]))
+        if self.dates:
+            found = [p for p in found if all(test.keeps(columns, p) for test in self.dates)]
         ids = columns.ids
         if self.sort is None:
             return self.page([ids[p] for p in sorted(found)])  # position order is id order
-        wanted = None if self.count is None else self.offset + self.count
         members = found if isinstance(found, (set, frozenset)) else set(found)
         if wanted is not None and len(members) * DENSE > columns.count:
             # Many match and few are wanted: walk the index's kept order, not a sort of every match.
@@ -95,6 +136,11 @@ class SearchQuery:
         ordered = [ids[p] for _, p in first]
         return self.page(ordered + [ids[p] for p in sorted(undated)][: _room(wanted, len(ordered))])
 
+    def _passing(self, columns: Columns, order: Iterable[int], others: list[frozenset[int]]) -> Iterator[int]:
+        for p in order:
+            if all(p in found for found in others) and all(test.keeps(columns, p) for test in self.dates):
+                yield p
+
     def page(self, ordered: list[str]) -> list[str]:
         """The `count` results from `offset` on, of all the results in order."""
         end = None if self.count is None else self.offset + self.count
@@ -118,6 +164,10 @@ class SearchQuery:
         return any(key.startswith(name) and key[len(name) :] in _CHOICE_TYPES for name in self.elements)
 
 
+def _size(carried: tuple[frozenset[int], tuple[int, ...]]) -> int:
+    return len(carried[0])
+
+
 def _room(count: int | None, used: int) -> int | None:
     return None if count is None else max(0, count - used)
 
@@ -126,8 +176,8 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
     """The search these (name, value) pairs ask for on `resource_type`; InvalidRequest naming what is wrong."""
     known = SEARCH_PARAMETERS.get(resource_type, {})
     dates = date_params(resource_type)
-    tests: list[Test] = []
-    date_tests: list[Test] = []
+    tests: list[TokenTest] = []
+    date_tests: list[DateTest] = []
     sort: int | None = None
     descending = False
     count: int | None = None
@@ -170,7 +220,7 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             what = "modifiers and chains are" if base != name else f"{name!r} is"
             supported = ", ".join([*known, "_count", "_offset", "_sort", "_elements"])
             raise InvalidRequest(f"{what} not supported on {resource_type}: use {supported}")
-    return SearchQuery(resource_type, (*tests, *date_tests), sort, descending, count, elements, offset)
+    return SearchQuery(resource_type, tuple(tests), tuple(date_tests), sort, descending, count, elements, offset)
 
 
 def _elements(resource_type: str, value: str) -> frozenset[str]:
@@ -183,26 +233,8 @@ def _elements(resource_type: str, value: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _token_test(name: str, alternatives: list[str]) -> Test:
-    asks = [_token_ask(name, text) for text in alternatives]
-    key = (name, tuple(asks))
-
-    def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
-        # Each distinct token is compared once; only the matching ones' postings are read.
-        tokens = columns.matching.get(key)
-        if tokens is None:
-            tokens = columns.matching[key] = tuple(
-                token
-                for token, (param, system, code) in enumerate(columns.tokens)
-                if param == name and any(_token_matches(system, code, ask) for ask in asks)
-            )
-        wanted = columns.carrying(tokens)
-        if isinstance(found, range) and len(found) == columns.count:
-            return wanted  # the first test: nothing narrowed yet
-        narrowed = found if isinstance(found, (set, frozenset)) else set(found)
-        return narrowed & wanted if len(narrowed) <= len(wanted) else wanted & narrowed
-
-    return test
+def _token_test(name: str, alternatives: list[str]) -> TokenTest:
+    return TokenTest(name, tuple(_token_ask(name, text) for text in alternatives))
 
 
 def _token_ask(name: str, text: str) -> TokenAsk:
@@ -225,18 +257,8 @@ def _token_matches(system: str | None, code: str, ask: TokenAsk) -> bool:
     return system == asked_system
 
 
-def _date_test(name: str, index: int, alternatives: list[str]) -> Test:
-    asks = [_date_ask(name, text) for text in alternatives]
-
-    def test(columns: Columns, found: Iterable[int]) -> Iterable[int]:
-        lower, upper = columns.lower[index], columns.upper[index]
-        return [
-            p
-            for p in found
-            if lower[p] != NO_DATE and any(_date_matches(lower[p], upper[p], prefix, ask) for prefix, ask in asks)
-        ]
-
-    return test
+def _date_test(name: str, index: int, alternatives: list[str]) -> DateTest:
+    return DateTest(index, tuple(_date_ask(name, text) for text in alternatives))
 
 
 def _date_ask(name: str, text: str) -> tuple[str, tuple[int, int]]:

@@ -122,12 +122,20 @@ def erase(conn: Connection, patient_id: str) -> None:
 
 # The patient's data key as wrapped under this host's KEK, and their index of the type if any.
 # The index's version and fingerprint (its AES-GCM nonce and tag: a new one each time it is sealed,
-# and no one without the key can alter the blob and keep the tag), not the blob itself.
+# and no one without the key can alter the blob and keep the tag), not the blob itself: the
+# fingerprint has a column of its own, written with the blob, since reading it from the blob loads
+# all of it.
+# SQLite is told to read them from the covering index of migration 8: it would otherwise read the
+# row, and reach a column stored after the blob by walking the blob's overflow pages.
 KEY_AND_INDEX_SQL = (
-    "SELECT k.wrapped, s.version, substr(s.sealed, 1, 12), substr(s.sealed, length(s.sealed) - 15, 16) "
-    "FROM data_keys k LEFT JOIN search_index s ON s.patient_id = k.owner AND s.resource_type = ? "
+    "SELECT k.wrapped, s.version, s.fingerprint "
+    "FROM data_keys k LEFT JOIN search_index s{indexed_by} ON s.patient_id = k.owner AND s.resource_type = ? "
     "WHERE k.owner = ? AND k.kek_id = ?"
 )
+KEY_AND_INDEX = {
+    "sqlite": KEY_AND_INDEX_SQL.format(indexed_by=" INDEXED BY search_index_fingerprint"),
+    "postgresql": KEY_AND_INDEX_SQL.format(indexed_by=""),
+}
 SEALED_SQL = "SELECT sealed FROM search_index WHERE patient_id = ? AND resource_type = ?"
 ANY_RESOURCE_SQL = "SELECT 1 FROM resources WHERE patient_id = ? LIMIT 1"
 
@@ -199,13 +207,13 @@ def query(
         kept, ready = opened[(patient_id, resource_type)]
         ids = wanted.select(ready)
         return [wanted.project(body) for body in _fetch(conn, kept, patient_id, resource_type, ids)]
-    row = conn.execute(KEY_AND_INDEX_SQL, (resource_type, patient_id, kek_id)).fetchone()
+    row = conn.execute(KEY_AND_INDEX[conn.dialect], (resource_type, patient_id, kek_id)).fetchone()
     if row is None and conn.execute(ANY_RESOURCE_SQL, (patient_id,)).fetchone() is None:
         return []  # no such patient: nothing to find, as for a whole-type search
     cipher = open_key(row[0] if row is not None else None)
     if cipher is None:
         return []
-    version, head, tail = (row[1], row[2], row[3]) if row is not None else (None, None, None)
+    version, fingerprint = (row[1], row[2]) if row is not None else (None, None)
     if not wanted.indexed:
         ids = [
             rid
@@ -218,7 +226,9 @@ def query(
     elif version is None:
         return []  # the index is written with the resources: none means none of this type
     else:
-        key = (patient_id, resource_type, bytes(head or b"") + bytes(tail or b""))
+        key = (patient_id, resource_type, bytes(fingerprint or b""))
+        if fingerprint is None:
+            cache = None  # no fingerprint to tell this index from the next: opened, never kept
         columns = cache.get(key) if cache is not None and version == INDEX_VERSION else None
         if columns is None:
             fresh = _open(conn, cipher, patient_id, resource_type, version, key, cache)
@@ -247,7 +257,7 @@ def _open(
     if row is None:
         return None
     sealed = bytes(row[0])
-    if sealed[:12] + sealed[-16:] != key[2]:
+    if fingerprint_of(sealed) != key[2]:
         cache = None  # rewritten between the two reads: opened, answered from, not kept under the old fingerprint
     data = open_index(cipher, patient_id, resource_type, sealed)
     columns = Columns(data)
@@ -285,8 +295,15 @@ def _from_rows(
 
 
 def _store(conn: Connection, cipher: FieldCipher, index: Index, patient_id: str) -> None:
+    sealed = seal(cipher, index, patient_id)
     conn.execute(
-        "INSERT INTO search_index (patient_id, resource_type, version, sealed) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (patient_id, resource_type) DO UPDATE SET version = excluded.version, sealed = excluded.sealed",
-        (patient_id, index.resource_type, INDEX_VERSION, seal(cipher, index, patient_id)),
+        "INSERT INTO search_index (patient_id, resource_type, version, sealed, fingerprint) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (patient_id, resource_type) DO UPDATE SET version = excluded.version, sealed = excluded.sealed, "
+        "fingerprint = excluded.fingerprint",
+        (patient_id, index.resource_type, INDEX_VERSION, sealed, fingerprint_of(sealed)),
     )
+
+
+def fingerprint_of(sealed: bytes) -> bytes:
+    """A sealed index's nonce and tag: new each time it is sealed, bound to its content by the key."""
+    return sealed[:12] + sealed[-16:]

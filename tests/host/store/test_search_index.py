@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from host.errors import InvalidRequest, StoreUnavailable
+from host.store import migrations
 from host.store.encryption import LocalKek
 from host.store.resources import ResourceStore
 from tests.backends import Backend
@@ -200,7 +201,10 @@ def test_one_invocations_searches_answer_as_separate_ones_do(store: ResourceStor
 def test_a_session_opens_each_index_once_and_only_for_itself(store: ResourceStore, backend: Backend) -> None:
     query = store.query_session()
     assert [json.loads(b)["id"] for b in query("p1", "Observation", [("code", HR), ("_count", "1")])] == ["hr-2019"]
-    backend.execute("UPDATE search_index SET sealed = ? WHERE patient_id = 'p1'", b"\0" * 40)
+    # Rewritten as every write does: a new blob with its own fingerprint (nonce and tag).
+    backend.execute(
+        "UPDATE search_index SET sealed = ?, fingerprint = ? WHERE patient_id = 'p1'", b"\0" * 40, b"\0" * 28
+    )
     # The session answers from the index it opened; a new session (the next invocation) reads it again.
     assert [json.loads(b)["id"] for b in query("p1", "Observation", [("code", HR), ("_sort", "-date")])] == [
         "hr-2021",
@@ -356,3 +360,23 @@ def test_an_index_of_another_version_is_read_from_the_resources(store: ResourceS
         == 1
     )
     assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "2")]) == ["hr-2025", "hr-2021"]
+
+
+def test_each_index_row_carries_its_blobs_fingerprint(store: ResourceStore, backend: Backend) -> None:
+    # Written with the blob, and (migration 8) filled in from the blob for rows written before it.
+    rows = backend.query("SELECT sealed, fingerprint FROM search_index")
+    assert rows and all(bytes(f) == bytes(s)[:12] + bytes(s)[-16:] for s, f in rows)
+    backend.execute("UPDATE search_index SET fingerprint = NULL")
+    migration = next(m for m in migrations.MIGRATIONS if m.name == "search_index_fingerprint")
+    [_, fill, _] = migration.sqlite if backend.name == "sqlite" else migration.postgresql
+    backend.execute(fill)
+    assert backend.query("SELECT sealed, fingerprint FROM search_index") == rows
+
+
+def test_an_index_row_without_a_fingerprint_is_answered_and_not_kept(store: ResourceStore, backend: Backend) -> None:
+    backend.execute("UPDATE search_index SET fingerprint = NULL")
+    assert ids(store, "Observation", [("code", HR), ("_sort", "-date"), ("_count", "1")]) == ["hr-2021"]
+    # Nothing tells this blob from the next one: a rewrite behind the host's back is found at once.
+    backend.execute("UPDATE search_index SET sealed = ? WHERE patient_id = 'p1'", b"\0" * 40)
+    with pytest.raises(StoreUnavailable):
+        store.query("p1", "Observation", [("code", HR)])
