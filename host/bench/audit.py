@@ -53,6 +53,12 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
     database = PostgresDatabase(options.database_url)
     try:
         migrations.migrate(database)
+        with database.connection() as conn:
+            # Whether a commit waits for a flush to disk: the figures mean little without it.
+            durability = {
+                name: conn.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
+            }
     finally:
         database.close()
     machine = describe()  # the load average as the runs start; the one after them is added below
@@ -77,6 +83,7 @@ def run_audit_bench(options: AuditBenchOptions, out: Path, say: Callable[[str], 
         "machine": machine,
         "load_average_after": describe()["load_average"],
         "options": {k: v for k, v in asdict(options).items() if k != "database_url"},
+        "database": durability,
         "runs": runs,
         "audit_p99_8_over_1_writers": ratio(p99[8], p99[1]) if 8 in p99 and 1 in p99 else None,
         "single_chain_reference": SINGLE_CHAIN_REFERENCE,
@@ -102,17 +109,20 @@ def _run(options: AuditBenchOptions, writers: int) -> dict[str, Any]:
     # a process start on a busy machine takes seconds, and would count as a backlog otherwise.
     for _ in processes:
         ready.get(timeout=300)
+    before = _database_counters(options.database_url), _cpu_times()
     start_at.value = time.time() + 0.5
     go.set()
     latencies: list[float] = []
-    failures = appended = 0
+    failures = appended = every = 0
     for _ in processes:
         done = results.get(timeout=options.duration_s + options.warmup_s + 120)
         latencies.extend(done["latencies"])
         failures += done["failures"]
         appended += done["appended"]
+        every += done["every"]
     for process in processes:
         process.join(30)
+    after = _database_counters(options.database_url), _cpu_times()
     return {
         "writers": writers,
         "offered_rate": options.rate,
@@ -120,7 +130,48 @@ def _run(options: AuditBenchOptions, writers: int) -> dict[str, Any]:
         "records_per_s": round(appended / options.duration_s, 1),
         "failures": failures,
         "latency_ms": summarise(latencies, (50, 90, 99, 99.9)),
+        # What the database did a record (warm-up included: the counters cannot tell it apart), and
+        # how busy the machine's CPUs were: the capacity model's inputs, and whether a slower N was
+        # waiting for a CPU rather than for another writer.
+        # Transactions count every one (the pool's liveness checks, lease renewals, chain opens and
+        # closes too); WAL syncs are the durable flushes the disk paid for, shared by concurrent commits.
+        "per_record": {
+            "transactions": round((after[0][0] - before[0][0]) / max(every, 1), 3),
+            "wal_syncs": round((after[0][2] - before[0][2]) / max(every, 1), 3),
+            "wal_bytes": round((after[0][1] - before[0][1]) / max(every, 1)),
+        },
+        "machine_cpu_busy": round(_busy(before[1], after[1]), 3),
     }
+
+
+def _database_counters(url: str) -> tuple[int, int, int]:
+    """The database's transactions so far, the WAL position in bytes, and the WAL syncs so far."""
+    from host.store.database import PostgresDatabase
+
+    database = PostgresDatabase(url, pool_size=1)
+    try:
+        with database.connection() as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            (commits,) = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()
+            (wal,) = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+            (syncs,) = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+    finally:
+        database.close()
+    return int(commits), int(wal), int(syncs)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """The machine's (busy, total) CPU time so far, in clock ticks (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 def _writer(options: AuditBenchOptions, writers: int, start: Any, go: Any, ready: Any, results: Any) -> None:
@@ -140,7 +191,7 @@ def _writer(options: AuditBenchOptions, writers: int, start: Any, go: Any, ready
     total = int((options.warmup_s + options.duration_s) / interval)
     timed_from = start_at + options.warmup_s
     latencies: list[float] = []
-    counts = {"failures": 0, "appended": 0}
+    counts = {"failures": 0, "appended": 0, "every": 0}
     pid = os.getpid()
 
     def append(index: int, due: float) -> None:
@@ -150,6 +201,7 @@ def _writer(options: AuditBenchOptions, writers: int, start: Any, go: Any, ready
         except Exception:
             counts["failures"] += 1
             return
+        counts["every"] += 1
         if due >= timed_from:
             latencies.append((time.time() - due) * 1000)
             counts["appended"] += 1

@@ -27,6 +27,11 @@ def test_the_audit_bench_measures_each_writer_count_and_leaves_a_sound_trail(
     assert [run["writers"] for run in result["runs"]] == [1, 2]
     for run in result["runs"]:
         assert run["failures"] == 0 and run["records"] == 20 and run["latency_ms"]["p99"] > 0
+        # Every record is committed and flushed (a flush may carry several) and writes WAL; the CPUs worked.
+        per_record = run["per_record"]
+        assert per_record["transactions"] >= 1 and per_record["wal_bytes"] > 100
+        assert (per_record["wal_syncs"] > 0) == (result["database"]["fsync"] == "on")  # the tests' cluster: off
+        assert 0 < run["machine_cpu_busy"] <= 1
     assert result["audit_p99_8_over_1_writers"] is None  # no run with eight writers
     assert result["single_chain_reference"]["p99_ms"] == {"1": [17, 19], "8": [89, 99]}
     log = AuditLog(postgres_backend.database())
