@@ -36,7 +36,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from host.auth import issue_dev_token
-from host.bench import report
+from host.bench import bundles, report
 from host.bench.machine import commit, describe
 from host.bench.pages import walk
 from host.bench.server import build_all, start_host, stop, until_ok
@@ -72,6 +72,7 @@ class HistoryOptions:
     warmup: int = 3
     seed: int = 20261125
     workers: int = 0
+    bundles: tuple[str, ...] = ()  # FHIR bundle files or directories, imported and summarised too
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,18 @@ def run_history(settings: Settings, options: HistoryOptions, out: Path, console:
         with Progress(
             TextColumn("{task.description:<52}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
         ) as progress:
-            patients, url, runs, walks = _seed_and_measure(settings, options, workdir / DATABASE, out, progress)
+            patients, url, runs, walks, imported = _seed_and_measure(
+                settings, options, workdir / DATABASE, out, progress
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     document = _document(settings, options, url, patients, runs)
     document["walks"] = walks
     _print(console, document)
     _print_walks(console, walks)
+    if options.bundles:
+        document["bundles"] = bundles.summarise_runs(imported)
+        bundles.print_bundles(console, document["bundles"])
     report.write_json(out / "history.json", document)
     _chart(out / "history.png", document)
     console.print(f"wrote {out / 'history.json'} and {out / 'history.png'}")
@@ -123,7 +129,7 @@ def run_history(settings: Settings, options: HistoryOptions, out: Path, console:
 
 def _seed_and_measure(
     settings: Settings, options: HistoryOptions, database: Path, out: Path, progress: Progress
-) -> tuple[list[BenchPatient], str, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[BenchPatient], str, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     sizes = sorted(set(options.sizes))
     task = progress.add_task("history", total=len(sizes) * (1 + len(FUNCTIONS)) + 1)
     patients = []
@@ -131,11 +137,14 @@ def _seed_and_measure(
         progress.update(task, description=f"seeding a chart of {size:,} resources")
         patients.append(_seed(settings, database, options.seed, position, len(sizes), size))
         progress.advance(task)
+    progress.update(task, description="importing bundles")
+    real = bundles.import_for_bench(settings, database, [Path(p) for p in options.bundles])
     progress.update(task, description="building functions, starting the host")
     build_all(settings)
     staff = {"Authorization": f"Bearer {issue_dev_token(settings, 'bench-history', STAFF_ROLE, 7200)}"}
     runs: list[dict[str, Any]] = []
     walks: list[dict[str, Any]] = []
+    imported: list[dict[str, Any]] = []
     with (out / "history-server.log").open("wb") as log:
         server, url = start_host(settings, database, log)
         try:
@@ -150,9 +159,24 @@ def _seed_and_measure(
                         progress.advance(task)
                     progress.update(task, description=f"exports page by page, {patient.target:,} resources")
                     walks.append(_walk_exports(settings, client, patient))
+                for chart in real:
+                    progress.update(task, description=f"bundle {chart.number}, {chart.resources:,} resources")
+                    imported += _measure_bundle(client, chart, staff, options)
         finally:
             stop(server)
-    return patients, url, runs, walks
+    return patients, url, runs, walks, imported
+
+
+def _measure_bundle(
+    client: httpx.Client, chart: bundles.BundlePatient, staff: dict[str, str], options: HistoryOptions
+) -> list[dict[str, Any]]:
+    """The summary and med_safety of one imported chart, as for the synthetic ones."""
+    found = []
+    as_seeded = BenchPatient(chart.resources, 0, chart.patient_id, "", chart.counts, 0.0, 0.0)
+    for function, request in bundles.staff_requests(chart.patient_id, staff).items():
+        run = _measure(client, function, as_seeded, request, options.calls, options.warmup)
+        found.append({"bundle": chart.number, **run, "by_type": chart.counts})
+    return found
 
 
 def _seed(settings: Settings, database: Path, seed: int, position: int, stride: int, size: int) -> BenchPatient:
@@ -182,13 +206,7 @@ def _requests(settings: Settings, patient: BenchPatient, staff: dict[str, str]) 
     physician = issue_dev_token(settings, patient.physician, "physician", 7200)
     invoke = {"patient_id": patient.patient_id, "purpose": "TREAT"}
     return {
-        "summary": {"method": "GET", "url": f"/v1/patients/{patient.patient_id}/summary", "headers": staff},
-        "med_safety": {
-            "method": "POST",
-            "url": "/v1/functions/med_safety/invoke",
-            "headers": staff,
-            "json": {**invoke, "args": {}},
-        },
+        **bundles.staff_requests(patient.patient_id, staff),
         "export": {
             "method": "POST",
             "url": "/v1/functions/fhir_export/invoke",
@@ -271,7 +289,13 @@ def _document(
         "benchmark": "history",
         "commit": commit(),
         "url": url,
-        "options": {**asdict(options), "sizes": sorted(set(options.sizes)), "export_args": EXPORT_ARGS},
+        # Bundle paths may name their patient (Synthea's file names do): counted, never written.
+        "options": {
+            **asdict(options),
+            "sizes": sorted(set(options.sizes)),
+            "export_args": EXPORT_ARGS,
+            "bundles": len(options.bundles),
+        },
         RATIO: value,
         "ratios": {RATIO: value},
         "ratio_basis": {

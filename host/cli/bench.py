@@ -89,6 +89,13 @@ def load(
     "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Host processes; 0 is one per core."
 )
 @click.option("--quick", is_flag=True, help="Tiny charts (30 and 60 resources) and a few calls: a smoke run.")
+@click.option(
+    "--bundles",
+    "bundle_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="FHIR bundle files or directories (e.g. Synthea's), imported and summarised too; repeatable.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def history(
     sizes: str | None,
@@ -98,6 +105,7 @@ def history(
     seed_value: int | None,
     workers: int,
     quick: bool,
+    bundle_paths: tuple[Path, ...],
     out: Path,
 ) -> None:
     """Summary, med_safety and export latency against chart size (100 to 50,000 resources), on an idle host."""
@@ -120,6 +128,7 @@ def history(
         warmup=base.warmup if warmup is None else warmup,
         seed=settings.seed if seed_value is None else seed_value,
         workers=workers,
+        bundles=tuple(str(p) for p in bundle_paths),
     )
     run_history(settings, options, out, err)
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import FUNCTION_DIRS, TEST_HOME
 from tests.e2e.server import WARDFN
+from tests.host.data.test_fhir_import import synthea_dir
 
 pytestmark = pytest.mark.components
 
@@ -88,8 +89,11 @@ def test_load_writes_json_and_png(built_functions: list[str], tmp_path: Path) ->
 
 
 def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path) -> None:
+    # The smallest Synthea bundle, imported and summarised beside the synthetic charts.
+    bundle = min(synthea_dir().glob("*.json"), key=lambda p: p.stat().st_size)
     done = subprocess.run(
-        [str(WARDFN), "bench", "history", "--quick", "--sizes", "25,50", "--workers", "1", "--out", str(tmp_path)],
+        [str(WARDFN), "bench", "history", "--quick", "--sizes", "25,50", "--workers", "1", "--out", str(tmp_path),
+         "--bundles", str(bundle)],
         env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -108,6 +112,12 @@ def test_history_writes_json_and_png(built_functions: list[str], tmp_path: Path)
         assert isinstance(run["error_codes"], dict)
     assert document["errors"]["total"] == sum(r["errors"] for r in runs)  # type: ignore[index,union-attr]
     assert document["ratio_basis"]["sizes"] == [25, 50]  # type: ignore[index]
+    imported = document["bundles"]
+    assert [(r["bundle"], r["function"]) for r in imported["runs"]] == [(1, "summary"), (1, "med_safety")]  # type: ignore[index]
+    assert imported["every_summary_200"] and imported["bundle_summary_max_ms"] > 0  # type: ignore[index]
+    assert imported["runs"][0]["resources"] == len(json.loads(bundle.read_bytes())["entry"])  # type: ignore[index]
+    assert document["options"]["bundles"] == 1  # type: ignore[index]
+    assert bundle.stem.split("_")[0] not in (tmp_path / "history.json").read_text()  # a bundle's name names its patient
     for chart in document["walks"]:  # type: ignore[union-attr]
         for function in ("fhir_export", "deidentify"):
             walked = chart[function]
