@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 
 from host.audit.chain import GENESIS_HASH, describe_chain
-from host.store.database import Connection, Database
+from host.store.database import Connection, Database, Rows
 from host.types import ChainHead
 
 OPEN = "INSERT INTO audit_chains (chain, writer, opened_at, lease_until) VALUES (?, ?, ?, ?)"
@@ -40,8 +40,17 @@ def open_chain(conn: Connection, chain: str, writer: str, lease_s: float) -> Non
 
 def renew(conn: Connection, chain: str, lease_s: float) -> bool:
     """Extend the lease; False if it had lapsed or the chain was closed (then nothing may be written to it)."""
+    return renewed(send_renew(conn, chain, lease_s))
+
+
+def send_renew(conn: Connection, chain: str, lease_s: float) -> Rows:
+    """`renew`, sent: in a pipeline its answer is read later, with `renewed`."""
     now = time.time()
-    return bool(conn.execute(RENEW, (now + lease_s, chain, now)).rowcount == 1)
+    return conn.execute(RENEW, (now + lease_s, chain, now))
+
+
+def renewed(sent: Rows) -> bool:
+    return sent.rowcount == 1
 
 
 def head(conn: Connection, chain: str) -> tuple[int, str]:

@@ -104,6 +104,17 @@ class Connection:
         with self.raw.cursor() as cursor:
             cursor.executemany(_pg_sql(sql), list(rows))
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """PostgreSQL's pipeline mode: the statements go out together, in order, without a round trip
+        each; a statement's result is waited for when it is read (a `rowcount` once a later result has
+        been read, or the block has ended). SQLite runs each statement as it comes."""
+        if self.dialect == "sqlite":
+            yield
+            return
+        with self.raw.pipeline():
+            yield
+
 
 @functools.lru_cache(maxsize=256)
 def _pg_sql(sql: str) -> str:

@@ -213,13 +213,26 @@ def _add_org_unit(conn: Connection) -> None:
 # patient's key on every search, where taking it from the blob made SQLite load the whole blob (a few
 # MB for a long history) once an invocation. Rows from before get it from their blob, once.
 # The covering index answers it without the row: SQLite stores a column after a large blob past the
-# blob's overflow pages. (SQLite's || makes text of blobs: cast back, byte for byte.)
-SEARCH_INDEX_FINGERPRINT = (
-    "ALTER TABLE search_index ADD COLUMN fingerprint {blob}",
-    "UPDATE search_index SET fingerprint = {cast_open}substr(sealed, 1, 12) || substr(sealed, length(sealed) - 15, 16)"
-    "{cast_close}",
-    "CREATE INDEX search_index_fingerprint ON search_index (patient_id, resource_type, version, fingerprint)",
+# blob's overflow pages.
+SEARCH_INDEX_FINGERPRINT_POSTGRESQL = (
+    "ALTER TABLE search_index ADD COLUMN IF NOT EXISTS fingerprint BYTEA",
+    "UPDATE search_index SET fingerprint = substr(sealed, 1, 12) || substr(sealed, length(sealed) - 15, 16)",
+    "CREATE INDEX IF NOT EXISTS search_index_fingerprint ON search_index "
+    "(patient_id, resource_type, version, fingerprint)",
 )
+# (SQLite's || makes text of blobs: cast back, byte for byte.)
+SEARCH_INDEX_FINGERPRINT_FILL_SQLITE = (
+    "UPDATE search_index SET fingerprint = CAST(substr(sealed, 1, 12) || substr(sealed, length(sealed) - 15, 16) "
+    "AS BLOB)"
+)
+
+
+def _add_fingerprint(conn: Connection) -> None:
+    # SQLite has no ADD COLUMN IF NOT EXISTS; a file re-running its migrations may have the column.
+    if "fingerprint" not in {row[1] for row in conn.execute("PRAGMA table_info(search_index)")}:
+        conn.execute("ALTER TABLE search_index ADD COLUMN fingerprint BLOB")
+    conn.execute(SEARCH_INDEX_FINGERPRINT_FILL_SQLITE)
+    conn.execute(SEARCH_INDEX_FINGERPRINT_POSTGRESQL[2])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -243,12 +256,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "audit_reader_indexes", AUDIT_READER_INDEXES, AUDIT_READER_INDEXES),
     # The accessing subject's organisation unit (a token's `org_unit`), for the privacy office's reports.
     Migration(7, "audit_org_unit", (), (AUDIT_ORG_UNIT,), sqlite_upgrade=_add_org_unit),
-    Migration(
-        8,
-        "search_index_fingerprint",
-        tuple(s.format(blob="BLOB", cast_open="CAST(", cast_close=" AS BLOB)") for s in SEARCH_INDEX_FINGERPRINT),
-        tuple(s.format(blob="BYTEA", cast_open="", cast_close="") for s in SEARCH_INDEX_FINGERPRINT),
-    ),
+    Migration(8, "search_index_fingerprint", (), SEARCH_INDEX_FINGERPRINT_POSTGRESQL, sqlite_upgrade=_add_fingerprint),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -367,9 +367,10 @@ def test_each_index_row_carries_its_blobs_fingerprint(store: ResourceStore, back
     rows = backend.query("SELECT sealed, fingerprint FROM search_index")
     assert rows and all(bytes(f) == bytes(s)[:12] + bytes(s)[-16:] for s, f in rows)
     backend.execute("UPDATE search_index SET fingerprint = NULL")
-    migration = next(m for m in migrations.MIGRATIONS if m.name == "search_index_fingerprint")
-    [_, fill, _] = migration.sqlite if backend.name == "sqlite" else migration.postgresql
-    backend.execute(fill)
+    if backend.name == "sqlite":
+        backend.execute(migrations.SEARCH_INDEX_FINGERPRINT_FILL_SQLITE)
+    else:
+        backend.execute(migrations.SEARCH_INDEX_FINGERPRINT_POSTGRESQL[1])
     assert backend.query("SELECT sealed, fingerprint FROM search_index") == rows
 
 
