@@ -341,6 +341,13 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_s: float = Field(
         default=5.0, gt=0, description="How often, in seconds, the host signs the chain's head when it moved."
     )
+    audit_retention_years: int = Field(
+        default=6,
+        ge=1,
+        description="How many years audit records are kept before `wardfn audit archive` may archive and drop them "
+        "(six, HIPAA's documentation rule, by default; production refuses fewer). A month is archived only once "
+        "all of it is older ([audit.md](audit.md#retention)).",
+    )
 
     # The privacy office (issue 19): access reports and the break-the-glass review queue.
     access_report_names_subjects: bool = Field(
@@ -595,6 +602,11 @@ class Settings(BaseSettings):
                 "WARDFN_ENV=production needs WARDFN_AUDIT_CHECKPOINT_KEY_FILE, the Ed25519 private key (PEM) that "
                 "signs audit checkpoints, kept where the database's users cannot read it: create one with "
                 "`openssl genpkey -algorithm ed25519 -out audit-checkpoint.pem && chmod 600 audit-checkpoint.pem`"
+            )
+        if self.audit_retention_years < 6:
+            raise ValueError(
+                "WARDFN_AUDIT_RETENTION_YEARS is below six, HIPAA's documentation rule: production keeps audit "
+                "records at least six years"
             )
         if self.amqp is not None and not self.amqp.startswith("amqps://"):
             # The records name patients: they cross the network only encrypted.

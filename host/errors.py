@@ -15,6 +15,7 @@ WardfnError
 │   ├── StoreUnavailable         the record store could not answer
 │   └── FunctionUnavailable      earlier calls still stuck past their deadlines, or the host is shutting down
 ├── BrokerUnavailable            the audit relay's broker took no message; the relay retries later
+├── ArchiveRefused               archiving the trail's old months would break retention or verification; says what to do
 ├── BuildError                   componentize or compile failed
 ├── ArtifactRejected             a cached artifact is not one the host compiled
 └── FunctionFailed               the invocation ended badly; the host goes on
@@ -104,6 +105,13 @@ class BrokerUnavailable(WardfnError):
     """Not under Unavailable: the relay streams records already durable, so no invocation waits on the broker."""
 
     code = "broker_unavailable"
+
+
+class ArchiveRefused(WardfnError):
+    """Archiving that range would drop records still kept (too young, under open review) or not vouched
+    for by a signed checkpoint; nothing was archived or dropped."""
+
+    code = "archive_refused"
 
 
 class BuildError(WardfnError):

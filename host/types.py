@@ -168,6 +168,26 @@ class ChainHead:
 
 
 @dataclass(frozen=True)
+class ArchiveNote:
+    """What an archive's checkpoint signs besides its heads (each chain's last archived record): the
+    month it archived before, how many records, the SHA-256 of the archive file's record lines, and
+    where each chain's archived records start (the previous archive's boundary, or n 0)."""
+
+    before: str
+    records: int
+    sha256: str
+    starts: tuple[ChainHead, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "records": self.records,
+            "sha256": self.sha256,
+            "starts": [{"chain": h.chain, "n": h.n, "hash": h.hash} for h in self.starts],
+        }
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """Audit chains' heads at one moment, signed with a key the database does not hold.
 
@@ -180,13 +200,16 @@ class Checkpoint:
     key_id: str
     signature: str = ""
     legacy: bool = False
+    # Set on an archive's checkpoint (host/audit/retention.py): its heads are the last records archived.
+    archive: ArchiveNote | None = None
 
     def signed_fields(self) -> dict[str, Any]:
         """What the signature covers (as canonical JSON): everything but the signature."""
         if self.legacy:
             (head,) = self.heads
             return {"seq": head.n, "hash": head.hash, "ts": self.ts, "key_id": self.key_id}
-        return {"heads": [h.as_json() for h in self.heads], "ts": self.ts, "key_id": self.key_id}
+        fields = {"heads": [h.as_json() for h in self.heads], "ts": self.ts, "key_id": self.key_id}
+        return fields if self.archive is None else {**fields, "archive": self.archive.as_json()}
 
     def as_json(self) -> dict[str, Any]:
         """The checkpoint as one line of the checkpoint file, or one message on the stream."""

@@ -104,9 +104,12 @@ def _decision_fields(event: AuditEvent) -> dict[str, Any]:
     return fields
 
 
-def check_chains(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
-    """Walk the rows in (chain, n) order, each chain from its first record; `checked` counts the
-    records found sound before any bad one, `chains` the chains walked."""
+def check_chains(
+    rows: Iterator[tuple[Any, ...]], bases: dict[str, tuple[int, str]] | None = None
+) -> VerifyReport:
+    """Walk the rows in (chain, n) order, each chain from its first record, or from the record after
+    its base in `bases` ((n, hash) of its last archived record); `checked` counts the records found
+    sound before any bad one, `chains` the chains walked."""
     checked = chains = 0
     chain: str | None = None
     previous_n, previous_seq, previous_hash = 0, 0, GENESIS_HASH
@@ -114,7 +117,8 @@ def check_chains(rows: Iterator[tuple[Any, ...]]) -> VerifyReport:
         values = dict(zip(COLUMNS, row, strict=True))
         if values["chain"] != chain:
             chain, chains = values["chain"], chains + 1
-            previous_n, previous_seq, previous_hash = 0, 0, GENESIS_HASH
+            previous_n, previous_hash = (bases or {}).get(values["chain"], (0, GENESIS_HASH))
+            previous_seq = 0
         fault = _fault(values, row, previous_n, previous_seq, previous_hash)
         if fault is not None:
             bad_seq, problem = fault
@@ -150,6 +154,8 @@ def _fault(
     if stored_prev != previous_hash:
         if previous_n == 0:
             return seq, f"record {seq} does not start {where}"
+        if previous_seq == 0:
+            return seq, f"record {seq} does not follow its record {previous_n}, the last archived, in {where}"
         return seq, f"record {seq} does not follow record {previous_seq}"
     return None
 

@@ -27,13 +27,13 @@ other four fields with the public key whose `key_id` (`key_id_of`) the checkpoin
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,15 +43,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from host.audit.chain import describe_chain
+from host.audit.checkpoint_file import CheckpointFile as CheckpointFile
+from host.audit.checkpoint_file import canonical_json as canonical_json
+from host.audit.checkpoint_file import parse_checkpoint as parse_checkpoint
 from host.audit.checkpoint_keys import load_signing_key as load_signing_key
 from host.audit.checkpoint_keys import load_verification_key as load_verification_key
 from host.audit.trail import AuditLog
 from host.config import Settings
-from host.errors import ConfigurationError
-from host.types import ChainHead, Checkpoint, CheckpointReport
+from host.store import partitions
+from host.types import ArchiveNote, ChainHead, Checkpoint, CheckpointReport
 
 log = logging.getLogger("wardfn.audit")
 
+PARTITIONS_EVERY_S = 3600.0
 # Audit records the CLI appends for its own reads of the trail (`wardfn audit verify`, ...).
 READ_PREFIX = "audit:"
 
@@ -62,23 +66,18 @@ class CheckpointSink(Protocol):
     def publish(self, checkpoint: Checkpoint) -> None: ...
 
 
-def canonical_json(value: Any) -> bytes:
-    """The bytes a checkpoint's signature covers: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """A short name for a public key: the first 16 hex digits of sha256 over its raw bytes."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_heads(key: Ed25519PrivateKey, heads: Sequence[ChainHead]) -> Checkpoint:
-    """A checkpoint of chains' heads, stamped now and signed with `key`."""
+def sign_heads(key: Ed25519PrivateKey, heads: Sequence[ChainHead], archive: ArchiveNote | None = None) -> Checkpoint:
+    """A checkpoint of chains' heads (an archive's, with `archive`), stamped now and signed with `key`."""
     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    unsigned = Checkpoint(heads=tuple(heads), ts=ts, key_id=key_id_of(key.public_key()))
+    unsigned = Checkpoint(heads=tuple(heads), ts=ts, key_id=key_id_of(key.public_key()), archive=archive)
     signature = base64.b64encode(key.sign(canonical_json(unsigned.signed_fields()))).decode()
-    return Checkpoint(heads=unsigned.heads, ts=ts, key_id=unsigned.key_id, signature=signature)
+    return replace(unsigned, signature=signature)
 
 
 def signature_holds(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> bool:
@@ -92,81 +91,6 @@ def signature_holds(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> boo
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-# --- the checkpoint file ------------------------------------------------------------------
-
-
-class CheckpointFile:
-    """A file of checkpoints, one JSON line each, appended by every host process that shares the trail."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def publish(self, checkpoint: Checkpoint) -> None:
-        """Append one line, durable when this returns."""
-        line = canonical_json(checkpoint.as_json()) + b"\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            # O_APPEND alone keeps one write whole on a local disk; the lock keeps lines whole
-            # where it does not (network file systems) and orders the fsyncs.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-        if created:  # the new file's name must survive a crash too
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-
-    def read(self) -> list[tuple[int, Checkpoint | None]]:
-        """Every line as (line number, checkpoint), None where a line is not a checkpoint; [] if no file."""
-        try:
-            with self.path.open("rb") as f:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # never read a line half written
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read the checkpoint file {self.path} ({exc.strerror}): check its permissions"
-            ) from None
-        return [(number, _parse(line)) for number, line in enumerate(lines, start=1)]
-
-
-def _parse(line: bytes) -> Checkpoint | None:
-    try:
-        value = json.loads(line)
-        if "heads" in value:
-            heads = tuple(
-                ChainHead(chain=h["chain"], n=h["n"], hash=h["hash"], closed=h["closed"]) for h in value["heads"]
-            )
-            legacy = False
-        else:  # a line from before chains: the one chain's head
-            heads, legacy = (ChainHead(chain="", n=value["seq"], hash=value["hash"]),), True
-        checkpoint = Checkpoint(
-            heads=heads, ts=value["ts"], key_id=value["key_id"], signature=value["sig"], legacy=legacy
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-    heads_ok = all(
-        isinstance(h.chain, str)
-        and isinstance(h.n, int)
-        and h.n >= 0
-        and isinstance(h.hash, str)
-        and isinstance(h.closed, bool)
-        for h in checkpoint.heads
-    )
-    strings_ok = all(isinstance(v, str) for v in (checkpoint.ts, checkpoint.key_id, checkpoint.signature))
-    return checkpoint if heads_ok and strings_ok else None
 
 
 # --- verification -------------------------------------------------------------------------
@@ -219,11 +143,24 @@ def verify_checkpoints(
         for head in checkpoint.heads:
             closed, _ = signed.get((head.chain, head.n, head.hash), (False, ""))
             signed[(head.chain, head.n, head.hash)] = (closed or head.closed, checkpoint.ts)
-    current = {h.chain: h for h in audit.chain_heads(sorted({chain for chain, _, _ in signed}))}
     latest = max(checkpoints, key=lambda c: c.ts)
+    # Records may leave the table only through an archive, whose own signed checkpoint names where
+    # each chain was cut: a boundary no archive signed is a deletion dressed up as one.
+    bases = audit.archived()
+    vouched = {(h.chain, h.n, h.hash) for c in checkpoints if c.archive is not None for h in c.heads}
+    for chain, (n, digest) in sorted(bases.items()):
+        if (chain, n, digest) not in vouched:
+            problem = (
+                f"{describe_chain(chain)}'s records up to its record {n} are gone, marked archived, but no signed "
+                "archive checkpoint says so: records were deleted"
+            )
+            return CheckpointReport(ok=False, checkpoints=len(checkpoints), latest=latest, problem=problem)
+    current = {h.chain: h for h in audit.chain_heads(sorted({chain for chain, _, _ in signed}))}
     for (chain, n, digest), (closed, ts) in sorted(signed.items(), key=lambda item: (item[0][0], -item[0][1])):
         where = describe_chain(chain)
         now = current[chain]
+        if n < bases.get(chain, (0, ""))[0]:
+            continue  # archived: the archive's own checkpoint covers it (`wardfn audit verify-archive`)
         stored = audit.chain_hash_at(chain, n)
         if stored is None:
             problem = (
@@ -279,6 +216,7 @@ class Checkpointer:
         self._lock = threading.Lock()  # one checkpoint at a time: the thread's, or stop()'s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._partitions_at: float | None = None  # monotonic time of the last partition check
 
     @classmethod
     def from_settings(cls, audit: AuditLog, settings: Settings) -> Checkpointer:
@@ -287,6 +225,7 @@ class Checkpointer:
         return cls(audit, load_signing_key(settings), sinks, settings.audit_checkpoint_interval_s)
 
     def start(self) -> None:
+        self.keep_partitions()
         # Signed even when no head moved (none may have been written yet): a checkpoint file that says
         # a host started, so `wardfn audit verify` can tell "nothing signed yet" from "no host ever ran".
         self.checkpoint(starting=True)
@@ -310,8 +249,19 @@ class Checkpointer:
             self.tend()
             self.checkpoint()
 
+    def keep_partitions(self) -> None:
+        """Make the audit table's next months' partitions, at most hourly (host/store/partitions.py); never raises."""
+        if self._partitions_at is not None and time.monotonic() - self._partitions_at < PARTITIONS_EVERY_S:
+            return
+        self._partitions_at = time.monotonic()
+        try:
+            partitions.keep_ahead(self._audit.db)
+        except Exception as exc:  # the default partition takes the rows meanwhile: logged, never fatal
+            _event("audit_partitions_failed", error=type(exc).__name__)
+
     def tend(self) -> None:
         """Renew this writer's lease and close the chains whose lease lapsed; never raises."""
+        self.keep_partitions()
         try:
             self._audit.renew()
             closed = self._audit.close_lapsed()

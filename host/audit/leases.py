@@ -13,15 +13,24 @@ may end in another order than they took their seqs (docs/audit.md#one-order-for-
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
-from host.audit.chain import GENESIS_HASH, describe_chain
+from host.audit.chain import COLUMNS, GENESIS_HASH, check_chains, describe_chain
 from host.store.database import Connection, Database, Rows
-from host.types import ChainHead
+from host.types import ChainHead, VerifyReport
 
 OPEN = "INSERT INTO audit_chains (chain, writer, opened_at, lease_until) VALUES (?, ?, ?, ?)"
 RENEW = "UPDATE audit_chains SET lease_until = ? WHERE chain = ? AND closed_n IS NULL AND lease_until >= ?"
 HEAD = "SELECT n, hash FROM audit WHERE chain = ? ORDER BY n DESC LIMIT 1"
+# Each archived chain's boundary: its last archived record (migration 9, host/audit/retention.py).
+ARCHIVED = "SELECT chain, n, hash FROM audit_archived"
+ARCHIVED_HEAD = "SELECT n, hash FROM audit_archived WHERE chain = ?"
+HASH_AT = (
+    "SELECT hash FROM audit WHERE chain = ? AND n = ? "
+    "UNION ALL SELECT hash FROM audit_archived WHERE chain = ? AND n = ?"
+)
 CLOSE = "UPDATE audit_chains SET closed_n = ?, closed_hash = ?, closed_at = ? WHERE chain = ? AND closed_n IS NULL"
 LAPSED = "SELECT chain FROM audit_chains WHERE closed_n IS NULL AND lease_until < ? ORDER BY chain"
 # A no-op update that takes the row only if its lease is still lapsed.
@@ -54,8 +63,40 @@ def renewed(sent: Rows) -> bool:
 
 
 def head(conn: Connection, chain: str) -> tuple[int, str]:
-    row = conn.execute(HEAD, (chain,)).fetchone()
+    """A chain's newest record: stored, else its last archived one, else none (n 0)."""
+    row = conn.execute(HEAD, (chain,)).fetchone() or conn.execute(ARCHIVED_HEAD, (chain,)).fetchone()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+
+def archived(conn: Connection) -> dict[str, tuple[int, str]]:
+    """(n, hash) of each archived chain's last archived record: where what remains of it must follow on."""
+    return {str(chain): (int(n), str(digest)) for chain, n, digest in conn.execute(ARCHIVED).fetchall()}
+
+
+def verify(conn: Connection, select_in_chain_order: str) -> VerifyReport:
+    """Every chain checked from its first record, or from its archive's boundary, then each closed
+    chain's close (in the caller's snapshot)."""
+    bases = archived(conn)
+    # Each chain's stored head as (n, seq, hash); an archived chain's boundary until its rows say more.
+    heads: dict[str, tuple[int, int, str]] = {chain: (n, 0, digest) for chain, (n, digest) in bases.items()}
+    chain_at, n_at = COLUMNS.index("chain"), COLUMNS.index("n")
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for row in conn.execute(select_in_chain_order):
+            heads[row[chain_at]] = (row[n_at], row[0], row[-1])
+            yield row
+
+    report = check_chains(rows(), bases)
+    if not report.ok:
+        return report
+    closes = conn.execute(
+        "SELECT chain, closed_n, closed_hash FROM audit_chains WHERE closed_n IS NOT NULL ORDER BY chain"
+    ).fetchall()
+    problem = check_closes(heads, closes)
+    if problem is not None:
+        seq, words = problem
+        return VerifyReport(ok=False, checked=report.checked, first_bad_seq=seq, problem=words, chains=report.chains)
+    return report
 
 
 def close_at_head(conn: Connection, chain: str) -> None:

@@ -29,7 +29,6 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from host.audit.chain import (
     COLUMNS,
     GENESIS_HASH,
     chain_hash,
-    check_chains,
     record_fields,
     record_from_row,
     stored_row,
@@ -268,33 +266,23 @@ class AuditLog:
             raise self._unavailable("close lapsed chains in", exc) from exc
 
     def verify(self) -> VerifyReport:
-        """Recompute every chain in order, and each closed chain's close; report the first record that does not hold."""
+        """Recompute every chain in order (from its archive's boundary, if archived), and each closed
+        chain's close; report the first record that does not hold."""
         try:
             # A connection of its own, so a long check never holds up appends; its one read
             # transaction sees a single consistent snapshot of the trail.
             with self._db.fresh_connection() as conn, self._db.snapshot(conn):
-                heads: dict[str, tuple[int, int, str]] = {}
-
-                def rows() -> Iterator[tuple[Any, ...]]:
-                    for row in conn.execute(f"{SELECT} ORDER BY chain, n"):
-                        heads[row[COLUMNS.index("chain")]] = (row[COLUMNS.index("n")], row[0], row[-1])
-                        yield row
-
-                report = check_chains(rows())
-                if not report.ok:
-                    return report
-                closes = conn.execute(
-                    "SELECT chain, closed_n, closed_hash FROM audit_chains WHERE closed_n IS NOT NULL ORDER BY chain"
-                ).fetchall()
+                return leases.verify(conn, f"{SELECT} ORDER BY chain, n")
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
-        problem = leases.check_closes(heads, closes)
-        if problem is not None:
-            seq, words = problem
-            return VerifyReport(
-                ok=False, checked=report.checked, first_bad_seq=seq, problem=words, chains=report.chains
-            )
-        return report
+
+    def archived(self) -> dict[str, tuple[int, str]]:
+        """Each archived chain's boundary: (n, hash) of its last record archived (host/audit/retention.py)."""
+        try:
+            with self._db.connection() as conn:
+                return leases.archived(conn)
+        except self._db.errors as exc:
+            raise self._unavailable("read", exc) from exc
 
     def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records with seq greater than `after_seq`, in seq (commit) order, oldest first.
@@ -346,8 +334,9 @@ class AuditLog:
         return GENESIS_HASH if seq == 0 else str(row[0]) if row else None
 
     def chain_hash_at(self, chain: str, n: int) -> str | None:
-        """The stored hash of record `n` of `chain` (GENESIS_HASH for 0), or None if there is no such record."""
-        row = None if n == 0 else self._one("SELECT hash FROM audit WHERE chain = ? AND n = ?", (chain, n))
+        """The stored hash of record `n` of `chain` (GENESIS_HASH for 0; the archive's boundary for its last
+        archived record), or None if there is no such record."""
+        row = None if n == 0 else self._one(leases.HASH_AT, (chain, n, chain, n))
         return GENESIS_HASH if n == 0 else str(row[0]) if row else None
 
     def chain_heads(self, chains: list[str] | None = None) -> list[ChainHead]:
@@ -357,6 +346,11 @@ class AuditLog:
                 return leases.chain_heads(conn, chains)
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
+
+    @property
+    def db(self) -> Database:
+        """The database this log appends to (for maintenance: partitions, archives)."""
+        return self._db
 
     def healthy(self) -> bool:
         """True if the audit table answers a trivial query (for readiness checks); never raises."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from host.errors import ConfigurationError, StoreUnavailable
+from host.store import partitions
 from host.store.database import MIGRATE_LOCK, Connection, Database
 
 
@@ -29,6 +30,8 @@ class Migration:
     postgresql: tuple[str, ...] = field(repr=False)
     # Run after the SQLite statements: upgrades a file older than migrations, whose tables exist.
     sqlite_upgrade: Callable[[Connection], None] | None = field(default=None, repr=False)
+    # Run after the PostgreSQL statements, for what depends on the rows found (migration 9's partitions).
+    postgresql_upgrade: Callable[[Connection], None] | None = field(default=None, repr=False)
 
 
 # The audit columns added after the table was first shipped (issue 3 and later), for SQLite files
@@ -257,6 +260,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The accessing subject's organisation unit (a token's `org_unit`), for the privacy office's reports.
     Migration(7, "audit_org_unit", (), (AUDIT_ORG_UNIT,), sqlite_upgrade=_add_org_unit),
     Migration(8, "search_index_fingerprint", (), SEARCH_INDEX_FINGERPRINT_POSTGRESQL, sqlite_upgrade=_add_fingerprint),
+    # Retention (issue 17): archived chains' boundaries; on PostgreSQL the trail partitioned by month.
+    Migration(
+        9,
+        "audit_retention",
+        (partitions.AUDIT_ARCHIVED,),
+        partitions.PARTITIONED,
+        postgresql_upgrade=partitions.fill_partitioned,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -310,6 +321,8 @@ def migrate(database: Database) -> list[Migration]:
                     conn.execute(statement)
                 if conn.dialect == "sqlite" and migration.sqlite_upgrade is not None:
                     migration.sqlite_upgrade(conn)
+                if conn.dialect == "postgresql" and migration.postgresql_upgrade is not None:
+                    migration.postgresql_upgrade(conn)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, datetime.now(UTC).isoformat(timespec="seconds")),
