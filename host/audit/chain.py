@@ -104,9 +104,7 @@ def _decision_fields(event: AuditEvent) -> dict[str, Any]:
     return fields
 
 
-def check_chains(
-    rows: Iterator[tuple[Any, ...]], bases: dict[str, tuple[int, str]] | None = None
-) -> VerifyReport:
+def check_chains(rows: Iterator[tuple[Any, ...]], bases: dict[str, tuple[int, str]] | None = None) -> VerifyReport:
     """Walk the rows in (chain, n) order, each chain from its first record, or from the record after
     its base in `bases` ((n, hash) of its last archived record); `checked` counts the records found
     sound before any bad one, `chains` the chains walked."""

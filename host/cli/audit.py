@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from host.audit import retention
+from host.audit.archive_file import verify_archive
 from host.audit.checkpoints import (
     READ_PREFIX,
     CheckpointFile,
@@ -27,7 +29,7 @@ from host.audit.checkpoints import (
 from host.audit.trail import AuditLog, open_audit
 from host.cli.common import cli_settings
 from host.config import Settings
-from host.errors import StoreUnavailable
+from host.errors import ArchiveRefused, StoreUnavailable
 from host.types import AuditEvent
 
 CHECKPOINTS_HELP = (
@@ -142,6 +144,83 @@ def audit_checkpoint(checkpoint_file: Path | None, reader: str | None) -> None:
     CheckpointFile(path).publish(checkpoint)
     click.echo(json.dumps(checkpoint.as_json()))
     click.echo(f"checkpoint of {len(checkpoint.heads)} chains' heads appended to {path}", err=True)
+
+
+@audit.command("archive")
+@click.option("--before", required=True, help="Archive every record stamped before this month, YYYY-MM.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The archive file to write (new)."
+)
+@click.option(
+    "--checkpoints", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path), help=CHECKPOINTS_HELP
+)
+@click.option("--reader", help=READER_HELP)
+def audit_archive(before: str, out: Path, checkpoint_file: Path | None, reader: str | None) -> None:
+    """Archive the records older than the retention period to a file, sealed by a signed checkpoint, and drop them."""
+    from host.privacy.holds import under_review
+    from host.service import AUDIT_QUERY_PURPOSE
+    from host.store.resources import open_store
+
+    settings = cli_settings()
+    path = checkpoint_file or settings.audit_checkpoint_path
+    key = load_signing_key(settings)
+    log = open_audit(settings)
+    try:
+        record_read(log, "archive", reader)
+        store = open_store(settings)
+        try:
+            held = under_review(log, lambda sealed: store.open_text(sealed, AUDIT_QUERY_PURPOSE), before)
+        finally:
+            store.close()
+        done = retention.archive(
+            log,
+            before=before,
+            out=out,
+            key=key,
+            checkpoints=path,
+            held=held,
+            retention_years=settings.audit_retention_years,
+            production=settings.production,
+        )
+    except ArchiveRefused as exc:
+        click.echo(f"audit archive refused: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        log.close()
+    if done is None:
+        click.echo(f"no record stamped before {before}: nothing to archive")
+        return
+    dropped = f"; partitions dropped: {', '.join(done.dropped)}" if done.dropped else ""
+    click.echo(
+        f"archived {done.records} records of {done.chains} chains stamped before {before} to {out}{dropped}; "
+        f"its checkpoint, signed at {done.checkpoint.ts}, is appended to {path}"
+    )
+
+
+@audit.command("verify-archive")
+@click.argument("archive_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The checkpoint key's public half, PEM (default: derived from WARDFN_AUDIT_CHECKPOINT_KEY_FILE).",
+)
+def audit_verify_archive(archive_file: Path, public_key: Path | None) -> None:
+    """Check an archive file on its own: its seal's signature, its records' digest, every chain's links."""
+    # Reads a file, not the trail, and prints counts only: no database is needed, nor touched.
+    key = load_verification_key(cli_settings(), public_key)
+    if key is None:
+        click.echo(
+            "no key to check the archive with: set WARDFN_AUDIT_CHECKPOINT_KEY_FILE or pass --public-key", err=True
+        )
+        sys.exit(1)
+    report = verify_archive(archive_file, key)
+    if not report.ok:
+        click.echo(f"audit archive check failed: {report.problem}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"audit archive intact: {report.records} records in {report.chains} chains, stamped before {report.before}, "
+        f"sealed at {report.sealed_at}"
+    )
 
 
 @audit.command("review")

@@ -38,15 +38,19 @@ def db_status() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Apply every pending migration, each in its own transaction (safe to run while hosts serve)."""
-    from host.store import migrations
+    """Apply every pending migration, each in its own transaction (safe to run while hosts serve; migration 9
+    copies the whole audit trail, see docs/audit.md), and make the audit table's next months' partitions."""
+    from host.store import migrations, partitions
     from host.store.database import open_database
 
     database = open_database(cli_settings())
     try:
         applied = migrations.migrate(database)
+        made = partitions.keep_ahead(database)
     finally:
         database.close()
     for migration in applied:
         click.echo(f"applied: {migration.version} {migration.name}")
+    if made:
+        click.echo(f"audit partitions made for: {', '.join(made)}")
     click.echo(f"{database.display}: schema version {migrations.LATEST}, up to date")

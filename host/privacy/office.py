@@ -185,18 +185,18 @@ class PrivacyOffice:
         return found[0]
 
     def _all_reviews(self) -> list[Review]:
-        flagged = _pages(self._audit.flagged)
+        flagged = pages(self._audit.flagged)
         return fold(flagged, self._dispositions())
 
     def _dispositions(self) -> list[Disposition]:
-        records = _pages(lambda limit, after: self._audit.of_function(DISPOSITION_FUNCTION, limit, after))
+        records = pages(lambda limit, after: self._audit.of_function(DISPOSITION_FUNCTION, limit, after))
         return [d for d in (read_disposition(r, self._open) for r in records) if d is not None]
 
     def _open(self, sealed: str) -> str:
         return self._store.open_text(sealed, AUDIT_QUERY_PURPOSE)
 
 
-def _pages(read: Callable[[int, int], list[AuditRecord]]) -> list[AuditRecord]:
+def pages(read: Callable[[int, int], list[AuditRecord]]) -> list[AuditRecord]:
     found: list[AuditRecord] = []
     while True:
         page = read(PAGE, found[-1].seq if found else 0)
