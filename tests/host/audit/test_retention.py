@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
@@ -27,10 +28,10 @@ from host.cli import main
 from host.config import Settings, load_settings
 from host.privacy.reviews import DISPOSITION_FUNCTION, disposition_query
 from host.service import AUDIT_QUERY_PURPOSE
-from host.store import partitions
+from host.store import migrations, partitions
 from host.store.resources import open_store
 from host.types import AuditEvent
-from tests.backends import Backend
+from tests.backends import Backend, PostgresBackend
 
 BEFORE = "2020-01"
 OLD = "2019-03-10T08:00:00.000000Z"
@@ -325,3 +326,73 @@ def test_a_record_under_open_review_is_refused(
     else:
         assert done.exit_code == 0, done.output
         assert aged.old_rows() == 0
+
+
+# --- migration 9 on PostgreSQL -----------------------------------------------------------------
+
+
+def test_a_trail_from_before_partitions_is_partitioned_by_month_and_still_verifies(
+    postgres_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unmigrated = PostgresBackend(postgres_server, migrate=False)  # type: ignore[arg-type]
+    try:
+        before_nine = tuple(m for m in migrations.MIGRATIONS if m.version < 9)
+        monkeypatch.setattr(migrations, "MIGRATIONS", before_nine)
+        monkeypatch.setattr(migrations, "LATEST", before_nine[-1].version)
+        database = unmigrated.database()
+        try:
+            assert migrations.migrate(database)[-1].version == 8
+        finally:
+            database.close()
+        clock = Clock()
+        monkeypatch.setattr(leases, "timestamp", clock)
+        log = unmigrated.audit()
+        clock.now = "2021-05-04T00:00:00.000000Z"
+        log.append(event(1))
+        clock.now = None
+        log.append(event(2))
+        log.close()
+        unmigrated.execute("UPDATE audit_chains SET lease_until = 0")  # no writer holds it during the migration
+        monkeypatch.undo()
+
+        database = unmigrated.database()
+        try:
+            assert [m.version for m in migrations.migrate(database)] == [9]
+        finally:
+            database.close()
+        homes = dict(unmigrated.query(PARTITION_OF_EACH))
+        assert homes == {"req-1": "audit_p202105", "req-2": partitions.partition_name(partitions.this_month())}
+        made = [name for (name,) in unmigrated.query("SELECT relname FROM pg_class WHERE relname LIKE 'audit_p%'")]
+        assert partitions.partition_name(partitions.ahead()[1]) in made
+        reader = unmigrated.audit()
+        try:
+            assert reader.verify().ok and reader.verify().checked == 2
+            assert [r.event.request_id for r in reader.records()] == ["req-1", "req-2"]
+            reader.append(event(3))  # seq goes on from the sequence, into this month's partition
+            assert [r.seq for r in reader.records()] == [1, 2, 3]
+        finally:
+            reader.close()
+    finally:
+        unmigrated.close()
+
+
+PARTITION_OF_EACH = "SELECT request_id, tableoid::regclass::text FROM audit"
+
+
+def test_the_host_makes_the_months_ahead_without_waiting_for_appends(postgres_backend: PostgresBackend) -> None:
+    last = partitions.ahead()[1]
+    postgres_backend.execute(f"DROP TABLE {partitions.partition_name(last)}")
+    # An append in flight into this month: attaching a month's partition must not wait for it (nor it for that).
+    with psycopg.connect(postgres_backend.url) as appending:
+        appending.execute(
+            "INSERT INTO audit (seq, ts, request_id, reasons, outcome, latency_ms, prev_hash, hash, n) "
+            "VALUES (99, %s, 'req-99', '[]', 'ok', 1.0, '', '', 1)",
+            (leases.timestamp(),),
+        )
+        database = postgres_backend.database(lock_timeout_s=0.5)
+        try:
+            assert partitions.keep_ahead(database) == [last]
+            assert partitions.keep_ahead(database) == []  # all there: a catalogue read, no DDL
+        finally:
+            database.close()
+        appending.rollback()
