@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from host.store.database import Connection, Database
 
 AHEAD_MONTHS = 3
+MAINTENANCE_LOCK_TIMEOUT = "1s"
 DEFAULT = "audit_default"
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _NAME = re.compile(r"^audit_p(\d{4})(\d{2})$")
@@ -96,7 +97,8 @@ def fill_partitioned(conn: Connection) -> None:
     ahead; then the rows, and the indexes."""
     (oldest,) = conn.execute("SELECT MIN(ts) FROM audit_unpartitioned").fetchone()
     first, last = ahead()
-    ensure(conn, min(first, month_of(oldest)) if oldest else first, last)
+    oldest_month = month_of(oldest) if oldest else first
+    ensure(conn, min(first, oldest_month) if MONTH.match(oldest_month) else first, last)
     for statement in PARTITIONED_AFTER:
         conn.execute(statement)
 
@@ -156,6 +158,8 @@ def create(conn: Connection, month: str) -> None:
 
 def ensure(conn: Connection, first: str, last: str) -> list[str]:
     """Make every missing month's partition from `first` to `last` (in the caller's transaction); the months made."""
+    if not (MONTH.match(first) and MONTH.match(last)):  # never SQL from anything but a month
+        raise ValueError("partition bounds must be months, YYYY-MM")
     if not partitioned(conn):
         return []
     present = set(monthly(conn))
@@ -194,4 +198,7 @@ def keep_ahead(database: Database, now: datetime | None = None) -> list[str]:
         if not partitioned(conn) or set(months(first, last)) <= set(monthly(conn)):
             return []
         with database.transaction(conn, None):
+            # Attaching locks the default partition, which every reader of the whole table holds too: wait
+            # for them at most a second (readers queue behind meanwhile); the next hourly try comes soon enough.
+            conn.execute(f"SET LOCAL lock_timeout = '{MAINTENANCE_LOCK_TIMEOUT}'")
             return ensure(conn, first, last)
