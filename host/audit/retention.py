@@ -64,11 +64,12 @@ class Archived:
 
 @dataclass
 class _Span:
-    """One chain's records in the range: its first and last n, and the last one's hash."""
+    """One chain's records in the range: its first and last n, the last one's hash, the highest seq."""
 
     first: int
     last: int
     hash: str
+    top_seq: int = 0
 
 
 def latest_before(now: datetime, years: int) -> str:
@@ -86,9 +87,13 @@ def archive(
     held: Collection[int],
     retention_years: int,
     production: bool,
+    streamed: int | None = None,
     now: datetime | None = None,
 ) -> Archived | None:
-    """Archive every record stamped before `before` to `out` and drop it; None when there is none."""
+    """Archive every record stamped before `before` to `out` and drop it; None when there is none.
+
+    `held`: seqs of records under open review; `streamed`: the seq the relay's broker confirmed, when
+    the trail is streamed (a record not yet streamed is not archived: the stream would miss it)."""
     if not partitions.MONTH.match(before):
         raise ArchiveRefused(f"--before must be a month, YYYY-MM (got {before!r})")
     limit = latest_before(now or datetime.now(UTC), retention_years)
@@ -110,6 +115,11 @@ def archive(
             return None
         _check_prefixes(db, before, spans)
         _check_covered(checkpoints, spans)
+        if streamed is not None and max(span.top_seq for span in spans.values()) > streamed:
+            raise ArchiveRefused(
+                f"the relay has streamed the trail only up to record {streamed}, and records before {before} come "
+                "after it: let it catch up (`wardfn audit status`), then archive again"
+            )
         heads = [ChainHead(chain, span.last, span.hash) for chain, span in sorted(spans.items())]
         starts = [ChainHead(chain, *bases.get(chain, (0, GENESIS_HASH))) for chain in sorted(spans)]
         seal = sign_heads(key, heads, ArchiveNote(before, writer.records, writer.sha256, tuple(starts)))
@@ -164,7 +174,7 @@ def _write_records(db: Database, before: str, writer: ArchiveWriter, held: Colle
                 )
             chain, n = str(row[chain_at]), int(row[n_at])
             span = spans.setdefault(chain, _Span(n, n, ""))
-            span.last, span.hash = n, str(row[-1])
+            span.last, span.hash, span.top_seq = n, str(row[-1]), max(span.top_seq, int(row[0]))
             writer.add(tuple(row))
         if len(page) < PAGE:
             return spans

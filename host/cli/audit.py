@@ -157,8 +157,10 @@ def audit_checkpoint(checkpoint_file: Path | None, reader: str | None) -> None:
 @click.option("--reader", help=READER_HELP)
 def audit_archive(before: str, out: Path, checkpoint_file: Path | None, reader: str | None) -> None:
     """Archive the records older than the retention period to a file, sealed by a signed checkpoint, and drop them."""
+    from host.audit.relay_cursor import RelayCursor
     from host.privacy.holds import under_review
     from host.service import AUDIT_QUERY_PURPOSE
+    from host.store.database import open_database
     from host.store.resources import open_store
 
     settings = cli_settings()
@@ -172,6 +174,13 @@ def audit_archive(before: str, out: Path, checkpoint_file: Path | None, reader: 
             held = under_review(log, lambda sealed: store.open_text(sealed, AUDIT_QUERY_PURPOSE), before)
         finally:
             store.close()
+        streamed = None
+        if settings.amqp is not None:  # the stream is the trail's copy: it must have every record archived
+            cursor = RelayCursor(open_database(settings))
+            try:
+                streamed = cursor.sent_seq()
+            finally:
+                cursor.close()
         done = retention.archive(
             log,
             before=before,
@@ -181,6 +190,7 @@ def audit_archive(before: str, out: Path, checkpoint_file: Path | None, reader: 
             held=held,
             retention_years=settings.audit_retention_years,
             production=settings.production,
+            streamed=streamed,
         )
     except ArchiveRefused as exc:
         click.echo(f"audit archive refused: {exc}", err=True)

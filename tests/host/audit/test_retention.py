@@ -297,6 +297,20 @@ def test_a_chain_whose_clock_went_back_across_the_cut_is_refused(aged: Aged, tmp
     assert aged.old_rows() == 7
 
 
+def test_records_the_relay_has_not_streamed_are_refused(
+    aged: Aged, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARDFN_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # never reached: the cursor is read
+    done = archive(tmp_path)
+    assert done.exit_code == 1
+    assert "the relay has streamed the trail only up to record 0" in done.stderr
+    assert aged.old_rows() == 6 and not (tmp_path / "2019.jsonl").exists()
+    (top,) = aged.backend.query("SELECT MAX(seq) FROM audit WHERE ts < ?", BEFORE)[0]
+    aged.backend.execute("INSERT INTO audit_relay (id, sent_seq) VALUES (1, ?)", top)  # as its broker confirmed
+    done = archive(tmp_path)
+    assert done.exit_code == 0, done.output
+
+
 def test_a_trail_that_does_not_verify_is_refused(aged: Aged, tmp_path: Path) -> None:
     aged.backend.execute("UPDATE audit SET purpose = 'HRESCH' WHERE chain = ? AND n = 1", aged.chain("A"))
     done = archive(tmp_path)
