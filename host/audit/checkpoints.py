@@ -12,6 +12,10 @@ root alone would need the leaves stored beside it, in the database an attacker h
 checkpointer's list is short: each host signs only the chains it wrote or closed since its last
 checkpoint, one or two.
 
+An archive's checkpoint (host/audit/retention.py) signs each chain's last archived record
+with a note of what the archive holds; once records are archived, a chain's boundary in the
+database counts only if such a checkpoint names it, so a deletion cannot pass for an archive.
+
 What a checkpoint cannot catch: records changed after the newest checkpoint (at most one
 interval's worth), or an attacker who holds the signing key, or who deletes the checkpoint
 file as well as the rows (the stream is the copy they cannot reach).
