@@ -2,6 +2,7 @@
 
 - `trail`: the chain itself (append with group commit, verify, read, review);
 - `checkpoints`: the chain's head signed outside the database at an interval;
+- `retention`, `archive_file`: months past the retention period archived behind a signed checkpoint;
 - `relay`, `relay_cursor`: the trail streamed to RabbitMQ exactly once after de-duplication;
 - `broker`: the AMQP client, translated into host errors.
 
