@@ -266,8 +266,7 @@ class AuditLog:
             raise self._unavailable("close lapsed chains in", exc) from exc
 
     def verify(self) -> VerifyReport:
-        """Recompute every chain in order (from its archive's boundary, if archived), and each closed
-        chain's close; report the first record that does not hold."""
+        """Recompute every chain (from its archived boundary, if any) and each close; report the first fault."""
         try:
             # A connection of its own, so a long check never holds up appends; its one read
             # transaction sees a single consistent snapshot of the trail.
@@ -278,11 +277,7 @@ class AuditLog:
 
     def archived(self) -> dict[str, tuple[int, str]]:
         """Each archived chain's boundary: (n, hash) of its last record archived (host/audit/retention.py)."""
-        try:
-            with self._db.connection() as conn:
-                return leases.archived(conn)
-        except self._db.errors as exc:
-            raise self._unavailable("read", exc) from exc
+        return {str(c): (int(n), str(h)) for c, n, h in self._one(leases.ARCHIVED, (), many=True)}
 
     def records(self, limit: int = 100, after_seq: int = 0) -> list[AuditRecord]:
         """Up to `limit` records with seq greater than `after_seq`, in seq (commit) order, oldest first.
@@ -334,8 +329,7 @@ class AuditLog:
         return GENESIS_HASH if seq == 0 else str(row[0]) if row else None
 
     def chain_hash_at(self, chain: str, n: int) -> str | None:
-        """The stored hash of record `n` of `chain` (GENESIS_HASH for 0; the archive's boundary for its last
-        archived record), or None if there is no such record."""
+        """The hash of record `n` of `chain` (GENESIS_HASH for 0; kept for an archived boundary), or None."""
         row = None if n == 0 else self._one(leases.HASH_AT, (chain, n, chain, n))
         return GENESIS_HASH if n == 0 else str(row[0]) if row else None
 
@@ -370,10 +364,11 @@ class AuditLog:
             self._db.close()
             self._turns.close()
 
-    def _one(self, sql: str, params: tuple[Any, ...], timeout: float | None = None) -> Any:
+    def _one(self, sql: str, params: tuple[Any, ...], timeout: float | None = None, many: bool = False) -> Any:
         try:
             with self._db.connection(timeout) as conn:
-                return conn.execute(sql, params).fetchone()
+                rows = conn.execute(sql, params)
+                return rows.fetchall() if many else rows.fetchone()
         except self._db.errors as exc:
             raise self._unavailable("read", exc) from exc
 
