@@ -150,16 +150,24 @@ class Settings(BaseSettings):
         "(the test suite sets it on busy machines).",
     )
     max_memory_bytes: int = Field(
-        default=256 * MIB,
+        default=128 * MIB,
         gt=0,
         description="The most linear memory one invocation may have, whatever its manifest asks (a manifest's "
-        "default is 128 MiB; more is cut to this). The guest's memory is the host's: with the output, log and "
-        "stdio caps it bounds what one invocation can add to the host (384 MiB in the Deployment's 1 GiB).",
+        "default is 128 MiB; more is cut to this). The guest's memory is the host's, and wasmtime copies a string "
+        "the guest hands an import (or answers) twice before the host can refuse it: 128 MiB keeps one invocation "
+        "under 384 MiB of the Deployment's 1 GiB (measured worst case about 225 MiB; see docs/functions.md).",
     )
     max_output_bytes: int = Field(
         default=32 * MIB,
         gt=0,
         description="The most output a manifest may ask for (a manifest's default is 1 MiB).",
+    )
+    answer_memory_bytes: int = Field(
+        default=256 * MIB,
+        gt=0,
+        description="The most memory a function's answer may take once parsed, bounded before parsing from its "
+        "length and its separators (80 bytes for each `,` `:` `[` `{`: 32 MiB of `[[],[],...]` parses to 770 "
+        "MiB); a larger answer is refused (500, audited). A 16 MiB page of FHIR JSON is bounded at about 140 MiB.",
     )
     stdio_limit_bytes: int = Field(
         default=64 * 1024,
@@ -244,10 +252,11 @@ class Settings(BaseSettings):
         "before its new calls are refused with 503 until they end; each holds its store's memory.",
     )
     stranded_calls_max: int = Field(
-        default=4,
+        default=3,
         ge=1,
         description="Calls of all functions left running past their deadline before every new call is refused with "
-        "503 until they end: with the memory cap, this bounds what stuck calls can hold.",
+        "503 until they end: each holds up to `WARDFN_MAX_MEMORY_BYTES`, so the default's 3 times 128 MiB stays "
+        "inside the 424 MiB the Deployment's 1 GiB leaves above the idle host's 600 MiB.",
     )
     max_request_bytes: int = Field(
         default=64 * 1024, gt=0, description="The request body cap; a larger body is refused with 413."

@@ -126,7 +126,7 @@ class Sandbox:
         self._tick_ms = tick_ms
         self._pseudonym = pseudonym
         self._directory = directory
-        self.runner = runner if runner is not None else CallRunner(DEFAULT_MARGIN_S, 2, 4)
+        self.runner = runner if runner is not None else CallRunner(DEFAULT_MARGIN_S, 2, 3)
         self.linker = Linker(engine)
         self.linker.add_wasip2()
         define_imports(self.linker)
@@ -260,7 +260,7 @@ class Sandbox:
             store.close()
         prepared.calls += 1
         try:
-            body = parse_body(unwrap(raw), limits.output_bytes)
+            body = parse_body(unwrap(raw), limits.output_bytes, limits.answer_memory_bytes)
         except FunctionOutputRejected:
             if prepared.reusable:
                 prepared.discard()

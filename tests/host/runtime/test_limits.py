@@ -18,6 +18,7 @@ from host.catalogue.artifacts import ArtifactCache
 from host.catalogue.build import cache_key
 from host.catalogue.manifest import discover_functions
 from host.catalogue.registry import limits_for
+from host.config import Settings
 from host.errors import FunctionOutputRejected, FunctionTimedOut
 from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
 from host.runtime.engine import EpochTicker, create_engine
@@ -30,7 +31,14 @@ pytestmark = pytest.mark.components
 
 PATIENT = "patient-a"
 MIB = 1024 * 1024
-FLOOD = 50 * MIB
+# Room for the guest to hold it twice (its string and the copy handed over) under the 128 MiB cap.
+FLOOD = 32 * MIB
+# What one invocation may add to the host's resident memory, whatever the function does.
+INVOCATION_BUDGET = 384 * MIB
+# CPython's own share of the guest's memory: the longest string a guest can hand an import is half
+# of what is left, as its string and the copy its lowering makes both live there (measured at the
+# 128 MiB cap: 55 MiB passes, 58 traps).
+GUEST_BASE = 24 * MIB
 
 
 def _records(patient_id: str, resource_type: str) -> list[str]:
@@ -47,7 +55,8 @@ class Hostile:
         limits = limits or self.limits
         prepared = self.sandbox.prepare(self.component, limits)
         request = FunctionRequest(PATIENT, "TREAT", args)
-        scope = Scope(PATIENT, frozenset({"Patient"}), imports=frozenset({"log"}))  # the log flood is read
+        # The log flood is read; the directory and the pseudonym would answer, but for the arguments' length.
+        scope = Scope(PATIENT, frozenset({"Patient"}), imports=frozenset({"log", "directory", "pseudonym"}))
         return self.sandbox.call(prepared, request, scope, limits)
 
 
@@ -60,7 +69,9 @@ def hostile(built_functions: list[str], tmp_path_factory: pytest.TempPathFactory
     ticker = EpochTicker(engine, settings.epoch_tick_ms)
     ticker.start()
     runner = CallRunner(margin_s=0.25, stranded_per_key=2, stranded_max=4)
-    sandbox = Sandbox(engine, _records, settings.epoch_tick_ms, runner=runner)
+    sandbox = Sandbox(
+        engine, _records, settings.epoch_tick_ms, runner=runner, pseudonym=lambda _id: "ps", directory=lambda _q, _n: []
+    )
     [source] = [source for source in discover_functions(settings.functions_dirs) if source.name == "hostile"]
     artifact = cache.lookup(source.name, cache_key(source, settings.wit_dir))
     assert artifact is not None
@@ -101,9 +112,12 @@ def test_a_small_flood_is_kept_up_to_its_cap(hostile: Hostile) -> None:
     assert logged.log == ["info: " + "x" * 100]
 
 
-@pytest.mark.parametrize("mode", ["log_flood", "stdout_flood", "answer_flood"])
-def test_a_50_mib_flood_is_refused_without_the_host_keeping_a_copy(hostile: Hostile, mode: str) -> None:
-    # Room for the guest to build 50 MiB of JSON on a slow machine: the caps are what is tested.
+FLOODS = ["log_flood", "directory_flood", "pseudonym_flood", "stdout_flood", "answer_flood"]
+
+
+@pytest.mark.parametrize("mode", FLOODS)
+def test_a_32_mib_flood_is_refused_without_the_host_keeping_a_copy(hostile: Hostile, mode: str) -> None:
+    # Room for the guest to build 32 MiB of JSON on a slow machine: the caps are what is tested.
     limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
     hostile.call({"mode": "ok"}, limits)  # the host's own first-call allocations, out of the measure
     control = _peak_growth(lambda: hostile.call({"mode": "flood_control", "size": FLOOD}, limits))
@@ -121,16 +135,22 @@ def test_a_50_mib_flood_is_refused_without_the_host_keeping_a_copy(hostile: Host
     if mode == "answer_flood":
         assert result is None  # refused: over the 256 KiB output cap
     else:
-        assert result is not None and result.body == {"ok": True}
+        assert result is not None
+        if mode in ("directory_flood", "pseudonym_flood"):
+            attempt = result.body[mode.removesuffix("_flood")]
+            assert attempt["error"] == "AccessError_Denied" and "longer" in attempt["detail"]
+        else:
+            assert result.body == {"ok": True}
         assert sum(len(line) for line in result.log) <= limits.log_bytes
         assert result.stdio_bytes <= limits.stdio_bytes
     # Nothing of it stays: the store is gone and the host kept at most its caps.
     assert _status("VmRSS") - resident_before < 16 * MIB
     # The guest's own copies are in `control`; beyond them the host may pay only what wasmtime's C
     # API copies before the host can see the length: for an import's argument or the answer, the
-    # lifted value and its C form (measured: 100 MiB for 50); for stdout, chunks only. Before this,
-    # wasmtime-py's conversion and the host's checks added three or four copies more.
-    copies = {"log_flood": 2, "answer_flood": 2, "stdout_flood": 0}[mode]
+    # lifted value and its C form (measured: 100 MiB for 50); for stdout, chunks only. Through
+    # wasmtime-py's generic conversion an import's argument cost two copies more (directory.search,
+    # records.pseudonym: 200 MiB for 50), and before that the host's checks one or two more.
+    copies = 0 if mode == "stdout_flood" else 2
     assert peak - control < copies * FLOOD + 16 * MIB, (peak - control) / MIB
 
 
@@ -150,3 +170,42 @@ def _peak_growth(action: Any) -> int:
     before = _status("VmHWM")
     action()
     return _status("VmHWM") - before
+
+
+@pytest.mark.parametrize("mode", ["log_flood", "directory_flood"])
+def test_a_string_filling_the_guests_memory_costs_one_invocation_under_its_budget(hostile: Hostile, mode: str) -> None:
+    # The worst a guest can do to an import: fill its memory (the manifest's 256 MiB cut to the host's
+    # ceiling) with one string and its copy for the import, which wasmtime then copies twice more.
+    assert hostile.limits.memory_bytes == Settings().max_memory_bytes
+    filling = (hostile.limits.memory_bytes - GUEST_BASE) // 2
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    hostile.call({"mode": "ok"}, limits)
+    result: CallResult | None = None
+
+    def flood() -> None:
+        nonlocal result
+        result = hostile.call({"mode": mode, "size": filling}, limits)
+
+    peak = _peak_growth(flood)
+    assert result is not None  # the guest held it and handed it over: the worst case, not a trap before it
+    # The guest's memory and two copies of half of it: measured about 215 MiB at the 128 MiB default.
+    assert 2 * filling < peak < INVOCATION_BUDGET, peak / MIB
+
+
+def test_an_answer_that_would_parse_far_larger_is_refused_before_it_is_parsed(hostile: Hostile) -> None:
+    # 30 MiB of `[[],[],...]` under a 32 MiB output cap: 740 MiB of Python lists had it been parsed.
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000, output_bytes=32 * MIB)
+    hostile.call({"mode": "ok"}, limits)
+    refused: list[FunctionOutputRejected] = []
+
+    def answer() -> None:
+        try:
+            hostile.call({"mode": "containers", "size": 10 * MIB}, limits)
+        except FunctionOutputRejected as exc:
+            refused.append(exc)
+
+    peak = _peak_growth(answer)
+    assert refused and "to parse" in str(refused[0])
+    assert peak < INVOCATION_BUDGET, peak / MIB
+    small = hostile.call({"mode": "containers", "size": 1000}, limits)  # a small one is parsed as ever
+    assert small.body == [[]] * 1001
