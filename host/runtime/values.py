@@ -5,7 +5,8 @@ through ctypes (`FuncType.params`, `RecordType.fields`, `VariantLikeType._tagged
 walks it, about a quarter of a prepared call. The two crossings every patient function makes,
 `records.search` (an import) and `handler.handle` (the export), have shapes fixed by the WIT,
 so this module converts them directly instead. `log.write` is converted here too, for another
-reason: the generic conversion copies the message into Python before the host sees its length.
+reason: the generic conversion copies the message into Python before the host sees its length
+(the other imports that take strings, on the same primitives: `query_values`, `lookup_values`).
 
 Every string read here is measured by its declared length before it is copied: an argument,
 a message or an answer over its cap is refused without a copy into Python (wasmtime itself

@@ -135,7 +135,8 @@ class Handler(exports.Handler):
             return Response(json.dumps(str(args.get("char", "x")) * int(args.get("size", 0)), ensure_ascii=False))
         if mode == "containers":
             # Small JSON that parses big: `[[],[],...]` takes about 24 times its length as Python lists.
-            return Response("[" + "[]," * int(args.get("size", 0)) + "[]]")
+            unit = str(args.get("target", "[]"))
+            return Response("[" + (unit + ",") * int(args.get("size", 0)) + unit + "]")
         if mode == "fill":
             return Response(json.dumps({"filled": _fill(int(args.get("mib", 1)))}))
         if mode == "long_id":
