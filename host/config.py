@@ -163,11 +163,12 @@ class Settings(BaseSettings):
         description="The most output a manifest may ask for (a manifest's default is 1 MiB).",
     )
     answer_memory_bytes: int = Field(
-        default=256 * MIB,
+        default=288 * MIB,
         gt=0,
-        description="The most memory a function's answer may take once parsed, bounded before parsing from its "
-        "length and its separators (80 bytes for each `,` `:` `[` `{`: 32 MiB of `[[],[],...]` parses to 770 "
-        "MiB); a larger answer is refused (500, audited). A 16 MiB page of FHIR JSON is bounded at about 140 MiB.",
+        description="The most memory parsing a function's answer may take, bounded before parsing from its "
+        "separators and its length (96 bytes for each `,` `:` `[` `{` and 8 for each byte: 16 MiB of "
+        "`[[],[],...]` takes 490 MiB to parse); a larger answer is refused (500, audited). The bound of a 16 MiB "
+        "page of FHIR JSON is about 270 MiB (it takes 85).",
     )
     stdio_limit_bytes: int = Field(
         default=64 * 1024,

@@ -23,7 +23,7 @@ class SandboxLimits:
     stdio_bytes: int
     log_bytes: int
     # The most memory the answer may take once parsed (estimated before parsing: host.runtime.results).
-    answer_memory_bytes: int = 256 * 1024 * 1024
+    answer_memory_bytes: int = 288 * 1024 * 1024
 
 
 @dataclass(frozen=True)
