@@ -127,6 +127,11 @@ class Handler(exports.Handler):
         if mode == "pseudonym_flood":
             long_id = str(args.get("char", "p")) * int(args.get("size", 0))
             return Response(json.dumps({"pseudonym": _attempt(lambda: records.pseudonym(long_id))}))
+        if mode == "query_flood":
+            # Millions of tiny search parameters: cheap in the guest's memory, each a value wasmtime lifts.
+            params = [("", "")] * int(args.get("size", 0))
+            found = _attempt(lambda: len(records.query(request.patient_id, "Patient", params)))
+            return Response(json.dumps({"query": found}))
         if mode == "stdout_flood":
             sys.stdout.write(str(args.get("char", "x")) * int(args.get("size", 0)))
             sys.stdout.flush()

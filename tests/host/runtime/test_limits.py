@@ -209,3 +209,14 @@ def test_an_answer_that_would_parse_far_larger_is_refused_before_it_is_parsed(ho
     assert peak < INVOCATION_BUDGET, peak / MIB
     small = hostile.call({"mode": "containers", "size": 1000}, limits)  # a small one is parsed as ever
     assert small.body == [[]] * 1001
+
+
+def test_a_flood_of_query_parameters_leaves_the_host_no_larger(hostile: Hostile) -> None:
+    # 800,000 empty pairs: wasmtime lifts them all (about 300 MiB of small allocations) before the host
+    # sees there are more than 32; freed, glibc kept 230 MiB of them resident until the host trimmed.
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    hostile.call({"mode": "ok"}, limits)
+    resident_before = _status("VmRSS")
+    result = hostile.call({"mode": "query_flood", "size": 800_000}, limits)
+    assert result.body["query"]["error"] == "QueryError_Invalid"
+    assert _status("VmRSS") - resident_before < 64 * MIB, (_status("VmRSS") - resident_before) / MIB
