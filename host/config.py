@@ -150,12 +150,14 @@ class Settings(BaseSettings):
         "(the test suite sets it on busy machines).",
     )
     max_memory_bytes: int = Field(
-        default=128 * MIB,
+        default=64 * MIB,
         gt=0,
         description="The most linear memory one invocation may have, whatever its manifest asks (a manifest's "
-        "default is 128 MiB; more is cut to this). The guest's memory is the host's, and wasmtime copies a string "
-        "the guest hands an import (or answers) twice before the host can refuse it: 128 MiB keeps one invocation "
-        "under 384 MiB of the Deployment's 1 GiB (measured worst case about 225 MiB; see docs/functions.md).",
+        "default is 128 MiB; more is cut to this). The guest's memory is the host's, and what a guest hands an "
+        "import wasmtime lifts and converts before the host can refuse it, at a cost the guest's memory bounds: "
+        "64 MiB keeps one invocation of a Python function under 384 MiB of the Deployment's 1 GiB (measured worst "
+        "case 192 MiB; see docs/functions.md). The shipped functions export a 50,000-resource chart in pages of "
+        "5,000 within it.",
     )
     max_output_bytes: int = Field(
         default=32 * MIB,
@@ -253,10 +255,10 @@ class Settings(BaseSettings):
         "before its new calls are refused with 503 until they end; each holds its store's memory.",
     )
     stranded_calls_max: int = Field(
-        default=3,
+        default=4,
         ge=1,
         description="Calls of all functions left running past their deadline before every new call is refused with "
-        "503 until they end: each holds up to `WARDFN_MAX_MEMORY_BYTES`, so the default's 3 times 128 MiB stays "
+        "503 until they end: each holds up to `WARDFN_MAX_MEMORY_BYTES`, so the default's 4 times 64 MiB stays "
         "inside the 424 MiB the Deployment's 1 GiB leaves above the idle host's 600 MiB.",
     )
     max_request_bytes: int = Field(

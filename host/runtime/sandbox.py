@@ -127,7 +127,7 @@ class Sandbox:
         self._tick_ms = tick_ms
         self._pseudonym = pseudonym
         self._directory = directory
-        self.runner = runner if runner is not None else CallRunner(DEFAULT_MARGIN_S, 2, 3)
+        self.runner = runner if runner is not None else CallRunner(DEFAULT_MARGIN_S, 2, 4)
         self.linker = Linker(engine)
         self.linker.add_wasip2()
         define_imports(self.linker)

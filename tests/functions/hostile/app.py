@@ -129,6 +129,7 @@ class Handler(exports.Handler):
             return Response(json.dumps({"pseudonym": _attempt(lambda: records.pseudonym(long_id))}))
         if mode == "query_flood":
             # Millions of tiny search parameters: cheap in the guest's memory, each a value wasmtime lifts.
+            _fill(int(args.get("mib", 0)))  # and, with `mib`, the rest of its memory taken first
             params = [("", "")] * int(args.get("size", 0))
             found = _attempt(lambda: len(records.query(request.patient_id, "Patient", params)))
             return Response(json.dumps({"query": found}))

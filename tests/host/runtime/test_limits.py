@@ -31,14 +31,18 @@ pytestmark = pytest.mark.components
 
 PATIENT = "patient-a"
 MIB = 1024 * 1024
-# Room for the guest to hold it twice (its string and the copy handed over) under the 128 MiB cap.
+# A flood to measure copies by; the guest gets room for it (FLOOD_MEMORY) whatever the host's cap.
 FLOOD = 32 * MIB
+FLOOD_MEMORY = 192 * MIB
 # What one invocation may add to the host's resident memory, whatever the function does.
 INVOCATION_BUDGET = 384 * MIB
 # CPython's own share of the guest's memory: the longest string a guest can hand an import is half
-# of what is left, as its string and the copy its lowering makes both live there (measured at the
-# 128 MiB cap: 55 MiB passes, 58 traps).
-GUEST_BASE = 24 * MIB
+# of what is left, as its string and the copy its lowering makes both live there (measured: 25 MiB
+# passes at the 64 MiB cap, 26 traps; 55 passes at 128, 58 traps).
+GUEST_BASE = 18 * MIB
+# The most empty (name, value) pairs a guest can pass records.query at the 64 MiB cap (470,000 passed,
+# 520,000 trapped); wasmtime lifts them all, about 360 bytes each, before the host sees their number.
+QUERY_FLOOD = 420_000
 
 
 def _records(patient_id: str, resource_type: str) -> list[str]:
@@ -118,7 +122,7 @@ FLOODS = ["log_flood", "directory_flood", "pseudonym_flood", "stdout_flood", "an
 @pytest.mark.parametrize("mode", FLOODS)
 def test_a_32_mib_flood_is_refused_without_the_host_keeping_a_copy(hostile: Hostile, mode: str) -> None:
     # Room for the guest to build 32 MiB of JSON on a slow machine: the caps are what is tested.
-    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000, memory_bytes=FLOOD_MEMORY)
     hostile.call({"mode": "ok"}, limits)  # the host's own first-call allocations, out of the measure
     control = _peak_growth(lambda: hostile.call({"mode": "flood_control", "size": FLOOD}, limits))
     resident_before = _status("VmRSS")
@@ -188,13 +192,14 @@ def test_a_string_filling_the_guests_memory_costs_one_invocation_under_its_budge
 
     peak = _peak_growth(flood)
     assert result is not None  # the guest held it and handed it over: the worst case, not a trap before it
-    # The guest's memory and two copies of half of it: measured about 215 MiB at the 128 MiB default.
+    # The guest's memory and two copies of half of it: measured about 100 MiB at the 64 MiB default
+    # (215 at 128 MiB, 465 at the former 256).
     assert 2 * filling < peak < INVOCATION_BUDGET, peak / MIB
 
 
 def test_an_answer_that_would_parse_far_larger_is_refused_before_it_is_parsed(hostile: Hostile) -> None:
     # 30 MiB of `[[],[],...]` under a 32 MiB output cap: 740 MiB of Python lists had it been parsed.
-    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000, output_bytes=32 * MIB)
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000, output_bytes=32 * MIB, memory_bytes=FLOOD_MEMORY)
     hostile.call({"mode": "ok"}, limits)
     refused: list[FunctionOutputRejected] = []
 
@@ -214,9 +219,26 @@ def test_an_answer_that_would_parse_far_larger_is_refused_before_it_is_parsed(ho
 def test_a_flood_of_query_parameters_leaves_the_host_no_larger(hostile: Hostile) -> None:
     # 800,000 empty pairs: wasmtime lifts them all (about 300 MiB of small allocations) before the host
     # sees there are more than 32; freed, glibc kept 230 MiB of them resident until the host trimmed.
-    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000, memory_bytes=FLOOD_MEMORY)
     hostile.call({"mode": "ok"}, limits)
     resident_before = _status("VmRSS")
     result = hostile.call({"mode": "query_flood", "size": 800_000}, limits)
     assert result.body["query"]["error"] == "QueryError_Invalid"
     assert _status("VmRSS") - resident_before < 64 * MIB, (_status("VmRSS") - resident_before) / MIB
+
+
+def test_the_largest_query_flood_a_guest_can_send_costs_one_invocation_under_its_budget(hostile: Hostile) -> None:
+    # Bounded by the guest's memory, not by the host: at the former 128 MiB cap a guest that filled 40 MiB
+    # and sent 800,000 pairs cost the host 392 MiB.
+    assert hostile.limits.memory_bytes == Settings().max_memory_bytes == 64 * MIB
+    limits = dataclasses.replace(hostile.limits, deadline_ms=10_000)
+    hostile.call({"mode": "ok"}, limits)
+    result: CallResult | None = None
+
+    def flood() -> None:
+        nonlocal result
+        result = hostile.call({"mode": "query_flood", "size": QUERY_FLOOD}, limits)
+
+    peak = _peak_growth(flood)
+    assert result is not None and result.body["query"]["error"] == "QueryError_Invalid"
+    assert 100 * MIB < peak < INVOCATION_BUDGET, peak / MIB  # measured about 175 MiB
