@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wasmtime import Store
+from wasmtime.component import Component
 
 from host.catalogue.artifacts import ArtifactCache
 from host.catalogue.build import cache_key
@@ -21,7 +23,9 @@ from host.catalogue.registry import limits_for
 from host.config import Settings
 from host.errors import FunctionOutputRejected, FunctionTimedOut
 from host.runtime.calls import CallResult, FunctionRequest, SandboxLimits
+from host.runtime.capture import Bounded
 from host.runtime.engine import EpochTicker, create_engine
+from host.runtime.imports import CallContext, bound_to
 from host.runtime.runner import CallRunner
 from host.runtime.sandbox import Sandbox
 from host.types import Scope
@@ -242,3 +246,52 @@ def test_the_largest_query_flood_a_guest_can_send_costs_one_invocation_under_its
     peak = _peak_growth(flood)
     assert result is not None and result.body["query"]["error"] == "QueryError_Invalid"
     assert 100 * MIB < peak < INVOCATION_BUDGET, peak / MIB  # measured about 175 MiB
+
+
+# A hand-written guest whose 64 MiB memory is one string for `log.write`, in the encoding it declares:
+# Latin-1 bytes of 0xE9 (é) each become two bytes of UTF-8 when wasmtime lifts them, twice over.
+RAW_LOG = r"""
+(component
+  (import "wardfn:patient/log@0.1.0" (instance $log
+    (type $l0 (enum "debug" "info" "warn" "error")) (export "level" (type $l (eq $l0)))
+    (export "write" (func (param "level" $l) (param "message" string)))))
+  (core module $mem (memory (export "mem") 1024))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "mem" (core memory $memory))
+  (alias export $log "write" (func $write))
+  (core func $lowered (canon lower (func $write) (memory $memory) ENCODING))
+  (core module $m
+    (import "h" "write" (func $w (param i32 i32 i32)))
+    (import "h" "mem" (memory 0))
+    (func (export "run") (result i32)
+      (memory.fill (i32.const 0) (i32.const BYTE) (i32.const 62914560))
+      (call $w (i32.const 1) (i32.const 0) (i32.const 62914560)) (i32.const 0)))
+  (core instance $i (instantiate $m
+    (with "h" (instance (export "write" (func $lowered)) (export "mem" (memory $memory))))))
+  (func (export "run") (result u32) (canon lift (core func $i "run"))))
+"""
+
+
+@pytest.mark.parametrize(("encoding", "byte", "least"), [("latin1+utf16", 0xE9, 180 * MIB), ("utf8", 0x78, 120 * MIB)])
+def test_a_hand_written_guest_handing_log_its_whole_memory_costs_under_the_budget(
+    hostile: Hostile, encoding: str, byte: int, least: int
+) -> None:
+    # Not bound by CPython's copies: 60 MiB of the 64 is the string (measured 300 MiB as Latin-1,
+    # 180 as UTF-8). A flood of records.query parameters is not bound so (docs/functions.md).
+    wat = RAW_LOG.replace("ENCODING", f"string-encoding={encoding}").replace("BYTE", str(byte))
+    component = Component(hostile.sandbox.engine, wat)
+    scope = Scope(PATIENT, frozenset({"Patient"}), imports=frozenset({"log"}))
+    context = CallContext(scope=scope, read=_records, log=Bounded(hostile.limits.log_bytes))
+    store = Store(hostile.sandbox.engine)
+    try:
+        store.set_epoch_deadline(1_000_000)
+        store.set_limits(memory_size=Settings().max_memory_bytes)
+        run = hostile.sandbox.linker.instantiate(store, component).get_func(store, "run")
+        assert run is not None
+        with bound_to(context):
+            peak = _peak_growth(lambda: run(store))
+    finally:
+        store.close()
+    # Counted by its length in UTF-8, never copied into Python.
+    assert context.log.dropped == 60 * MIB * (2 if byte > 0x7F else 1)
+    assert least < peak < INVOCATION_BUDGET, peak / MIB
