@@ -150,16 +150,27 @@ class Settings(BaseSettings):
         "(the test suite sets it on busy machines).",
     )
     max_memory_bytes: int = Field(
-        default=256 * MIB,
+        default=64 * MIB,
         gt=0,
         description="The most linear memory one invocation may have, whatever its manifest asks (a manifest's "
-        "default is 128 MiB; more is cut to this). The guest's memory is the host's: with the output, log and "
-        "stdio caps it bounds what one invocation can add to the host (384 MiB in the Deployment's 1 GiB).",
+        "default is 128 MiB; more is cut to this). The guest's memory is the host's, and what a guest hands an "
+        "import wasmtime lifts and converts before the host can refuse it, at a cost the guest's memory bounds: "
+        "64 MiB keeps one invocation of a Python function under 384 MiB of the Deployment's 1 GiB (measured worst "
+        "case 192 MiB; see docs/functions.md). The shipped functions export a 50,000-resource chart in pages of "
+        "5,000 within it.",
     )
     max_output_bytes: int = Field(
         default=32 * MIB,
         gt=0,
         description="The most output a manifest may ask for (a manifest's default is 1 MiB).",
+    )
+    answer_memory_bytes: int = Field(
+        default=288 * MIB,
+        gt=0,
+        description="The most memory parsing a function's answer may take, bounded before parsing from its "
+        "separators and its length (96 bytes for each `,` `:` `[` `{` and 8 for each byte: 16 MiB of "
+        "`[[],[],...]` takes 490 MiB to parse); a larger answer is refused (500, audited). The bound of a 16 MiB "
+        "page of FHIR JSON is about 270 MiB (it takes 85).",
     )
     stdio_limit_bytes: int = Field(
         default=64 * 1024,
@@ -247,7 +258,8 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         description="Calls of all functions left running past their deadline before every new call is refused with "
-        "503 until they end: with the memory cap, this bounds what stuck calls can hold.",
+        "503 until they end: each holds up to `WARDFN_MAX_MEMORY_BYTES`, so the default's 4 times 64 MiB stays "
+        "inside the 424 MiB the Deployment's 1 GiB leaves above the idle host's 600 MiB.",
     )
     max_request_bytes: int = Field(
         default=64 * 1024, gt=0, description="The request body cap; a larger body is refused with 413."

@@ -207,7 +207,7 @@ def _call_again(
     assert store is not None
     context = CallContext(scope=scope, read=sandbox._read, log=Bounded(limits.log_bytes))
     _, raw = sandbox._run(store, prepared, request, context, limits)
-    return parse_body(unwrap(raw), limits.output_bytes)
+    return parse_body(unwrap(raw), limits.output_bytes, limits.answer_memory_bytes)
 
 
 def _timed(call: Callable[[], object]) -> float:

@@ -53,6 +53,7 @@ def limits_for(manifest: Manifest, settings: Settings) -> SandboxLimits:
         output_bytes=min(manifest.limits.output_kib * KIB, settings.max_output_bytes),
         stdio_bytes=settings.stdio_limit_bytes,
         log_bytes=settings.function_log_limit_bytes,
+        answer_memory_bytes=settings.answer_memory_bytes,
     )
 
 

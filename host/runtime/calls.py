@@ -22,6 +22,8 @@ class SandboxLimits:
     output_bytes: int
     stdio_bytes: int
     log_bytes: int
+    # The most memory the answer may take once parsed (estimated before parsing: host.runtime.results).
+    answer_memory_bytes: int = 288 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from host.policy.obligations import apply_to_text as apply_obligations
 from host.runtime.calls import RecordQuery, RecordReader
 from host.runtime.capture import Bounded
 from host.runtime.engine import WIT_PACKAGE, WIT_VERSION
+from host.runtime.lookup_values import add_directory_func, add_pseudonym_func
 from host.runtime.query_values import QueryLimits, add_query_func
 from host.runtime.values import TOO_LONG, add_log_func, add_search_func
 from host.types import DirectoryQuery, Scope
@@ -198,8 +199,9 @@ def define_imports(linker: Linker) -> None:
             # The hottest import: converted directly, not by wasmtime-py's generic conversion.
             add_search_func(records, "search", _records_search, MAX_ARGUMENT_CHARS * 4)
             add_query_func(records, "query", _records_query, QUERY_LIMITS)
-            records.add_func("pseudonym", _records_pseudonym)
+            # Every import that takes a string from the guest reads its length before copying it.
+            add_pseudonym_func(records, "pseudonym", _records_pseudonym, MAX_ARGUMENT_CHARS * 4)
         with root.add_instance(f"{WIT_PACKAGE}/directory@{WIT_VERSION}") as patients:
-            patients.add_func("search", _directory_search)
+            add_directory_func(patients, "search", _directory_search, MAX_ARGUMENT_CHARS * 4)
         with root.add_instance(f"{WIT_PACKAGE}/log@{WIT_VERSION}") as log:
             add_log_func(log, "write", _log_write)

@@ -36,6 +36,7 @@ from host.runtime.calls import CallResult, FunctionRequest, RecordQuery, RecordR
 from host.runtime.capture import Bounded, capture_stdio
 from host.runtime.engine import HANDLER_EXPORT
 from host.runtime.imports import CallContext, DirectorySearch, PseudonymSource, bound_to, define_imports
+from host.runtime.query_values import trim_after_flood
 from host.runtime.results import parse_body, unwrap
 from host.runtime.runner import LEFT_RUNNING, CallRunner
 from host.runtime.values import call_handle, handle_has_known_shape
@@ -260,7 +261,7 @@ class Sandbox:
             store.close()
         prepared.calls += 1
         try:
-            body = parse_body(unwrap(raw), limits.output_bytes)
+            body = parse_body(unwrap(raw), limits.output_bytes, limits.answer_memory_bytes)
         except FunctionOutputRejected:
             if prepared.reusable:
                 prepared.discard()
@@ -304,6 +305,8 @@ class Sandbox:
             raise FunctionTrapped("the function trapped") from exc
         except (ValueError, TypeError, UnicodeError) as exc:
             raise FunctionOutputRejected("the function's answer is not the promised shape") from exc
+        finally:
+            trim_after_flood()  # wasmtime has freed what it lifted by now
         return (time.perf_counter() - started) * 1000, result
 
 

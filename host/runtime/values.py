@@ -5,7 +5,8 @@ through ctypes (`FuncType.params`, `RecordType.fields`, `VariantLikeType._tagged
 walks it, about a quarter of a prepared call. The two crossings every patient function makes,
 `records.search` (an import) and `handler.handle` (the export), have shapes fixed by the WIT,
 so this module converts them directly instead. `log.write` is converted here too, for another
-reason: the generic conversion copies the message into Python before the host sees its length.
+reason: the generic conversion copies the message into Python before the host sees its length
+(the other imports that take strings, on the same primitives: `query_values`, `lookup_values`).
 
 Every string read here is measured by its declared length before it is copied: an argument,
 a message or an answer over its cap is refused without a copy into Python (wasmtime itself
@@ -81,7 +82,7 @@ REQUEST_FIELDS = ("patient-id", "purpose", "args")
 # --- building values in Python-owned memory -------------------------------------------------
 
 
-def _set_string(target: Any, data: bytes) -> None:
+def set_string(target: Any, data: bytes) -> None:
     """`target` (a val_t) becomes a string pointing into `data`, which the caller keeps alive."""
     target.kind = _STRING
     target.of.string.size = len(data)
@@ -89,7 +90,7 @@ def _set_string(target: Any, data: bytes) -> None:
     target.of.string.data = ctypes.cast(ctypes.c_char_p(data), _BytePtr)
 
 
-def _set_name(target: Any, data: bytes) -> None:
+def set_name(target: Any, data: bytes) -> None:
     """A `wasm_name_t` (record field name, variant case) pointing into `data`."""
     target.size = len(data)
     target.data = ctypes.cast(ctypes.c_char_p(data), _BytePtr)
@@ -133,46 +134,55 @@ TOO_LONG = "an argument is longer than this import accepts"
 
 
 def lower_list_result(result: list[str] | Variant, out: Any, cases: frozenset[str] = ACCESS_ERROR_CASES) -> None:
-    """Write `result<list<string>, E>` into `out` (wasmtime's result slot), E a variant of string cases.
-
-    The value is built here, in Python memory, then deep-copied into `out` by wasmtime in one
-    call: what lands in `out` is wholly wasmtime-allocated, and wasmtime frees it after reading.
-    `out` holds `bool false` until then, so an exception before the copy leaves nothing to free.
-    """
+    """Write `result<list<string>, E>` into `out` (wasmtime's result slot), E a variant of string cases."""
     keep: list[object] = []  # everything the value points into, alive until the copy is made
-    payload = _Val()
     if isinstance(result, list):
-        encoded = [_encode(item) for item in result]
+        encoded = [encode(item) for item in result]
         items = (_Val * len(encoded))()
         for slot, data in zip(items, encoded, strict=True):
-            _set_string(slot, data)
+            set_string(slot, data)
+        payload = _Val()
         payload.kind = _LIST
         payload.of.list.size = len(encoded)
         payload.of.list.data = ctypes.cast(items, _ValPtr)
         keep += [encoded, items]
-        is_ok = True
-    elif isinstance(result, Variant):
-        if result.tag not in cases:
-            raise ValueError(f"the error variant has no case {result.tag!r}")
-        tag, message = result.tag.encode(), _encode(result.payload)
-        inner = _Val()
-        _set_string(inner, message)
-        payload.kind = _VARIANT
-        _set_name(payload.of.variant.discriminant, tag)
-        payload.of.variant.val = ctypes.pointer(inner)
-        keep += [tag, message, inner]
-        is_ok = False
+        lower_result(payload, True, out)
     else:
+        lower_result(error_value(result, cases, keep), False, out)
+    del keep  # only now may the Python memory go
+
+
+def error_value(result: object, cases: frozenset[str], keep: list[object]) -> Any:
+    """The val_t of an error variant `result` (one of `cases`, a string payload); what it points into goes in `keep`."""
+    if not isinstance(result, Variant):
         raise ValueError("value not valid for this variant")  # wasmtime-py's words for the same
+    if result.tag not in cases:
+        raise ValueError(f"the error variant has no case {result.tag!r}")
+    tag, message = result.tag.encode(), encode(result.payload)
+    inner, payload = _Val(), _Val()
+    set_string(inner, message)
+    payload.kind = _VARIANT
+    set_name(payload.of.variant.discriminant, tag)
+    payload.of.variant.val = ctypes.pointer(inner)
+    keep += [tag, message, inner]
+    return payload
+
+
+def lower_result(payload: Any, is_ok: bool, out: Any) -> None:
+    """Write `result` (ok or err with `payload`, a val_t in Python memory) into `out`, wasmtime's result slot.
+
+    wasmtime deep-copies the value into `out` in one call: what lands there is wholly
+    wasmtime-allocated, and wasmtime frees it after reading. `out` holds `bool false` until then,
+    so an exception before the copy leaves nothing to free. The caller keeps `payload`'s memory alive.
+    """
     top = _Val()
     top.kind = _RESULT
     top.of.result.is_ok = is_ok
     top.of.result.val = ctypes.pointer(payload)
     ffi.wasmtime_component_val_clone(ctypes.byref(top), out)
-    del keep  # only now may the Python memory go
 
 
-def _encode(value: object) -> bytes:
+def encode(value: object) -> bytes:
     if not isinstance(value, str):
         raise TypeError("expected string type")
     return value.encode("utf-8")  # a lone surrogate raises here, before anything reaches wasmtime
@@ -323,21 +333,21 @@ def call_handle(
     entries = (ffi.wasmtime_component_valrecord_entry_t * 3)()
     for entry, name in zip(entries, REQUEST_FIELDS, strict=True):
         data = name.encode()
-        _set_name(entry.name, data)
+        set_name(entry.name, data)
         keep.append(data)
     if patient_id is None:
         entries[0].val.kind = _OPTION
         entries[0].val.of.option = None  # NULL: none
     else:
         inner = _Val()
-        data = _encode(patient_id)
-        _set_string(inner, data)
+        data = encode(patient_id)
+        set_string(inner, data)
         entries[0].val.kind = _OPTION
         entries[0].val.of.option = ctypes.pointer(inner)
         keep += [inner, data]
     for entry, text in ((entries[1], purpose), (entries[2], args)):
-        data = _encode(text)
-        _set_string(entry.val, data)
+        data = encode(text)
+        set_string(entry.val, data)
         keep.append(data)
     params = (_Val * 1)()
     params[0].kind = _RECORD

@@ -162,6 +162,31 @@ def test_floods_of_log_and_stdout_cost_the_host_nothing_it_keeps(host: Host, mod
         _contained(host, response, request_id, growth, 200, "ok")
 
 
+# The longest string the guest can hand an import under the host's default 64 MiB memory cap: CPython's
+# string and the copy its lowering makes both live in linear memory, beside CPython's own (26 MiB traps).
+FILLING = 23 * MIB
+# The most empty search parameters it can send records.query under that cap (520,000 trap).
+QUERY_FLOOD = 420_000
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"),
+    [("log_flood", FILLING), ("directory_flood", FILLING), ("pseudonym_flood", FILLING), ("query_flood", QUERY_FLOOD)],
+)
+def test_an_argument_filling_the_guests_memory_costs_the_host_inside_its_budget(
+    host: Host, mode: str, size: int
+) -> None:
+    # The worst one import call can cost: the guest's full memory, then what wasmtime lifts and converts
+    # before the host sees a length (measured about 100 MiB for a string, 175 for the parameters; at the
+    # former 256 MiB cap 465 and 695 for a string).
+    response, request_id, growth = host.attack(mode, size=size)
+    _contained(host, response, request_id, growth, 200, "ok")  # the budget is asserted there
+    assert growth > 40 * MIB  # the guest really held it and handed it over
+    attempt = response.json()["result"].get(mode.removesuffix("_flood"))
+    if attempt is not None:
+        assert attempt["succeeded"] is False, attempt
+
+
 def test_files_environment_and_network_are_not_there(host: Host) -> None:
     response, request_id, growth = host.attack("escape", port=host.server.port)
     _contained(host, response, request_id, growth, 200, "ok")

@@ -115,14 +115,34 @@ class Handler(exports.Handler):
             size = len(("x" * int(args.get("size", 0))).encode())
             return Response(json.dumps({"size": size}))
         if mode == "log_flood":
-            log.write(log.Level.INFO, "x" * int(args.get("size", 0)))
+            # `char` other than "x" makes a string whose UTF-8 is longer than CPython's own form
+            # ("é": 1 byte there, 2 in UTF-8): the most a guest's memory can hand the host.
+            log.write(log.Level.INFO, str(args.get("char", "x")) * int(args.get("size", 0)))
             return Response(json.dumps({"ok": True}))
+        if mode == "directory_flood":
+            # One huge name for the directory: its length is checked before the host copies it.
+            name = str(args.get("char", "x")) * int(args.get("size", 0))
+            query = directory.Query(name=name, birth_date=None, identifier=None)
+            return Response(json.dumps({"directory": _attempt(lambda: len(directory.search(query, 20)))}))
+        if mode == "pseudonym_flood":
+            long_id = str(args.get("char", "p")) * int(args.get("size", 0))
+            return Response(json.dumps({"pseudonym": _attempt(lambda: records.pseudonym(long_id))}))
+        if mode == "query_flood":
+            # Millions of tiny search parameters: cheap in the guest's memory, each a value wasmtime lifts.
+            _fill(int(args.get("mib", 0)))  # and, with `mib`, the rest of its memory taken first
+            params = [("", "")] * int(args.get("size", 0))
+            found = _attempt(lambda: len(records.query(request.patient_id, "Patient", params)))
+            return Response(json.dumps({"query": found}))
         if mode == "stdout_flood":
-            sys.stdout.write("x" * int(args.get("size", 0)))
+            sys.stdout.write(str(args.get("char", "x")) * int(args.get("size", 0)))
             sys.stdout.flush()
             return Response(json.dumps({"ok": True}))
         if mode == "answer_flood":
-            return Response(json.dumps("x" * int(args.get("size", 0))))
+            return Response(json.dumps(str(args.get("char", "x")) * int(args.get("size", 0)), ensure_ascii=False))
+        if mode == "containers":
+            # Small JSON that parses big: `[[],[],...]` takes about 24 times its length as Python lists.
+            unit = str(args.get("target", "[]"))
+            return Response("[" + (unit + ",") * int(args.get("size", 0)) + unit + "]")
         if mode == "fill":
             return Response(json.dumps({"filled": _fill(int(args.get("mib", 1)))}))
         if mode == "long_id":
