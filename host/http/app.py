@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import signal
@@ -37,6 +38,11 @@ def create_app(settings: Settings, host: Host | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = host is None
         app.state.host = open_host(settings) if owned else host
+        if owned:
+            # What a served host has built by now (modules, the app, the catalogue, the policy) lives as
+            # long as the process. A full collection walking it costs about 65 ms of CPU holding the GIL,
+            # and it lands inside whichever requests are running: frozen, collections skip it.
+            gc.freeze()
         _reload_on_sighup(app.state.host)
         # Only a host of its own: one handed in belongs to its owner, who decides when it stops.
         undo_drain = _drain_on_sigterm(app.state.host, settings.shutdown_grace_s) if owned else None
